@@ -1,0 +1,305 @@
+// Package api holds the types that cross a process boundary: the package
+// manifest inside a package file, the desired and resolved state, device
+// reports, events, and the one error type of the wire API.
+//
+// Wire rule (Nomad's): add fields, never change what an existing one means.
+// Agents and servers are upgraded at different times.
+package api
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/Masterminds/semver/v3"
+)
+
+// Coordinate names one package version: group:name:version (copkg).
+type Coordinate struct {
+	Group   string
+	Name    string
+	Version string
+}
+
+var (
+	groupRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_-]*(\.[a-zA-Z0-9][a-zA-Z0-9_-]*)*$`)
+	nameRe  = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]*$`)
+	tagRe   = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._+-]*$`)
+)
+
+// ValidGroup reports whether g is a valid package group (dotted words).
+func ValidGroup(g string) bool { return len(g) <= 128 && groupRe.MatchString(g) }
+
+// ValidName reports whether n is a valid package name.
+func ValidName(n string) bool { return len(n) <= 128 && nameRe.MatchString(n) }
+
+// ValidTag reports whether t is a valid tag.
+func ValidTag(t string) bool { return len(t) <= 64 && tagRe.MatchString(t) }
+
+// ParseCoordinate parses "group:name:version"; the version must be a
+// semantic version.
+func ParseCoordinate(s string) (Coordinate, error) {
+	parts := strings.Split(s, ":")
+	if len(parts) != 3 {
+		return Coordinate{}, fmt.Errorf("coordinate %q: want group:name:version", s)
+	}
+	c := Coordinate{Group: parts[0], Name: parts[1], Version: parts[2]}
+	if err := c.Validate(); err != nil {
+		return Coordinate{}, err
+	}
+	return c, nil
+}
+
+// ParsePackageName parses "group:name".
+func ParsePackageName(s string) (group, name string, err error) {
+	parts := strings.Split(s, ":")
+	if len(parts) != 2 || !ValidGroup(parts[0]) || !ValidName(parts[1]) {
+		return "", "", fmt.Errorf("package name %q: want group:name", s)
+	}
+	return parts[0], parts[1], nil
+}
+
+// Validate checks each part of c.
+func (c Coordinate) Validate() error {
+	if !ValidGroup(c.Group) {
+		return fmt.Errorf("group %q: want dotted words of letters, digits, '-' and '_'", c.Group)
+	}
+	if !ValidName(c.Name) {
+		return fmt.Errorf("name %q: want letters, digits, '.', '-' and '_'", c.Name)
+	}
+	if _, err := semver.StrictNewVersion(c.Version); err != nil {
+		return fmt.Errorf("version %q: not a semantic version (like 1.2.0)", c.Version)
+	}
+	return nil
+}
+
+// PackageName is group:name, the coordinate without its version.
+func (c Coordinate) PackageName() string { return c.Group + ":" + c.Name }
+
+// String returns group:name:version.
+func (c Coordinate) String() string { return c.Group + ":" + c.Name + ":" + c.Version }
+
+// Install modes of a package (DESIGN §3).
+const (
+	InstallPrefix = "prefix" // versioned folder under the software root, `current` symlink
+	InstallRoot   = "root"   // files at their targets under the device's root
+)
+
+// File types in a manifest. Nothing else (devices, fifos, sockets,
+// hard links) is ever accepted.
+const (
+	TypeFile    = "file"
+	TypeDir     = "dir"
+	TypeSymlink = "symlink"
+)
+
+// File is one entry of a package's file tree.
+type File struct {
+	// Path is slash-separated and relative to the install location;
+	// it never starts with '/' and never contains "." or ".." elements.
+	Path string `json:"path"`
+	Type string `json:"type"`
+	// Mode holds permission bits only (0o777).
+	Mode uint32 `json:"mode"`
+	// Size and Digest (hex SHA-256 of the content) are set for files.
+	Size   int64  `json:"size,omitempty"`
+	Digest string `json:"digest,omitempty"`
+	// Target is a symlink's target, relative and inside the install root.
+	Target string `json:"target,omitempty"`
+	// Overlay holds the tags of the files@TAGS tree the entry comes from;
+	// empty for the generic tree.
+	Overlay []string `json:"overlay,omitempty"`
+}
+
+// Dependency is a package that must be installed first.
+type Dependency struct {
+	Name    string `json:"name" yaml:"name"`       // group:name
+	Version string `json:"version" yaml:"version"` // semver constraint; empty = any
+}
+
+// Param declares a package parameter (JPackages' @ASK).
+type Param struct {
+	Type        string   `json:"type,omitempty" yaml:"type"`
+	Default     any      `json:"default,omitempty" yaml:"default"`
+	Min         *float64 `json:"min,omitempty" yaml:"min"`
+	Max         *float64 `json:"max,omitempty" yaml:"max"`
+	Allowed     []any    `json:"allowed,omitempty" yaml:"allowed"`
+	Description string   `json:"description,omitempty" yaml:"description"`
+	Required    bool     `json:"required,omitempty" yaml:"required"`
+}
+
+// Template is rendered with the parameters at configure.
+type Template struct {
+	Src    string `json:"src" yaml:"src"`
+	Dest   string `json:"dest" yaml:"dest"`
+	Digest string `json:"digest,omitempty" yaml:"-"`
+}
+
+// Service is a long-running process a package provides (copkg).
+type Service struct {
+	Name    string `json:"name" yaml:"name"`
+	Start   string `json:"start" yaml:"start"`
+	Stop    string `json:"stop,omitempty" yaml:"stop"`
+	Health  string `json:"health,omitempty" yaml:"health"`
+	Restart string `json:"restart,omitempty" yaml:"restart"`
+}
+
+// Script names of a package, in no particular order.
+var ScriptNames = []string{"preinst", "postinst", "prerm", "postrm", "configure"}
+
+// Manifest describes one build of a package. Its canonical JSON encoding
+// (encoding/json of this struct) is stored as manifest.json in the package
+// file; the SHA-256 of those bytes is the build's identity.
+type Manifest struct {
+	Group     string           `json:"group"`
+	Name      string           `json:"name"`
+	Version   string           `json:"version"`
+	Tags      []string         `json:"tags"`
+	Install   string           `json:"install"`
+	Depends   []Dependency     `json:"depends,omitempty"`
+	Params    map[string]Param `json:"params,omitempty"`
+	Templates []Template       `json:"templates,omitempty"`
+	Services  []Service        `json:"services,omitempty"`
+	// Scripts maps a script name (ScriptNames) to its content digest.
+	Scripts map[string]string `json:"scripts,omitempty"`
+	Files   []File            `json:"files"`
+}
+
+// Coordinate returns the manifest's coordinate.
+func (m *Manifest) Coordinate() Coordinate {
+	return Coordinate{Group: m.Group, Name: m.Name, Version: m.Version}
+}
+
+// Digests returns every blob digest the manifest refers to, once each.
+func (m *Manifest) Digests() []string {
+	seen := map[string]bool{}
+	var out []string
+	add := func(d string) {
+		if d != "" && !seen[d] {
+			seen[d] = true
+			out = append(out, d)
+		}
+	}
+	for _, f := range m.Files {
+		add(f.Digest)
+	}
+	for _, name := range ScriptNames {
+		add(m.Scripts[name])
+	}
+	for _, t := range m.Templates {
+		add(t.Digest)
+	}
+	return out
+}
+
+// Build is one pushed build of a package version as the repository lists it.
+type Build struct {
+	Coordinate string    `json:"coordinate" yaml:"coordinate"`
+	Tags       []string  `json:"tags" yaml:"tags"`
+	Digest     string    `json:"digest" yaml:"digest"` // SHA-256 of manifest.json
+	Install    string    `json:"install" yaml:"install"`
+	Files      int       `json:"files" yaml:"files"`
+	Size       int64     `json:"size" yaml:"size"`
+	Pushed     time.Time `json:"pushed" yaml:"pushed"`
+}
+
+// DesiredApp is one entry of a desired state (jamesd's shape, DESIGN §4).
+type DesiredApp struct {
+	Name     string         `json:"name" yaml:"name"`
+	Version  string         `json:"version,omitempty" yaml:"version,omitempty"`
+	Tags     []string       `json:"tags" yaml:"tags"`
+	Instance string         `json:"instance,omitempty" yaml:"instance,omitempty"`
+	Params   map[string]any `json:"params,omitempty" yaml:"params,omitempty"`
+	Purge    bool           `json:"purge,omitempty" yaml:"purge,omitempty"`
+}
+
+// DesiredState is what the operator declares for one device.
+type DesiredState struct {
+	ID         string       `json:"id" yaml:"id"`
+	SystemTags []string     `json:"systemtags,omitempty" yaml:"systemtags,omitempty"`
+	Apps       []DesiredApp `json:"apps" yaml:"apps"`
+}
+
+// ResolvedApp is one build a device must have installed, chosen by the
+// server: constraint to exact version, tag match to one build.
+type ResolvedApp struct {
+	Name     string         `json:"name"` // group:name
+	Version  string         `json:"version"`
+	Digest   string         `json:"digest"` // manifest digest of the chosen build
+	Tags     []string       `json:"tags"`   // extra tags of the desired-state entry
+	Instance string         `json:"instance,omitempty"`
+	Params   map[string]any `json:"params,omitempty"`
+	Purge    bool           `json:"purge,omitempty"`
+	// Dependency is true when the app is only there because another needs it.
+	Dependency bool `json:"dependency,omitempty"`
+}
+
+// Resolved is a device's resolved desired state, dependencies first.
+type Resolved struct {
+	Device string        `json:"device"`
+	Digest string        `json:"digest"` // identity of the answer: changes whenever Apps, Unset or Error do
+	Apps   []ResolvedApp `json:"apps"`
+	// Unset is true when no desired state was ever declared for the device:
+	// the agent then leaves its installed packages alone, so a fresh or
+	// wiped server never makes a fleet remove its software.
+	Unset bool `json:"unset,omitempty"`
+	// Error says why the desired state cannot be resolved for this device
+	// (no fitting build, ambiguous builds...); the agent changes nothing.
+	Error string `json:"error,omitempty"`
+}
+
+// InstalledApp is what an agent reports of one installed package.
+type InstalledApp struct {
+	Name     string   `json:"name" yaml:"name"`
+	Version  string   `json:"version" yaml:"version"`
+	Tags     []string `json:"tags" yaml:"tags"`
+	Digest   string   `json:"digest,omitempty" yaml:"digest,omitempty"`
+	Instance string   `json:"instance,omitempty" yaml:"instance,omitempty"`
+	Install  string   `json:"install,omitempty" yaml:"install,omitempty"`
+	// Previous is the version kept on disk for a rollback without download.
+	Previous string `json:"previous,omitempty" yaml:"previous,omitempty"`
+}
+
+// Report is what an agent sends: facts, tags and installed state.
+type Report struct {
+	Facts     map[string]string `json:"facts"`
+	Tags      []string          `json:"tags"` // system tags: detected facts + --tags
+	Labels    map[string]string `json:"labels,omitempty"`
+	Installed []InstalledApp    `json:"installed"`
+	// Applied is the digest of the resolved state the device last converged to.
+	Applied string `json:"applied,omitempty"`
+	// Error is the last convergence error, empty when the last run succeeded.
+	Error        string `json:"error,omitempty"`
+	AgentVersion string `json:"agent_version,omitempty"`
+}
+
+// ReportResponse answers a report.
+type ReportResponse struct {
+	Desired string `json:"desired"` // digest of the current resolved state
+}
+
+// Device is the server's view of one device.
+type Device struct {
+	ID        string            `json:"id" yaml:"id"`
+	Tags      []string          `json:"systemtags" yaml:"systemtags"`
+	Labels    map[string]string `json:"labels,omitempty" yaml:"labels,omitempty"`
+	Facts     map[string]string `json:"facts,omitempty" yaml:"facts,omitempty"`
+	Installed []InstalledApp    `json:"apps" yaml:"apps"`
+	LastSeen  time.Time         `json:"last_seen" yaml:"last_seen"`
+	Applied   string            `json:"applied,omitempty" yaml:"applied,omitempty"`
+	Desired   string            `json:"desired,omitempty" yaml:"desired,omitempty"`
+	Converged bool              `json:"converged" yaml:"converged"`
+	Error     string            `json:"error,omitempty" yaml:"error,omitempty"`
+	Health    string            `json:"health,omitempty" yaml:"health,omitempty"`
+}
+
+// MissingRequest asks which of these blobs the server lacks.
+type MissingRequest struct {
+	Digests []string `json:"digests"`
+}
+
+// MissingResponse lists the blobs the server lacks.
+type MissingResponse struct {
+	Missing []string `json:"missing"`
+}

@@ -1,0 +1,70 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+)
+
+// Error codes of the wire API (WTF Dial's scheme).
+const (
+	EINVALID      = "invalid"
+	ENOTFOUND     = "not_found"
+	ECONFLICT     = "conflict"
+	EFORBIDDEN    = "forbidden"
+	EUNAUTHORIZED = "unauthorized"
+	EINTERNAL     = "internal"
+)
+
+// Error is the one error type crossing the wire. Message is shown to users
+// as is; an internal error never carries its details to the client.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	// Missing lists blob digests the server lacks, for a push that
+	// forgot some.
+	Missing []string `json:"missing,omitempty"`
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Errorf returns an *Error with the code and message.
+func Errorf(code, msg string) *Error { return &Error{Code: code, Message: msg} }
+
+// statusOf maps each code to its HTTP status, in one table.
+var statusOf = map[string]int{
+	EINVALID:      http.StatusBadRequest,
+	ENOTFOUND:     http.StatusNotFound,
+	ECONFLICT:     http.StatusConflict,
+	EFORBIDDEN:    http.StatusForbidden,
+	EUNAUTHORIZED: http.StatusUnauthorized,
+	EINTERNAL:     http.StatusInternalServerError,
+}
+
+// HTTPStatus returns the HTTP status for a code (500 if unknown).
+func HTTPStatus(code string) int {
+	if s, ok := statusOf[code]; ok {
+		return s
+	}
+	return http.StatusInternalServerError
+}
+
+// CodeForStatus maps an HTTP status back to a code, for answers that carry
+// no JSON error body.
+func CodeForStatus(status int) string {
+	for c, s := range statusOf {
+		if s == status {
+			return c
+		}
+	}
+	return EINTERNAL
+}
+
+// ErrorCode returns the code of err if it is (or wraps) an *Error,
+// else EINTERNAL.
+func ErrorCode(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return EINTERNAL
+}

@@ -1,0 +1,44 @@
+package sqlite
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/drover-dev/drover/internal/api"
+)
+
+// BenchmarkPutDevice measures the report path: one upsert of a typical
+// device record, cycling through 5,000 devices.
+func BenchmarkPutDevice(b *testing.B) {
+	ctx := context.Background()
+	db, err := Open(ctx, filepath.Join(b.TempDir(), "drover.db"), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	d := api.Device{
+		Tags:   []string{"linux", "amd64", "glibc-2.36", "systemd", "debian", "debian-12"},
+		Labels: map[string]string{"site": "berlin", "rack": "r12"},
+		Facts:  map[string]string{"os": "linux", "arch": "amd64", "hostname": "node"},
+		Installed: []api.InstalledApp{
+			{Name: "com.example:openvpn", Version: "1.2.0", Tags: []string{"linux"}, Install: api.InstallPrefix},
+			{Name: "com.example:core", Version: "2.0.1", Tags: []string{}, Install: api.InstallRoot},
+		},
+		Converged: true,
+		Health:    "ok",
+	}
+	t0 := time.Now()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		d.ID = fmt.Sprintf("device-%04d", i%5000)
+		d.LastSeen = t0.Add(time.Duration(i) * time.Millisecond)
+		if err := db.PutDevice(ctx, d); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}

@@ -1,0 +1,110 @@
+package sqlite
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/store"
+)
+
+// AppendEvents implements store.Store: one transaction, so a batch gets
+// consecutive IDs and a failure stores none of it.
+func (db *DB) AppendEvents(ctx context.Context, evs []api.Event) ([]api.Event, error) {
+	out := make([]api.Event, len(evs))
+	for i, e := range evs {
+		if err := store.CheckEvent(&e); err != nil {
+			return nil, fmt.Errorf("append events: event %d: %w", i, err)
+		}
+		out[i] = e
+	}
+	if len(out) == 0 {
+		return out, nil
+	}
+	tx, err := db.write.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("append events: %w", err)
+	}
+	defer tx.Rollback()
+	stmt, err := tx.PrepareContext(ctx, `
+		INSERT INTO events (time, device, kind, level, priority, priority_rank, package, message, payload)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	if err != nil {
+		return nil, fmt.Errorf("append events: %w", err)
+	}
+	defer stmt.Close()
+	for i := range out {
+		e := &out[i]
+		var payload any // NULL, not an empty blob, when there is none
+		if e.Payload != nil {
+			payload = []byte(e.Payload)
+		}
+		res, err := stmt.ExecContext(ctx, formatTime(e.Time), e.Device, e.Kind, e.Level,
+			e.Priority, api.PriorityRank(e.Priority), e.Package, e.Message, payload)
+		if err != nil {
+			return nil, fmt.Errorf("append events: %w", err)
+		}
+		if e.ID, err = res.LastInsertId(); err != nil {
+			return nil, fmt.Errorf("append events: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("append events: %w", err)
+	}
+	return out, nil
+}
+
+// Events implements store.Store.
+func (db *DB) Events(ctx context.Context, f store.EventFilter) ([]api.Event, error) {
+	where := []string{"id > ?"}
+	args := []any{f.After}
+	if f.Device != "" {
+		where = append(where, "device = ?")
+		args = append(args, f.Device)
+	}
+	if f.Kind != "" {
+		where = append(where, "kind = ?")
+		args = append(args, f.Kind)
+	}
+	if f.MinPriority != "" {
+		rank := api.PriorityRank(f.MinPriority)
+		if rank == 0 {
+			return nil, fmt.Errorf("list events: priority %q: want low, medium or high", f.MinPriority)
+		}
+		where = append(where, "priority_rank >= ?")
+		args = append(args, rank)
+	}
+	limit := f.Limit
+	if limit <= 0 {
+		limit = store.DefaultEventLimit
+	}
+	args = append(args, limit)
+	q := `SELECT id, time, device, kind, level, priority, package, message, payload FROM events WHERE ` +
+		strings.Join(where, " AND ") + ` ORDER BY id LIMIT ?`
+	rows, err := db.read.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list events: %w", err)
+	}
+	defer rows.Close()
+	out := []api.Event{}
+	for rows.Next() {
+		var e api.Event
+		var t string
+		var payload []byte
+		if err := rows.Scan(&e.ID, &t, &e.Device, &e.Kind, &e.Level, &e.Priority, &e.Package, &e.Message, &payload); err != nil {
+			return nil, fmt.Errorf("list events: %w", err)
+		}
+		if e.Time, err = parseTime(t); err != nil {
+			return nil, fmt.Errorf("list events: %w", err)
+		}
+		if payload != nil {
+			e.Payload = payload
+		}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list events: %w", err)
+	}
+	return out, nil
+}
