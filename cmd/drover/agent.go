@@ -1,0 +1,128 @@
+package main
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/drover-dev/drover/internal/agent"
+)
+
+// agentFlags are the flags of `drover agent`.
+type agentFlags struct {
+	conn                                  connFlags
+	home, softwareRoot, runtimeRoot, root string
+	tags, labels, logLevel                string
+	healthInterval, reportInterval        time.Duration
+	recoverOnly                           bool
+}
+
+func agentCmd(e *env) *cobra.Command {
+	var f agentFlags
+	c := &cobra.Command{
+		Use:   "agent --home DIR --addr URL --ca-cert F --client-cert F --client-key F",
+		Short: "Run the node agent: report, converge, install",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := agentConfig(e, &f)
+			if err != nil {
+				return err
+			}
+			if f.recoverOnly {
+				a, err := agent.New(cfg, nil)
+				if err != nil {
+					return err
+				}
+				return a.Recover(cmd.Context())
+			}
+			cl, err := f.conn.client()
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			a, err := agent.New(cfg, cl)
+			if err != nil {
+				return err
+			}
+			return a.Run(cmd.Context())
+		},
+	}
+	f.conn.register(c)
+	fl := c.Flags()
+	fl.StringVar(&f.home, "home", "", "agent home folder (env DROVER_HOME, default /opt/drover)")
+	fl.StringVar(&f.softwareRoot, "software-root", "", "where prefix-mode packages install (default <home>/software)")
+	fl.StringVar(&f.runtimeRoot, "runtime-root", "", "where service runtime folders go (default <home>/runtime)")
+	fl.StringVar(&f.root, "root", "/", "where root-mode packages install")
+	fl.StringVar(&f.tags, "tags", "", "extra device tags, comma separated")
+	fl.StringVar(&f.labels, "labels", "", "device labels: k=v,...")
+	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fl.DurationVar(&f.healthInterval, "health-interval", 60*time.Second, "how often health checks run")
+	fl.BoolVar(&f.recoverOnly, "recover-only", false, "finish or undo an interrupted install from the journal, then exit without contacting the server")
+	fl.DurationVar(&f.reportInterval, "report-interval", 30*time.Second, "how often the agent reports when nothing happens")
+	return c
+}
+
+func agentConfig(e *env, f *agentFlags) (agent.Config, error) {
+	home := orEnv(f.home, "DROVER_HOME", "/opt/drover")
+	labels, err := parseLabels(f.labels)
+	if err != nil {
+		return agent.Config{}, err
+	}
+	if f.reportInterval <= 0 {
+		return agent.Config{}, usagef("--report-interval must be positive")
+	}
+	certFile := orEnv(f.conn.clientCert, "DROVER_CLIENT_CERT", "")
+	if certFile == "" {
+		return agent.Config{}, usagef("agent: --client-cert is required: the device id is its certificate's name")
+	}
+	id, err := certName(certFile)
+	if err != nil {
+		return agent.Config{}, err
+	}
+	log, err := newLogger(e, f.logLevel)
+	if err != nil {
+		return agent.Config{}, err
+	}
+	return agent.Config{
+		Home: home, Device: id, SoftwareRoot: f.softwareRoot, RuntimeRoot: f.runtimeRoot, Root: f.root,
+		Tags: splitList(f.tags), Labels: labels, ReportInterval: f.reportInterval, Logger: log,
+	}, nil
+}
+
+// certName returns the CN of a PEM certificate file: a device's id.
+func certName(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read client certificate: %w", err)
+	}
+	b, _ := pem.Decode(data)
+	if b == nil || b.Type != "CERTIFICATE" {
+		return "", fmt.Errorf("client certificate %s: not a PEM certificate", path)
+	}
+	cert, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		return "", fmt.Errorf("client certificate %s: %w", path, err)
+	}
+	if cert.Subject.CommonName == "" {
+		return "", fmt.Errorf("client certificate %s has no common name", path)
+	}
+	return cert.Subject.CommonName, nil
+}
+
+// parseLabels parses "k=v,k2=v2".
+func parseLabels(s string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, kv := range splitList(s) {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, usagef("--labels %q: want key=value pairs separated by commas", s)
+		}
+		out[strings.TrimSpace(k)] = strings.TrimSpace(v)
+	}
+	return out, nil
+}

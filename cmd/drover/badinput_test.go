@@ -1,0 +1,130 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// oneLine checks a failed command said one clear line on stderr and
+// nothing like a Go panic.
+func oneLine(t *testing.T, what string, r result, code int, want string) {
+	t.Helper()
+	if r.code != code {
+		t.Errorf("%s: exit %d, want %d (stderr %q)", what, r.code, code, r.stderr)
+	}
+	lines := strings.Split(strings.TrimRight(r.stderr, "\n"), "\n")
+	if len(lines) != 1 || strings.Contains(r.stderr, "goroutine ") || strings.Contains(r.stderr, "panic") {
+		t.Errorf("%s: want one line on stderr, got:\n%s", what, r.stderr)
+	}
+	if !strings.Contains(strings.ToLower(r.stderr), strings.ToLower(want)) {
+		t.Errorf("%s: stderr %q does not mention %q", what, r.stderr, want)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"frobnicate"}, "unknown command"},
+		{[]string{"pkg"}, "verb"},
+		{[]string{"pkg", "build"}, "arg"},
+		{[]string{"pkg", "build", "a", "b"}, "arg"},
+		{[]string{"pkg", "ls", "--bogus"}, "bogus"},
+		{[]string{"pkg", "rm", "not-a-coordinate"}, "coordinate"},
+		{[]string{"pki", "issue", "--dir", "x"}, "--server"},
+		{[]string{"state", "set"}, "-f"},
+		{[]string{"device", "show"}, "arg"},
+		{[]string{"events", "--min-priority", "urgent"}, "urgent"},
+		{[]string{"server", "--listen", "127.0.0.1:0"}, "--data"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, "_"), func(t *testing.T) {
+			r := runBin(t, nil, "", tt.args...)
+			oneLine(t, strings.Join(tt.args, " "), r, 2, tt.want)
+		})
+	}
+}
+
+func TestBadPackageSources(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name string
+		src  pkgSource
+		want string
+	}{
+		{"unknown field", pkgSource{yaml: "group: com.example\nname: x\nversion: 1.0.0\ncolour: red\n"}, "colour"},
+		{"bad version", pkgSource{yaml: "group: com.example\nname: x\nversion: one\n"}, "version"},
+		{"malformed yaml", pkgSource{yaml: "group: [com.example\n"}, "drover.yaml"},
+		{"bad install mode", pkgSource{yaml: "group: com.example\nname: x\nversion: 1.0.0\ninstall: sideways\n"}, "sideways"},
+		{"unknown script", pkgSource{yaml: "group: com.example\nname: x\nversion: 1.0.0\n", scripts: map[string]string{"postinstall": "true"}}, "postinstall"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := writeSource(t, filepath.Join(dir, strings.ReplaceAll(tt.name, " ", "-")), tt.src)
+			out := filepath.Join(dir, "out.drover")
+			r := runBin(t, nil, "", "pkg", "build", src, "-o", out)
+			oneLine(t, "pkg build", r, 1, tt.want)
+			if _, err := os.Stat(out); !os.IsNotExist(err) {
+				t.Errorf("a failed build left %s", out)
+			}
+		})
+	}
+	// A symlink that leaves the package is refused.
+	src := writeSource(t, filepath.Join(dir, "escape"), pkgSource{yaml: "group: com.example\nname: x\nversion: 1.0.0\n", files: map[string]string{"files/a": "a"}})
+	if err := os.Symlink("../../../etc/passwd", filepath.Join(src, "files", "evil")); err != nil {
+		t.Fatal(err)
+	}
+	oneLine(t, "symlink out", runBin(t, nil, "", "pkg", "build", src, "-o", filepath.Join(dir, "e.drover")), 1, "evil")
+}
+
+func TestServerRefusals(t *testing.T) {
+	f := newFleet(t)
+	files := buildFleetPackages(t, f)
+	f.op(append([]string{"pkg", "push"}, files...)...)
+	dev := f.newAgent("gamma")
+	dev.start()
+	f.waitFor("gamma", "reported", func(d deviceJSON) bool { return len(d.SystemTags) > 0 })
+
+	// A state naming an unknown package, or a constraint nothing fits,
+	// is refused and changes nothing.
+	f.op("state", "set", "-f", writeState(t, f, "gamma", "id: gamma\napps:\n  - name: com.example:tool\n    version: 1.0.0\n"))
+	for _, tt := range []struct{ name, yaml, want string }{
+		{"unknown package", "id: gamma\napps:\n  - name: com.example:nope\n    version: 1.0.0\n", "com.example:nope"},
+		{"no version fits", "id: gamma\napps:\n  - name: com.example:tool\n    version: \">=5.0.0\"\n", ">=5.0.0"},
+		{"no build fits", "id: gamma\napps:\n  - name: com.example:tool\n    version: 1.0.0\n    tags: []\n  - name: com.example:conf\n    version: 9.9.9\n", "9.9.9"},
+		{"unknown field", "id: gamma\napps:\n  - name: com.example:tool\n    versoin: 1.0.0\n", "versoin"},
+		{"malformed", "id: gamma\napps: [\n", "malformed"},
+	} {
+		r := runBin(t, f.adminEnv(), "", "state", "set", "-f", writeState(t, f, "bad", tt.yaml))
+		oneLine(t, "state set "+tt.name, r, 1, tt.want)
+	}
+	if got := f.op("state", "get", "gamma"); !strings.Contains(got, "com.example:tool") || strings.Contains(got, "nope") {
+		t.Errorf("a refused state changed the stored one:\n%s", got)
+	}
+
+	// A pushed build never changes: other content under the same
+	// coordinate and tags is refused.
+	other := writeSource(t, filepath.Join(f.dir, "src", "tool-1.0.0-other"), pkgSource{
+		yaml: "group: com.example\nname: tool\nversion: 1.0.0\ntags: [linux]\n", files: map[string]string{"files/bin/tool": "#!/bin/sh\necho changed\n"}})
+	out := filepath.Join(f.dir, "other.drover")
+	f.mustOK(nil, "pkg", "build", other, "-o", out)
+	oneLine(t, "push changed build", runBin(t, f.adminEnv(), "", "pkg", "push", out), 1, "pushed before")
+
+	// A device certificate is no operator.
+	oneLine(t, "device cert on operator verb", runBin(t, f.certEnv("gamma"), "", "device", "ls"), 1, "admin certificate")
+
+	// A certificate of another CA is refused at the handshake.
+	otherPKI := filepath.Join(f.dir, "other-pki")
+	f.mustOK(nil, "pki", "init", "--dir", otherPKI)
+	f.mustOK(nil, "pki", "issue", "--dir", otherPKI, "--admin", "mallory")
+	env := []string{
+		"DROVER_ADDR=" + f.addr,
+		"DROVER_CACERT=" + filepath.Join(f.pki, "ca.crt"),
+		"DROVER_CLIENT_CERT=" + filepath.Join(otherPKI, "mallory.crt"),
+		"DROVER_CLIENT_KEY=" + filepath.Join(otherPKI, "mallory.key"),
+	}
+	oneLine(t, "cert of another CA", runBin(t, env, "", "device", "ls"), 1, "unreachable")
+}

@@ -1,0 +1,146 @@
+package main
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/blob"
+	"github.com/drover-dev/drover/internal/install"
+)
+
+// crashPackages builds two versions each of a prefix-mode and a root-mode
+// package with many files, so an install takes long enough to be cut.
+func crashPackages(t *testing.T, f *fleet, files int) []string {
+	t.Helper()
+	var out []string
+	for _, mode := range []string{"prefix", "root"} {
+		for _, v := range []string{"1.0.0", "2.0.0"} {
+			p := pkgSource{
+				yaml:  fmt.Sprintf("group: com.example\nname: big%s\nversion: %s\ninstall: %s\n", mode, v, mode),
+				files: map[string]string{},
+			}
+			for i := range files {
+				// Half the files change between versions, half stay.
+				content := strings.Repeat(fmt.Sprintf("%s file %d ", mode, i), 200)
+				if i%2 == 0 {
+					content = v + " " + content
+				}
+				p.files[fmt.Sprintf("files/%s/d%02d/f%04d.txt", mode, i%16, i)] = content
+			}
+			if v == "2.0.0" {
+				p.files["files/"+mode+"/only-in-2.txt"] = "new in 2\n"
+			} else {
+				p.files["files/"+mode+"/only-in-1.txt"] = "gone in 2\n"
+			}
+			dir := writeSource(t, filepath.Join(f.dir, "crash-src", mode+"-"+v), p)
+			file := filepath.Join(f.dir, "big"+mode+"-"+v+".drover")
+			f.mustOK(nil, "pkg", "build", dir, "-o", file)
+			out = append(out, file)
+		}
+	}
+	return out
+}
+
+func bigState(id, version string) string {
+	if version == "" {
+		return "id: " + id + "\napps: []\n"
+	}
+	return fmt.Sprintf("id: %s\napps:\n  - name: com.example:bigprefix\n    version: %s\n  - name: com.example:bigroot\n    version: %s\n", id, version, version)
+}
+
+// checkWhole asserts the invariant after recovery: every package is wholly
+// one of the allowed versions and its files match that version's manifest,
+// and a package that was installed before is still installed.
+func checkWhole(t *testing.T, a *agentProc, from, to string) {
+	t.Helper()
+	cache, err := blob.NewFileStore(blob.FileConfig{Dir: filepath.Join(a.home, "system", "blobs")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := install.New(install.Config{SoftwareRoot: a.software, Root: a.root, StateDir: filepath.Join(a.home, "system", "install"),
+		LogDir: filepath.Join(a.home, "logs"), Device: a.id, Blobs: cache})
+	if err != nil {
+		t.Fatalf("open install state: %v", err)
+	}
+	installed := map[string]api.InstalledApp{}
+	for _, app := range eng.Installed() {
+		installed[app.Name] = app
+		if app.Version != from && app.Version != to {
+			t.Errorf("%s is at %s, neither %q nor %q", app.Name, app.Version, from, to)
+		}
+		m, err := eng.Manifest(app.Digest)
+		if err != nil {
+			t.Fatalf("%s: manifest: %v", app.Name, err)
+		}
+		if err := install.CheckInstalled(a.root, a.software, app, m, nil); err != nil {
+			t.Errorf("%s %s is not whole after recovery: %v", app.Name, app.Version, err)
+		}
+	}
+	if from != "" {
+		for _, name := range []string{"com.example:bigprefix", "com.example:bigroot"} {
+			if _, ok := installed[name]; !ok {
+				t.Errorf("%s was at %s before the crash and is gone after recovery", name, from)
+			}
+		}
+	}
+}
+
+// TestCrashRecovery kills the agent with SIGKILL at random moments of
+// installs, upgrades and downgrades, then recovers and checks that every
+// package is wholly the old or wholly the new version.
+func TestCrashRecovery(t *testing.T) {
+	f := newFleet(t)
+	f.op(append([]string{"pkg", "push"}, crashPackages(t, f, 400)...)...)
+	a := f.newAgent("crashy")
+	a.start()
+	f.waitFor("crashy", "reported", func(d deviceJSON) bool { return len(d.SystemTags) > 0 })
+
+	// Measure one clean install to spread the kill moments over it.
+	start := time.Now()
+	f.op("state", "set", "-f", writeState(t, f, "crashy", bigState("crashy", "1.0.0")))
+	f.waitConverged("crashy", "com.example:bigprefix=1.0.0", "com.example:bigroot=1.0.0")
+	window := time.Since(start)
+	t.Logf("one clean install took %v (includes polling)", window)
+
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	current := "1.0.0"
+	const runs = 32
+	for i := range runs {
+		from := current
+		to := map[string]string{"1.0.0": "2.0.0", "2.0.0": "1.0.0"}[current]
+		if i%4 == 3 {
+			// A fresh install: remove everything first (cleanly).
+			f.op("state", "set", "-f", writeState(t, f, "crashy", bigState("crashy", "")))
+			f.waitConverged("crashy")
+			from = ""
+		}
+		f.op("state", "set", "-f", writeState(t, f, "crashy", bigState("crashy", to)))
+		delay := time.Duration(rng.Int64N(int64(window)))
+		time.Sleep(delay)
+		a.kill()
+
+		r := runBin(t, nil, "", append(a.args, "--recover-only")...)
+		if r.code != 0 {
+			t.Fatalf("run %d: recover-only: exit %d: %s", i, r.code, r.stderr)
+		}
+		checkWhole(t, a, from, to)
+		if t.Failed() {
+			t.Fatalf("run %d (%s -> %s, killed after %v): invariant broken; agent log:\n%s", i, from, to, delay, tail(a.logs.String(), 4000))
+		}
+
+		a.start()
+		f.waitConverged("crashy", "com.example:bigprefix="+to, "com.example:bigroot="+to)
+		current = to
+	}
+	// After all of it, the files on disk are exactly the final version's.
+	checkWhole(t, a, current, current)
+	if _, err := os.Stat(filepath.Join(a.root, "root", "only-in-"+map[string]string{"1.0.0": "2", "2.0.0": "1"}[current]+".txt")); !os.IsNotExist(err) {
+		t.Errorf("a file of the other version is left in the root: %v", err)
+	}
+}

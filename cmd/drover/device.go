@@ -1,0 +1,138 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/drover-dev/drover/internal/api"
+)
+
+func deviceCmd(e *env) *cobra.Command {
+	var conn connFlags
+	c := operatorCmd("device", "List and show devices", &conn)
+	c.AddCommand(deviceLsCmd(e, &conn), deviceShowCmd(e, &conn))
+	return c
+}
+
+func deviceLsCmd(e *env, conn *connFlags) *cobra.Command {
+	var format string
+	c := &cobra.Command{
+		Use:   "ls",
+		Short: "List devices: id, tags, last seen, converged or not, health",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(format, outText, outYAML, outJSON); err != nil {
+				return err
+			}
+			cl, err := conn.client()
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			devs, err := cl.Devices(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if format != outText {
+				out := make([]deviceView, len(devs))
+				for i, d := range devs {
+					out[i] = viewOf(d)
+				}
+				return printAs(e.stdout, format, out)
+			}
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tTAGS\tLAST SEEN\tCONVERGED\tHEALTH")
+			now := time.Now()
+			for _, d := range devs {
+				conv := "yes"
+				if !d.Converged {
+					conv = "no"
+					if d.Error != "" {
+						conv = "no (error)"
+					}
+				}
+				health := d.Health
+				if health == "" {
+					health = "-"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s ago\t%s\t%s\n", d.ID, strings.Join(d.Tags, ","),
+					now.Sub(d.LastSeen).Round(time.Second), conv, health)
+			}
+			return tw.Flush()
+		},
+	}
+	addOutputFlag(c, &format, outText)
+	return c
+}
+
+// deviceView is the YAML of `device show`: jamesd's shape (id, systemtags,
+// apps) first, then what drover adds.
+type deviceView struct {
+	ID         string            `json:"id" yaml:"id"`
+	SystemTags []string          `json:"systemtags" yaml:"systemtags"`
+	Labels     map[string]string `json:"labels,omitempty" yaml:"labels,omitempty"`
+	Apps       []appView         `json:"apps" yaml:"apps"`
+	Status     statusView        `json:"status" yaml:"status"`
+}
+
+type appView struct {
+	Name     string   `json:"name" yaml:"name"`
+	Version  string   `json:"version" yaml:"version"`
+	Tags     []string `json:"tags" yaml:"tags"`
+	Instance string   `json:"instance,omitempty" yaml:"instance,omitempty"`
+	Previous string   `json:"previous,omitempty" yaml:"previous,omitempty"`
+}
+
+type statusView struct {
+	LastSeen  time.Time         `json:"last_seen" yaml:"last_seen"`
+	Converged bool              `json:"converged" yaml:"converged"`
+	Health    string            `json:"health,omitempty" yaml:"health,omitempty"`
+	Error     string            `json:"error,omitempty" yaml:"error,omitempty"`
+	Facts     map[string]string `json:"facts,omitempty" yaml:"facts,omitempty"`
+}
+
+func viewOf(d api.Device) deviceView {
+	v := deviceView{ID: d.ID, SystemTags: d.Tags, Labels: d.Labels, Apps: []appView{},
+		Status: statusView{LastSeen: d.LastSeen, Converged: d.Converged, Health: d.Health, Error: d.Error, Facts: d.Facts}}
+	for _, a := range d.Installed {
+		tags := a.Tags
+		if tags == nil {
+			tags = []string{}
+		}
+		v.Apps = append(v.Apps, appView{Name: a.Name, Version: a.Version, Tags: tags, Instance: a.Instance, Previous: a.Previous})
+	}
+	if v.SystemTags == nil {
+		v.SystemTags = []string{}
+	}
+	return v
+}
+
+func deviceShowCmd(e *env, conn *connFlags) *cobra.Command {
+	var format string
+	c := &cobra.Command{
+		Use:   "show ID",
+		Short: "Show a device's reported state as YAML",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(format, outYAML, outJSON); err != nil {
+				return err
+			}
+			cl, err := conn.client()
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			d, err := cl.Device(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return printAs(e.stdout, format, viewOf(d))
+		},
+	}
+	addOutputFlag(c, &format, outYAML)
+	return c
+}

@@ -1,0 +1,352 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/blob"
+	"github.com/drover-dev/drover/internal/install"
+	"github.com/drover-dev/drover/internal/pkgfile"
+	"github.com/drover-dev/drover/internal/plan"
+)
+
+// Converge runs one convergence now against the server's current desired
+// state and returns its error, if any.
+func (a *Agent) Converge(ctx context.Context) error {
+	a.converge(ctx, nil)
+	_, lastErr := a.Status()
+	if lastErr != "" {
+		return errors.New(lastErr)
+	}
+	return nil
+}
+
+// converge takes the device to res (fetched now when nil), reports the
+// outcome and wakes WaitConverged callers.
+func (a *Agent) converge(ctx context.Context, res *api.Resolved) {
+	applied, err := a.convergeTo(ctx, res)
+	a.mu.Lock()
+	if err != nil {
+		a.lastErr = err.Error()
+	} else {
+		a.lastErr = ""
+		if applied != "" {
+			a.applied = applied
+		}
+	}
+	close(a.converged)
+	a.converged = make(chan struct{})
+	a.mu.Unlock()
+	if err != nil && ctx.Err() == nil {
+		a.log.Error("converge", "err", err)
+	}
+	if ctx.Err() == nil {
+		if err := a.report(ctx); err != nil {
+			a.log.Warn("report", "err", err)
+		}
+	}
+}
+
+// convergeTo returns the digest it converged to.
+func (a *Agent) convergeTo(ctx context.Context, res *api.Resolved) (string, error) {
+	if res == nil {
+		var err error
+		res, err = a.srv.Desired(ctx, a.cfg.Device, "", false)
+		if err != nil {
+			return "", fmt.Errorf("get desired state: %w", err)
+		}
+	}
+	if res.Unset {
+		return res.Digest, nil
+	}
+	if res.Error != "" {
+		return "", fmt.Errorf("desired state cannot be resolved: %s", res.Error)
+	}
+	if err := a.retryLater(res.Digest); err != nil {
+		return "", err
+	}
+	manifests := map[string]*api.Manifest{}
+	for _, app := range res.Apps {
+		m, err := a.manifest(ctx, app)
+		if err != nil {
+			return "", err
+		}
+		manifests[app.Digest] = m
+	}
+	steps := plan.Make(res, a.engine.Installed(), func(in api.InstalledApp) []string {
+		m, err := a.engine.Manifest(in.Digest)
+		if err != nil {
+			return nil
+		}
+		var names []string
+		for _, d := range m.Depends {
+			names = append(names, d.Name)
+		}
+		return names
+	})
+	if len(steps) == 0 {
+		return res.Digest, nil
+	}
+	lines := make([]string, len(steps))
+	for i, s := range steps {
+		lines[i] = s.String()
+	}
+	a.event(api.Event{Kind: api.KindPlan, Level: api.LevelInfo, Priority: api.PriorityLow,
+		Message: fmt.Sprintf("plan of %d steps: %s", len(steps), strings.Join(lines, "; "))})
+	a.flushEvents(ctx)
+	for _, s := range steps {
+		if err := a.runStep(ctx, s, manifests); err != nil {
+			a.flushEvents(ctx)
+			a.failed(res.Digest, err)
+			return "", err
+		}
+		a.flushEvents(ctx)
+	}
+	a.gcCache(ctx, manifests)
+	return res.Digest, nil
+}
+
+// failed records that converging to digest failed, so the periodic tick
+// retries it only after a growing delay instead of rerunning failing
+// scripts every interval. A new desired state is tried at once.
+func (a *Agent) failed(digest string, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.fail.digest != digest {
+		a.fail.digest, a.fail.count = digest, 0
+	}
+	a.fail.count++
+	delay := a.cfg.ReportInterval << min(a.fail.count-1, 6)
+	a.fail.delay = min(delay, 30*time.Minute)
+	a.fail.next = a.now().Add(a.fail.delay)
+	a.fail.err = err
+}
+
+// retryLater returns the last error while a failed digest waits for its
+// retry.
+func (a *Agent) retryLater(digest string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.fail.digest == digest && a.now().Before(a.fail.next) {
+		return fmt.Errorf("%w (next try in %v)", a.fail.err, a.fail.next.Sub(a.now()).Round(time.Second))
+	}
+	return nil
+}
+
+func (a *Agent) runStep(ctx context.Context, s plan.Step, manifests map[string]*api.Manifest) error {
+	pkg := s.Name
+	if s.To != nil {
+		pkg = s.To.Name + ":" + s.To.Version
+	} else if s.From != nil {
+		pkg = s.From.Name + ":" + s.From.Version
+	}
+	a.event(api.Event{Kind: api.KindStepStart, Level: api.LevelInfo, Priority: api.PriorityLow, Package: pkg, Message: s.String()})
+	var err error
+	if s.Action == plan.Remove {
+		err = a.engine.Remove(ctx, s.Name, s.Instance)
+	} else {
+		m := manifests[s.To.Digest]
+		have := union(a.tags, s.To.Tags)
+		if err = a.fetch(ctx, neededDigests(m, have)); err == nil {
+			_, err = a.engine.Apply(ctx, install.Target{
+				Manifest: m, Digest: s.To.Digest, Have: have, Tags: s.To.Tags,
+				Instance: s.To.Instance, Params: paramStrings(s.To.Params),
+			})
+		}
+	}
+	if err != nil {
+		payload := map[string]any{"step": s.String(), "error": err.Error()}
+		var se *install.ScriptError
+		if errors.As(err, &se) {
+			payload["script"] = se.Script
+			payload["exit_code"] = se.Code
+			payload["output"] = se.Output
+		}
+		a.event(api.Event{Kind: api.KindStepFailed, Level: api.LevelError, Priority: api.PriorityHigh, Package: pkg,
+			Message: fmt.Sprintf("%s: %v", s, err), Payload: mustJSON(payload)})
+		return fmt.Errorf("%s: %w", s, err)
+	}
+	a.event(api.Event{Kind: api.KindStepDone, Level: api.LevelInfo, Priority: api.PriorityLow, Package: pkg, Message: s.String()})
+	return nil
+}
+
+// manifest returns the manifest of a resolved app: from the install engine
+// when it has it, else fetched by digest (it is a blob), verified, decoded,
+// validated and checked to be the package the server said it is.
+func (a *Agent) manifest(ctx context.Context, app api.ResolvedApp) (*api.Manifest, error) {
+	if m, err := a.engine.Manifest(app.Digest); err == nil {
+		return m, nil
+	}
+	if err := a.fetch(ctx, []string{app.Digest}); err != nil {
+		return nil, err
+	}
+	f, err := a.cache.Open(ctx, app.Digest)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, 64<<20))
+	if err != nil {
+		return nil, fmt.Errorf("read manifest %s: %w", app.Digest, err)
+	}
+	m, err := pkgfile.DecodeManifest(data)
+	if err != nil {
+		return nil, fmt.Errorf("manifest of %s %s: %w", app.Name, app.Version, err)
+	}
+	if m.Group+":"+m.Name != app.Name || m.Version != app.Version {
+		return nil, fmt.Errorf("manifest %s is %s, not %s:%s as the server said", app.Digest, m.Coordinate(), app.Name, app.Version)
+	}
+	return m, nil
+}
+
+// fetch downloads the blobs the cache lacks, a few at a time; each is
+// verified against its digest by the cache before it is kept.
+func (a *Agent) fetch(ctx context.Context, digests []string) error {
+	var need []string
+	for _, d := range digests {
+		if _, err := a.cache.Stat(ctx, d); errors.Is(err, blob.ErrNotFound) {
+			need = append(need, d)
+		} else if err != nil {
+			return err
+		}
+	}
+	if len(need) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	work := make(chan string)
+	var (
+		wg       sync.WaitGroup
+		once     sync.Once
+		firstErr error
+	)
+	for range min(a.cfg.Downloads, len(need)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for d := range work {
+				if err := a.download(ctx, d); err != nil {
+					once.Do(func() { firstErr = err; cancel() })
+				}
+			}
+		}()
+	}
+feed:
+	for _, d := range need {
+		select {
+		case work <- d:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(work)
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	return ctx.Err()
+}
+
+func (a *Agent) download(ctx context.Context, digest string) error {
+	body, _, err := a.srv.Blob(ctx, digest)
+	if err != nil {
+		return fmt.Errorf("download blob %s: %w", digest, err)
+	}
+	defer body.Close()
+	if err := a.cache.Put(ctx, digest, body); err != nil {
+		// A mismatch is an error, never a retry loop: the server or the
+		// path to it is not to be trusted with this blob.
+		return fmt.Errorf("download blob %s: %w", digest, err)
+	}
+	return nil
+}
+
+// gcCache removes cached blobs that neither the installed builds (current
+// and previous, for rollback) nor the desired ones refer to.
+func (a *Agent) gcCache(ctx context.Context, desired map[string]*api.Manifest) {
+	keep := map[string]bool{}
+	for _, d := range a.engine.Referenced() {
+		keep[d] = true
+	}
+	for digest, m := range desired {
+		keep[digest] = true
+		for _, d := range m.Digests() {
+			keep[d] = true
+		}
+	}
+	var drop []string
+	_ = a.cache.List(ctx, func(d string, _ int64) error {
+		if !keep[d] {
+			drop = append(drop, d)
+		}
+		return nil
+	})
+	for _, d := range drop {
+		_ = a.cache.Delete(ctx, d)
+	}
+}
+
+// neededDigests returns the blobs one device needs of a build: the generic
+// tree, the overlays that fit it, scripts and templates, not the overlays
+// of other platforms.
+func neededDigests(m *api.Manifest, have []string) []string {
+	haveSet := map[string]bool{}
+	for _, t := range have {
+		haveSet[t] = true
+	}
+	seen := map[string]bool{}
+	var out []string
+	add := func(d string) {
+		if d != "" && !seen[d] {
+			seen[d] = true
+			out = append(out, d)
+		}
+	}
+	for _, f := range m.Files {
+		fits := true
+		for _, t := range f.Overlay {
+			fits = fits && haveSet[t]
+		}
+		if fits {
+			add(f.Digest)
+		}
+	}
+	for _, name := range api.ScriptNames {
+		add(m.Scripts[name])
+	}
+	for _, t := range m.Templates {
+		add(t.Digest)
+	}
+	return out
+}
+
+func union(a, b []string) []string {
+	out := append(append([]string{}, a...), b...)
+	sort.Strings(out)
+	var u []string
+	for i, s := range out {
+		if i == 0 || s != out[i-1] {
+			u = append(u, s)
+		}
+	}
+	return u
+}
+
+func paramStrings(p map[string]any) map[string]string {
+	if len(p) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(p))
+	for k, v := range p {
+		out[k] = fmt.Sprint(v)
+	}
+	return out
+}

@@ -1,0 +1,344 @@
+// Package client speaks drover's wire API (/v1, JSON over HTTPS with mTLS)
+// for the command-line tool and the agent. It holds no logic beyond
+// encoding requests and decoding answers and errors.
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/drover-dev/drover/internal/api"
+)
+
+// Config says where the server is and how to reach it.
+type Config struct {
+	// Addr is the server's base URL, e.g. https://127.0.0.1:8443.
+	Addr string
+	// TLS carries the CA pool and the client certificate.
+	TLS *tls.Config
+	// Timeout bounds every request but the long-poll and streams; 0 = 30s.
+	Timeout time.Duration
+	// MaxConnsPerHost bounds connections; 0 = no bound.
+	MaxConnsPerHost int
+}
+
+// Client is a connection pool to one server. It is safe for concurrent use.
+type Client struct {
+	base    *url.URL
+	http    *http.Client
+	timeout time.Duration
+}
+
+// ErrUnreachable wraps transport failures (server down, TLS refused), so the
+// agent can tell "try again later" from an answer.
+var ErrUnreachable = errors.New("server unreachable")
+
+// New returns a client for cfg.
+func New(cfg Config) (*Client, error) {
+	if cfg.Addr == "" {
+		return nil, fmt.Errorf("no server address: set --addr or DROVER_ADDR")
+	}
+	u, err := url.Parse(cfg.Addr)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return nil, fmt.Errorf("server address %q: want https://HOST:PORT", cfg.Addr)
+	}
+	timeout := cfg.Timeout
+	if timeout == 0 {
+		timeout = 30 * time.Second
+	}
+	tr := &http.Transport{
+		Proxy:               nil, // a fleet's mTLS endpoint is never reached through a proxy
+		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:     cfg.TLS,
+		TLSHandshakeTimeout: 10 * time.Second,
+		MaxIdleConnsPerHost: 16,
+		MaxConnsPerHost:     cfg.MaxConnsPerHost,
+		IdleConnTimeout:     90 * time.Second,
+		ForceAttemptHTTP2:   true,
+	}
+	return &Client{base: u, http: &http.Client{Transport: tr}, timeout: timeout}, nil
+}
+
+// Close releases idle connections.
+func (c *Client) Close() { c.http.CloseIdleConnections() }
+
+// Addr returns the server's base URL.
+func (c *Client) Addr() string { return c.base.String() }
+
+func (c *Client) url(path string, q url.Values) string {
+	u := *c.base
+	u.Path = strings.TrimSuffix(u.Path, "/") + path
+	if len(q) > 0 {
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
+}
+
+// do sends a request and decodes a JSON answer into out (if not nil).
+// A non-2xx answer becomes an *api.Error.
+func (c *Client) do(ctx context.Context, method, path string, q url.Values, body io.Reader, contentType string, out any, timeout time.Duration) error {
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.url(path, q), body)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return c.transportError(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return decodeError(resp)
+	}
+	if out == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("%s %s: decode answer: %w", method, path, err)
+	}
+	return nil
+}
+
+func (c *Client) transportError(err error) error {
+	if errors.Is(err, context.Canceled) {
+		return err
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	return fmt.Errorf("%w: %s: %v", ErrUnreachable, c.base.Host, err)
+}
+
+func decodeError(resp *http.Response) error {
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	var e api.Error
+	if json.Unmarshal(data, &e) == nil && e.Code != "" {
+		return &e
+	}
+	msg := strings.TrimSpace(string(data))
+	if msg == "" {
+		msg = resp.Status
+	}
+	return &api.Error{Code: api.CodeForStatus(resp.StatusCode), Message: msg}
+}
+
+func jsonBody(v any) (io.Reader, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return bytes.NewReader(data), nil
+}
+
+func (c *Client) doJSON(ctx context.Context, method, path string, q url.Values, in, out any) error {
+	var body io.Reader
+	ct := ""
+	if in != nil {
+		b, err := jsonBody(in)
+		if err != nil {
+			return err
+		}
+		body, ct = b, "application/json"
+	}
+	return c.do(ctx, method, path, q, body, ct, out, c.timeout)
+}
+
+func esc(s string) string { return url.PathEscape(s) }
+
+// Report sends a device's report and returns the current desired digest.
+func (c *Client) Report(ctx context.Context, id string, r api.Report) (api.ReportResponse, error) {
+	var out api.ReportResponse
+	err := c.doJSON(ctx, http.MethodPost, "/v1/devices/"+esc(id)+"/report", nil, r, &out)
+	return out, err
+}
+
+// Desired returns the device's resolved desired state. With wait, it is a
+// long-poll: the server answers when the state's digest differs from after,
+// or after its poll timeout with the same state.
+func (c *Client) Desired(ctx context.Context, id, after string, wait bool) (*api.Resolved, error) {
+	q := url.Values{}
+	if after != "" {
+		q.Set("after", after)
+	}
+	timeout := c.timeout
+	if wait {
+		q.Set("wait", "1")
+		timeout = 0 // bounded by the server's poll timeout and ctx
+	}
+	var out api.Resolved
+	err := c.do(ctx, http.MethodGet, "/v1/devices/"+esc(id)+"/desired", q, nil, "", &out, timeout)
+	if err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// PostEvents stores events from a device.
+func (c *Client) PostEvents(ctx context.Context, id string, evs []api.Event) error {
+	return c.doJSON(ctx, http.MethodPost, "/v1/devices/"+esc(id)+"/events", nil, evs, nil)
+}
+
+// Blob opens a blob's content. The caller closes it and must verify the
+// digest (blob.Store.Put does).
+func (c *Client) Blob(ctx context.Context, digest string) (io.ReadCloser, int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url("/v1/blobs/"+esc(digest), nil), nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, 0, c.transportError(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		return nil, 0, decodeError(resp)
+	}
+	return resp.Body, resp.ContentLength, nil
+}
+
+// Missing returns which of digests the server lacks.
+func (c *Client) Missing(ctx context.Context, digests []string) ([]string, error) {
+	var out api.MissingResponse
+	err := c.doJSON(ctx, http.MethodPost, "/v1/blobs/missing", nil, api.MissingRequest{Digests: digests}, &out)
+	return out.Missing, err
+}
+
+// PutBlob uploads one blob of size bytes; the server verifies its digest.
+func (c *Client) PutBlob(ctx context.Context, digest string, size int64, r io.Reader) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, c.url("/v1/blobs/"+esc(digest), nil), r)
+	if err != nil {
+		return err
+	}
+	req.ContentLength = size
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return c.transportError(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return decodeError(resp)
+	}
+	return nil
+}
+
+// PushManifest registers a build whose blobs are all uploaded.
+func (c *Client) PushManifest(ctx context.Context, manifestJSON []byte) (api.Build, error) {
+	var out api.Build
+	err := c.do(ctx, http.MethodPost, "/v1/packages", nil, bytes.NewReader(manifestJSON), "application/json", &out, c.timeout)
+	return out, err
+}
+
+// Packages lists builds, of one package (group:name) or all.
+func (c *Client) Packages(ctx context.Context, name string) ([]api.Build, error) {
+	q := url.Values{}
+	if name != "" {
+		q.Set("name", name)
+	}
+	var out []api.Build
+	err := c.doJSON(ctx, http.MethodGet, "/v1/packages", q, nil, &out)
+	return out, err
+}
+
+// DeletePackage removes the builds of a coordinate (only the one with
+// exactly tags, when tags is not nil) and returns how many went.
+func (c *Client) DeletePackage(ctx context.Context, coordinate string, tags []string) (int, error) {
+	q := url.Values{}
+	if tags != nil {
+		q.Set("tags", strings.Join(tags, ","))
+	}
+	var out struct {
+		Deleted int `json:"deleted"`
+	}
+	err := c.doJSON(ctx, http.MethodDelete, "/v1/packages/"+esc(coordinate), q, nil, &out)
+	return out.Deleted, err
+}
+
+// Devices lists every device.
+func (c *Client) Devices(ctx context.Context) ([]api.Device, error) {
+	var out []api.Device
+	err := c.doJSON(ctx, http.MethodGet, "/v1/devices", nil, nil, &out)
+	return out, err
+}
+
+// Device returns one device.
+func (c *Client) Device(ctx context.Context, id string) (api.Device, error) {
+	var out api.Device
+	err := c.doJSON(ctx, http.MethodGet, "/v1/devices/"+esc(id), nil, nil, &out)
+	return out, err
+}
+
+// State returns a device's declared desired state.
+func (c *Client) State(ctx context.Context, id string) (api.DesiredState, error) {
+	var out api.DesiredState
+	err := c.doJSON(ctx, http.MethodGet, "/v1/devices/"+esc(id)+"/state", nil, nil, &out)
+	return out, err
+}
+
+// SetState declares a device's desired state; the server refuses one it
+// cannot resolve.
+func (c *Client) SetState(ctx context.Context, s api.DesiredState) (*api.Resolved, error) {
+	var out api.Resolved
+	err := c.doJSON(ctx, http.MethodPut, "/v1/devices/"+esc(s.ID)+"/state", nil, s, &out)
+	return &out, err
+}
+
+// EventQuery filters stored events.
+type EventQuery struct {
+	After       int64
+	Device      string
+	Kind        string
+	MinPriority string
+	Limit       int
+	// Wait makes the server hold the request until an event newer than
+	// After exists (or its poll timeout passes).
+	Wait bool
+}
+
+// Events returns stored events matching q, oldest first.
+func (c *Client) Events(ctx context.Context, q EventQuery) ([]api.Event, error) {
+	v := url.Values{}
+	if q.After > 0 {
+		v.Set("after", strconv.FormatInt(q.After, 10))
+	}
+	if q.Device != "" {
+		v.Set("device", q.Device)
+	}
+	if q.Kind != "" {
+		v.Set("kind", q.Kind)
+	}
+	if q.MinPriority != "" {
+		v.Set("min_priority", q.MinPriority)
+	}
+	if q.Limit > 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	timeout := c.timeout
+	if q.Wait {
+		v.Set("wait", "1")
+		timeout = 0
+	}
+	var out []api.Event
+	err := c.do(ctx, http.MethodGet, "/v1/events", v, nil, "", &out, timeout)
+	return out, err
+}

@@ -1,0 +1,172 @@
+// Package server is drover's server: the package repository (manifests and
+// blobs), devices and their desired state, and events, behind the /v1 wire
+// API over HTTPS with mutual TLS.
+//
+// The server resolves desired state (constraint to version, tag match to
+// build, dependency closure) and tells each waiting agent at once when its
+// resolved state changes. It never guesses a device's disk: planning is the
+// agent's job.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/blob"
+	"github.com/drover-dev/drover/internal/store"
+)
+
+// Config holds the server's settings.
+type Config struct {
+	// TLS must require and verify client certificates of the fleet's CA.
+	TLS *tls.Config
+	// PollTimeout bounds a long-poll; 0 = 60s.
+	PollTimeout time.Duration
+	// MaxManifest bounds a pushed manifest; 0 = 16 MiB.
+	MaxManifest int64
+	// MaxBlob bounds an uploaded blob; 0 = 4 GiB.
+	MaxBlob int64
+	Logger  *slog.Logger
+	Now     func() time.Time
+}
+
+// Server serves the wire API. Create it with New.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	now   func() time.Time
+	store store.Store
+	blobs blob.Store
+	hub   *hub
+	res   *resolver
+
+	mu   sync.Mutex
+	http *http.Server
+}
+
+// New returns a server over st and blobs.
+func New(ctx context.Context, cfg Config, st store.Store, blobs blob.Store) (*Server, error) {
+	if cfg.PollTimeout == 0 {
+		cfg.PollTimeout = 60 * time.Second
+	}
+	if cfg.MaxManifest == 0 {
+		cfg.MaxManifest = 16 << 20
+	}
+	if cfg.MaxBlob == 0 {
+		cfg.MaxBlob = 4 << 30
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, store: st, blobs: blobs, hub: newHub()}
+	s.res = newResolver(st)
+	if err := s.res.loadCandidates(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Serve answers on ln until ctx is done, then stops gracefully: it stops
+// accepting, lets requests in flight finish (long-polls are told to end at
+// once) and returns.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	hs := &http.Server{
+		Handler:           s.Handler(),
+		TLSConfig:         s.cfg.TLS,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	s.mu.Lock()
+	s.http = hs
+	s.mu.Unlock()
+	errc := make(chan error, 1)
+	go func() {
+		if s.cfg.TLS != nil {
+			errc <- hs.ServeTLS(ln, "", "")
+		} else {
+			errc <- hs.Serve(ln)
+		}
+	}()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	s.log.Info("stopping")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := hs.Shutdown(sctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = hs.Close()
+	}
+	<-errc
+	return err
+}
+
+// Handler returns the HTTP handler of the wire API, for tests and for
+// embedding.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	// Agents.
+	mux.HandleFunc("POST /v1/devices/{id}/report", s.device(s.handleReport))
+	mux.HandleFunc("GET /v1/devices/{id}/desired", s.deviceOrAdmin(s.handleDesired))
+	mux.HandleFunc("POST /v1/devices/{id}/events", s.device(s.handleDeviceEvents))
+	mux.HandleFunc("GET /v1/blobs/{digest}", s.handleGetBlob)
+	// Operators.
+	mux.HandleFunc("POST /v1/blobs/missing", s.admin(s.handleMissing))
+	mux.HandleFunc("PUT /v1/blobs/{digest}", s.admin(s.handlePutBlob))
+	mux.HandleFunc("POST /v1/packages", s.admin(s.handlePush))
+	mux.HandleFunc("GET /v1/packages", s.admin(s.handlePackages))
+	mux.HandleFunc("DELETE /v1/packages/{coordinate}", s.admin(s.handleDeletePackage))
+	mux.HandleFunc("GET /v1/devices", s.admin(s.handleDevices))
+	mux.HandleFunc("GET /v1/devices/{id}", s.admin(s.handleDevice))
+	mux.HandleFunc("GET /v1/devices/{id}/state", s.admin(s.handleGetState))
+	mux.HandleFunc("PUT /v1/devices/{id}/state", s.admin(s.handleSetState))
+	mux.HandleFunc("GET /v1/events", s.admin(s.handleEvents))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, api.Errorf(api.ENOTFOUND, fmt.Sprintf("no such call: %s %s", r.Method, r.URL.Path)))
+	})
+	return s.logRequests(mux)
+}
+
+func (s *Server) logRequests(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		h.ServeHTTP(sw, r)
+		s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", sw.status,
+			"peer", peerName(r), "duration", time.Since(start))
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the real writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
