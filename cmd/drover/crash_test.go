@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -101,16 +102,17 @@ func TestCrashRecovery(t *testing.T) {
 	a.start()
 	f.waitFor("crashy", "reported", func(d deviceJSON) bool { return len(d.SystemTags) > 0 })
 
-	// Measure one clean install to spread the kill moments over it.
-	start := time.Now()
+	// Measure one clean install, from its events, to aim the kills at the
+	// time the agent is inside its steps.
 	f.op("state", "set", "-f", writeState(t, f, "crashy", bigState("crashy", "1.0.0")))
 	f.waitConverged("crashy", "com.example:bigprefix=1.0.0", "com.example:bigroot=1.0.0")
-	window := time.Since(start)
-	t.Logf("one clean install took %v (includes polling)", window)
+	lead, window := stepWindow(t, f, "crashy")
+	t.Logf("a clean install: first step starts %v after the state is set and the steps take %v", lead, window)
 
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	current := "1.0.0"
 	const runs = 32
+	interrupted := 0 // kills that left a step half done
 	for i := range runs {
 		from := current
 		to := map[string]string{"1.0.0": "2.0.0", "2.0.0": "1.0.0"}[current]
@@ -121,9 +123,13 @@ func TestCrashRecovery(t *testing.T) {
 			from = ""
 		}
 		f.op("state", "set", "-f", writeState(t, f, "crashy", bigState("crashy", to)))
-		delay := time.Duration(rng.Int64N(int64(window)))
+		delay := lead + time.Duration(rng.Int64N(int64(window)*5/4+1))
 		time.Sleep(delay)
 		a.kill()
+		partial, _ := filepath.Glob(filepath.Join(a.software, "com", "example", "bigprefix", ".*.partial-*"))
+		if _, err := os.Stat(filepath.Join(a.home, "system", "install", "journal.json")); err == nil || len(partial) > 0 {
+			interrupted++
+		}
 
 		r := runBin(t, nil, "", append(a.args, "--recover-only")...)
 		if r.code != 0 {
@@ -138,9 +144,45 @@ func TestCrashRecovery(t *testing.T) {
 		f.waitConverged("crashy", "com.example:bigprefix="+to, "com.example:bigroot="+to)
 		current = to
 	}
+	t.Logf("%d of %d kills interrupted a step in the middle", interrupted, runs)
+	if interrupted < 3 {
+		t.Errorf("only %d of %d kills landed inside a step: the test did not exercise recovery", interrupted, runs)
+	}
 	// After all of it, the files on disk are exactly the final version's.
 	checkWhole(t, a, current, current)
 	if _, err := os.Stat(filepath.Join(a.root, "root", "only-in-"+map[string]string{"1.0.0": "2", "2.0.0": "1"}[current]+".txt")); !os.IsNotExist(err) {
 		t.Errorf("a file of the other version is left in the root: %v", err)
 	}
+}
+
+// stepWindow returns how long after the last `state` event the device's
+// first step started, and how long its steps took.
+func stepWindow(t *testing.T, f *fleet, id string) (lead, window time.Duration) {
+	t.Helper()
+	out := f.op("events", "--device", id, "-o", "json")
+	dec := json.NewDecoder(strings.NewReader(out))
+	var set, first, last time.Time
+	for dec.More() {
+		var ev struct {
+			Kind string    `json:"kind"`
+			Time time.Time `json:"time"`
+		}
+		if err := dec.Decode(&ev); err != nil {
+			t.Fatal(err)
+		}
+		switch ev.Kind {
+		case "state":
+			set = ev.Time
+		case "step-start":
+			if first.IsZero() {
+				first = ev.Time
+			}
+		case "step-done":
+			last = ev.Time
+		}
+	}
+	if set.IsZero() || first.IsZero() || last.IsZero() {
+		t.Fatalf("no state, step-start and step-done events:\n%s", out)
+	}
+	return max(first.Sub(set), 0), max(last.Sub(first), time.Millisecond)
 }

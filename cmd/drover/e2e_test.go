@@ -22,7 +22,7 @@ func buildFleetPackages(t *testing.T, f *fleet) []string {
 				"files/share/README":    "tool " + version + "\n",
 				"files/share/empty.txt": "",
 			},
-			scripts: markScripts(),
+			scripts: markScripts(version),
 		}
 	}
 	sources := map[string]pkgSource{
@@ -107,7 +107,7 @@ func TestEndToEnd(t *testing.T) {
 		if got := readFile(t, filepath.Join(c.a.root, "etc", "app", "app.conf")); got != "level = 1\n" {
 			t.Errorf("%s: root-mode etc/app/app.conf = %q", c.a.id, got)
 		}
-		if got := readFile(t, filepath.Join(c.a.root, "marks")); got != "preinst 1.0.0 old=\npostinst 1.0.0 old=\n" {
+		if got := readFile(t, filepath.Join(c.a.root, "marks")); got != "preinst of 1.0.0: version=1.0.0 old=\npostinst of 1.0.0: version=1.0.0 old=\n" {
 			t.Errorf("%s: install scripts ran as\n%s", c.a.id, got)
 		}
 	}
@@ -132,8 +132,14 @@ func TestEndToEnd(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(betaTool, "1.0.0", "bin", "tool")); err != nil {
 		t.Errorf("beta: the previous version was not kept for rollback: %v", err)
 	}
-	wantUpgrade := "preinst 1.1.0 old=1.0.0\nprerm 1.0.0 old=1.0.0\npostinst 1.1.0 old=1.0.0\npostrm 1.0.0 old=1.0.0\n"
-	if got := readFile(t, filepath.Join(beta.root, "marks")); !sameScripts(got, wantUpgrade) {
+	// Upgrade = new preinst, unpack, old prerm, switch, new postinst, old
+	// postrm (DESIGN §3); every script sees the version being installed
+	// and the one it replaces.
+	wantUpgrade := "preinst of 1.1.0: version=1.1.0 old=1.0.0\n" +
+		"prerm of 1.0.0: version=1.1.0 old=1.0.0\n" +
+		"postinst of 1.1.0: version=1.1.0 old=1.0.0\n" +
+		"postrm of 1.0.0: version=1.1.0 old=1.0.0\n"
+	if got := readFile(t, filepath.Join(beta.root, "marks")); got != wantUpgrade {
 		t.Errorf("beta: upgrade scripts ran as\n%s\nwant\n%s", got, wantUpgrade)
 	}
 
@@ -178,7 +184,3 @@ func TestEndToEnd(t *testing.T) {
 		}
 	}
 }
-
-// sameScripts compares script marks; the test tolerates nothing but exact
-// order.
-func sameScripts(got, want string) bool { return got == want }

@@ -321,12 +321,13 @@ func writeSource(t *testing.T, dir string, p pkgSource) string {
 	return dir
 }
 
-// markScripts append each script's name, version and old version to
-// $DROVER_ROOT/marks, so a test can check their order.
-func markScripts() map[string]string {
+// markScripts append each script's name, the version of the package it
+// belongs to, and DROVER_VERSION and DROVER_OLD_VERSION to
+// $DROVER_ROOT/marks, so a test can check which ran, in what order.
+func markScripts(version string) map[string]string {
 	out := map[string]string{}
 	for _, s := range []string{"preinst", "postinst", "prerm", "postrm"} {
-		out[s] = fmt.Sprintf(`echo "%s $DROVER_VERSION old=$DROVER_OLD_VERSION" >> "$DROVER_ROOT/marks"`, s)
+		out[s] = fmt.Sprintf(`echo "%s of %s: version=$DROVER_VERSION old=$DROVER_OLD_VERSION" >> "$DROVER_ROOT/marks"`, s, version)
 	}
 	return out
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -59,7 +60,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if errors.As(err, &ee) {
 		return ee.code
 	}
-	fmt.Fprintf(stderr, "drover: %v\n", err)
+	// One line, whatever the error: YAML and other parsers report several.
+	msg := strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
+	fmt.Fprintf(stderr, "drover: %s\n", msg)
 	var ue usageError
 	if errors.As(err, &ue) {
 		return exitUsage
@@ -81,6 +84,7 @@ func newRootCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		Short:         "Deliver software to fleets of unlike machines and keep each in its declared state",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Args:          cobra.ArbitraryArgs,
 		// A bare `drover` prints help and counts as bad usage.
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {

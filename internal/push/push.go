@@ -43,6 +43,7 @@ func File(ctx context.Context, up Uploader, path string) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("%s: %w", path, err)
 	}
+	defer r.Close()
 	m := r.Manifest()
 	res := Result{Blobs: len(m.Digests())}
 	missing, err := up.Missing(ctx, m.Digests())
@@ -64,7 +65,9 @@ func File(ctx context.Context, up Uploader, path string) (Result, error) {
 		if !want[digest] {
 			continue
 		}
-		if err := up.PutBlob(ctx, digest, size, r); err != nil {
+		// Hide r's Close: the HTTP client closes a request body it is
+		// given, and the reader must live on for the next blob.
+		if err := up.PutBlob(ctx, digest, size, struct{ io.Reader }{r}); err != nil {
 			return res, fmt.Errorf("push %s: upload blob %s: %w", path, digest, err)
 		}
 		res.Sent++

@@ -1,0 +1,107 @@
+// Command drover-bench prints drover's benchmark figures (see
+// docs/benchmarks.md). It only wires flags to internal/bench:
+//
+//	drover-bench fleet [-n 100,1000,5000] [-drover PATH] [-dir DIR] [-timeout 120s]
+//	drover-bench install [-files 5000] [-size 200MB] [-dir DIR] [-runs 3]
+//
+// Exit 0 on success, 1 on failure, 2 on bad usage; an error is one line
+// on stderr.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/drover-dev/drover/internal/bench"
+)
+
+const usage = `usage:
+  drover-bench fleet [-n 100,1000,5000] [-drover PATH] [-dir DIR] [-timeout 120s]
+  drover-bench install [-files 5000] [-size 200MB] [-dir DIR] [-runs 3]
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run executes one benchmark and returns the exit code; every error ends
+// here as one line on stderr.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	err := dispatch(ctx, args, stdout)
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprint(stdout, usage)
+		return 0
+	case errors.Is(err, bench.ErrUsage):
+		fmt.Fprintf(stderr, "drover-bench: %v\n", err)
+		return 2
+	}
+	fmt.Fprintf(stderr, "drover-bench: %v\n", err)
+	return 1
+}
+
+func dispatch(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return fmt.Errorf("%w: want a benchmark: fleet or install", bench.ErrUsage)
+	}
+	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	parse := func() error {
+		if err := fs.Parse(args[1:]); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return err
+			}
+			return fmt.Errorf("%w: %s: %v", bench.ErrUsage, args[0], err)
+		}
+		if fs.NArg() > 0 {
+			return fmt.Errorf("%w: %s: unexpected argument %q", bench.ErrUsage, args[0], fs.Arg(0))
+		}
+		return nil
+	}
+	switch args[0] {
+	case "fleet":
+		sizes := fs.String("n", "100,1000,5000", "fleet sizes, comma separated")
+		drover := fs.String("drover", "", "drover binary to run as the server (default: build ./cmd/drover)")
+		dir := fs.String("dir", "", "parent folder of the fleets' folders (default /dev/shm, a tmpfs)")
+		timeout := fs.Duration("timeout", 120*time.Second, "bound of one fleet size")
+		if err := parse(); err != nil {
+			return err
+		}
+		ns, err := bench.ParseSizes(*sizes)
+		if err != nil {
+			return err
+		}
+		return bench.Fleet(ctx, bench.FleetConfig{Sizes: ns, Drover: *drover, Dir: *dir, Timeout: *timeout, Out: stdout})
+	case "install":
+		files := fs.Int("files", 5000, "files in the tree")
+		size := fs.String("size", "200MB", "total size of the tree (MB = 10^6 bytes, MiB = 2^20)")
+		dir := fs.String("dir", "", "parent of the work folder, on a real disk (default: the system temp folder)")
+		runs := fs.Int("runs", 3, "runs of each installer")
+		if err := parse(); err != nil {
+			return err
+		}
+		n, err := bench.ParseSize(*size)
+		if err != nil {
+			return err
+		}
+		if *files < 1 || *runs < 1 {
+			return fmt.Errorf("%w: install: -files and -runs must be at least 1", bench.ErrUsage)
+		}
+		return bench.Install(ctx, bench.InstallConfig{Files: *files, Size: n, Dir: *dir, Runs: *runs, Out: stdout})
+	case "-h", "-help", "--help", "help":
+		return flag.ErrHelp
+	}
+	return fmt.Errorf("%w: unknown benchmark %q: want fleet or install", bench.ErrUsage, args[0])
+}
