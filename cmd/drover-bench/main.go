@@ -1,7 +1,7 @@
 // Command drover-bench prints drover's benchmark figures (see
 // docs/benchmarks.md). It only wires flags to internal/bench:
 //
-//	drover-bench fleet [-n 100,1000,5000] [-drover PATH] [-dir DIR] [-timeout 120s]
+//	drover-bench fleet [-n 100,1000,5000] [-drover PATH] [-dir DIR] [-timeout 120s] [-set-workers 16]
 //	drover-bench install [-files 5000] [-size 200MB] [-dir DIR] [-runs 3]
 //
 // Exit 0 on success, 1 on failure, 2 on bad usage; an error is one line
@@ -23,7 +23,7 @@ import (
 )
 
 const usage = `usage:
-  drover-bench fleet [-n 100,1000,5000] [-drover PATH] [-dir DIR] [-timeout 120s]
+  drover-bench fleet [-n 100,1000,5000] [-drover PATH] [-dir DIR] [-timeout 120s] [-set-workers 16]
   drover-bench install [-files 5000] [-size 200MB] [-dir DIR] [-runs 3]
 `
 
@@ -76,6 +76,7 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer) error {
 		drover := fs.String("drover", "", "drover binary to run as the server (default: build ./cmd/drover)")
 		dir := fs.String("dir", "", "parent folder of the fleets' folders (default /dev/shm, a tmpfs)")
 		timeout := fs.Duration("timeout", 120*time.Second, "bound of one fleet size")
+		workers := fs.Int("set-workers", 16, "SetState calls in flight at once")
 		if err := parse(); err != nil {
 			return err
 		}
@@ -83,7 +84,7 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		return bench.Fleet(ctx, bench.FleetConfig{Sizes: ns, Drover: *drover, Dir: *dir, Timeout: *timeout, Out: stdout})
+		return bench.Fleet(ctx, bench.FleetConfig{Sizes: ns, Drover: *drover, Dir: *dir, Timeout: *timeout, SetWorkers: *workers, Out: stdout})
 	case "install":
 		files := fs.Int("files", 5000, "files in the tree")
 		size := fs.String("size", "200MB", "total size of the tree (MB = 10^6 bytes, MiB = 2^20)")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -15,8 +16,12 @@ func buildFleetPackages(t *testing.T, f *fleet) []string {
 	t.Helper()
 	src := filepath.Join(f.dir, "src")
 	tool := func(version, tags, body string) pkgSource {
+		deps := ""
+		if version == "1.1.0" {
+			deps = "depends:\n  - {name: com.example:lib, version: \"^1.0\"}\n"
+		}
 		return pkgSource{
-			yaml: "group: com.example\nname: tool\nversion: " + version + "\ntags: [" + tags + "]\n",
+			yaml: "group: com.example\nname: tool\nversion: " + version + "\ntags: [" + tags + "]\n" + deps,
 			files: map[string]string{
 				"files/bin/tool":        "#!/bin/sh\necho " + body + "\n",
 				"files/share/README":    "tool " + version + "\n",
@@ -29,6 +34,10 @@ func buildFleetPackages(t *testing.T, f *fleet) []string {
 		"tool-1.0.0":      tool("1.0.0", "linux", "generic-1.0.0"),
 		"tool-1.0.0-edge": tool("1.0.0", "linux, edge", "edge-1.0.0"),
 		"tool-1.1.0":      tool("1.1.0", "linux", "generic-1.1.0"),
+		"lib-1.0.0": {
+			yaml:  "group: com.example\nname: lib\nversion: 1.0.0\n",
+			files: map[string]string{"files/lib/libthing.so": "not really a library\n"},
+		},
 		"conf-1.0.0": {
 			yaml:  "group: com.example\nname: conf\nversion: 1.0.0\ninstall: root\n",
 			files: map[string]string{"files/etc/app/app.conf": "level = 1\n", "files/etc/app/conf.d/extra.conf": "x = 2\n"},
@@ -65,8 +74,8 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	out := f.op(append([]string{"pkg", "push"}, files...)...)
-	if got := strings.Count(out, "pushed "); got != 4 {
-		t.Fatalf("pkg push printed %d 'pushed' lines, want 4:\n%s", got, out)
+	if got := strings.Count(out, "pushed "); got != 5 {
+		t.Fatalf("pkg push printed %d 'pushed' lines, want 5:\n%s", got, out)
 	}
 	// A second push uploads nothing: the server has every blob.
 	out = f.op("pkg", "push", filepath.Join(f.dir, "tool-1.1.0.drover"))
@@ -121,10 +130,14 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("state get beta:\n%s", got)
 	}
 
-	// Upgrade beta with a constraint: the newest fitting version wins.
+	// Upgrade beta with a constraint: the newest fitting version wins, and
+	// its new dependency is installed first.
 	os.Remove(filepath.Join(beta.root, "marks"))
 	f.op("state", "set", "-f", writeState(t, f, "beta", "id: beta\napps:\n  - name: com.example:tool\n    version: ^1.0\n  - name: com.example:conf\n    version: 1.0.0\n"))
-	f.waitConverged("beta", "com.example:conf=1.0.0", "com.example:tool=1.1.0")
+	f.waitConverged("beta", "com.example:conf=1.0.0", "com.example:lib=1.0.0", "com.example:tool=1.1.0")
+	if plan := f.op("events", "--device", "beta", "--kind", "plan"); !regexp.MustCompile(`install com.example:lib 1.0.0; upgrade com.example:tool 1.0.0 -> 1.1.0`).MatchString(plan) {
+		t.Errorf("beta: the dependency is not installed before its dependent:\n%s", plan)
+	}
 	betaTool := filepath.Join(beta.software, "com", "example", "tool")
 	if target, _ := os.Readlink(filepath.Join(betaTool, "current")); filepath.Base(target) != "1.1.0" {
 		t.Errorf("beta: current -> %q after upgrade, want 1.1.0", target)
@@ -143,7 +156,8 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("beta: upgrade scripts ran as\n%s\nwant\n%s", got, wantUpgrade)
 	}
 
-	// Rollback by asking for the old version again.
+	// Rollback by asking for the old version again; lib, no longer needed,
+	// goes.
 	f.op("state", "set", "-f", writeState(t, f, "beta", "id: beta\napps:\n  - name: com.example:tool\n    version: 1.0.0\n  - name: com.example:conf\n    version: 1.0.0\n"))
 	f.waitConverged("beta", "com.example:conf=1.0.0", "com.example:tool=1.0.0")
 	if target, _ := os.Readlink(filepath.Join(betaTool, "current")); filepath.Base(target) != "1.0.0" {
@@ -175,6 +189,14 @@ func TestEndToEnd(t *testing.T) {
 
 	// Alpha was left alone through all of it.
 	f.waitConverged("alpha", "com.example:conf=1.0.0", "com.example:tool=1.0.0")
+
+	// pkg rm: a removed build can no longer be asked for.
+	f.op("pkg", "rm", "com.example:tool:1.0.0", "--tags", "edge,linux")
+	if ls := f.op("pkg", "ls", "com.example:tool"); strings.Contains(ls, "edge") || !strings.Contains(ls, "com.example:tool:1.0.0") {
+		t.Errorf("after pkg rm of the edge build, pkg ls says:\n%s", ls)
+	}
+	r := runBin(t, f.adminEnv(), "", "pkg", "rm", "com.example:tool:9.9.9")
+	oneLine(t, "pkg rm of an unknown coordinate", r, 1, "9.9.9")
 
 	// Every step of every plan is an event.
 	evs := f.op("events", "--device", "beta")

@@ -46,7 +46,9 @@ type fleet struct {
 	pki    string
 	addr   string
 	server *exec.Cmd
+	pipe   *io.PipeWriter
 	logs   *syncBuffer
+	listen string // address to listen on; "" = any free port
 }
 
 type syncBuffer struct {
@@ -105,7 +107,11 @@ func newFleet(t *testing.T) *fleet {
 func (f *fleet) startServer() {
 	t := f.t
 	f.logs = &syncBuffer{}
-	cmd := exec.Command(droverBin, "server", "--data", filepath.Join(f.dir, "data"), "--listen", "127.0.0.1:0",
+	listen := f.listen
+	if listen == "" {
+		listen = "127.0.0.1:0"
+	}
+	cmd := exec.Command(droverBin, "server", "--data", filepath.Join(f.dir, "data"), "--listen", listen,
 		"--tls-cert", filepath.Join(f.pki, "localhost.crt"), "--tls-key", filepath.Join(f.pki, "localhost.key"),
 		"--ca-cert", filepath.Join(f.pki, "ca.crt"))
 	pr, pw := io.Pipe()
@@ -114,6 +120,7 @@ func (f *fleet) startServer() {
 		t.Fatalf("start server: %v", err)
 	}
 	f.server = cmd
+	f.pipe = pw
 	found := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(pr)
@@ -127,15 +134,46 @@ func (f *fleet) startServer() {
 			}
 		}
 	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-		pw.Close()
-	})
+	t.Cleanup(func() { f.stopServer(cmd, pw) })
 	select {
 	case f.addr = <-found:
 	case <-time.After(20 * time.Second):
 		t.Fatalf("server did not start; its log:\n%s", f.logs.String())
+	}
+}
+
+// stopServer stops the server as an init system would, with SIGTERM, and
+// checks it stops cleanly and in time.
+func (f *fleet) stopServer(cmd *exec.Cmd, pw *io.PipeWriter) {
+	if cmd.ProcessState != nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			f.t.Errorf("server stopped with %v after SIGTERM; log tail:\n%s", err, tail(f.logs.String(), 2000))
+		}
+	case <-time.After(15 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		f.t.Errorf("server did not stop within 15s of SIGTERM")
+	}
+	pw.Close()
+}
+
+// restartServer stops the server and starts it again on the same address
+// and data.
+func (f *fleet) restartServer() {
+	f.t.Helper()
+	addr := f.addr
+	f.stopServer(f.server, f.pipe)
+	f.listen = strings.TrimPrefix(addr, "https://")
+	f.startServer()
+	if f.addr != addr {
+		f.t.Fatalf("server came back on %s, not %s", f.addr, addr)
 	}
 }
 

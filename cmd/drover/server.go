@@ -30,9 +30,11 @@ func serverCmd(e *env) *cobra.Command {
 		Short: "Run the drover server: package repository, desired state, events",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			for name, v := range map[string]string{"--data": f.data, "--tls-cert": f.tlsCert, "--tls-key": f.tlsKey, "--ca-cert": f.caCert} {
-				if v == "" {
-					return usagef("server: %s is required", name)
+			for _, req := range []struct{ name, v string }{
+				{"--data", f.data}, {"--tls-cert", f.tlsCert}, {"--tls-key", f.tlsKey}, {"--ca-cert", f.caCert},
+			} {
+				if req.v == "" {
+					return usagef("server: %s is required", req.name)
 				}
 			}
 			log, err := newLogger(e, f.logLevel)
