@@ -9,9 +9,9 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"strings"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
