@@ -3,6 +3,8 @@ package install
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -60,13 +62,19 @@ type crashScenario struct {
 
 func crashScenarios(mode string) []crashScenario {
 	t1 := func(v *env) Target {
-		return v.target(pkg{name: "app", version: "1.0.0", install: mode, files: v1Files(), scripts: []string{"postinst"}})
+		return v.target(pkg{name: "app", version: "1.0.0", install: mode, files: v1Files()})
 	}
 	t2 := func(v *env) Target {
-		return v.target(pkg{name: "app", version: "2.0.0", install: mode, files: v2Files(), scripts: []string{"postinst"}})
+		return v.target(pkg{name: "app", version: "2.0.0", install: mode, files: v2Files()})
 	}
 	t2fail := func(v *env) Target {
 		return v.target(pkg{name: "app", version: "2.0.0", install: mode, files: v2Files(), scripts: []string{"postinst"}, params: map[string]string{"fail": "postinst"}})
+	}
+	t1p := func(v *env) Target {
+		return v.target(pkg{name: "app", version: "1.0.0", install: mode, files: v1Files(), scripts: []string{"prerm"}})
+	}
+	t2prerm := func(v *env) Target {
+		return v.target(pkg{name: "app", version: "2.0.0", install: mode, files: v2Files(), params: map[string]string{"fail": "prerm"}})
 	}
 	apply := func(tg func(*env) Target) func(v *env, e *Engine) error {
 		return func(v *env, e *Engine) error { _, err := e.Apply(context.Background(), tg(v)); return err }
@@ -85,6 +93,7 @@ func crashScenarios(mode string) []crashScenario {
 		{name: "install, postinst fails", setup: install(), op: apply(t2fail), old: none},
 		{name: "upgrade", setup: install(t1), op: apply(t2), old: d(t1), new: d(t2), newFrom: "journal-configured", recoverCrashes: true},
 		{name: "upgrade, postinst fails", setup: install(t1), op: apply(t2fail), old: d(t1), recoverCrashes: true},
+		{name: "upgrade, old prerm fails", setup: install(t1p), op: apply(t2prerm), old: d(t1p)},
 		{name: "downgrade to previous", setup: install(t1, t2), op: apply(t1), old: d(t2), new: d(t1), newFrom: "journal-configured"},
 		{
 			name: "remove", setup: install(t1, t2), old: d(t2), new: none, newFrom: "journal-committed", recoverCrashes: true,
@@ -194,5 +203,43 @@ func TestCrashPointsAreNamed(t *testing.T) {
 	}
 	if k != len(want) {
 		t.Errorf("root upgrade points = %q, want %q in this order among them", h.points, want)
+	}
+}
+
+// TestRecoverLeftovers plants what a crash between two instructions
+// (not at a named point) leaves: a temp symlink beside `current`, temp
+// files of atomic writes, a half-restored file. Recovery must leave
+// none of them.
+func TestRecoverLeftovers(t *testing.T) {
+	cases := []struct {
+		mode, point string
+		plant       func(v *env)
+	}{
+		{api.InstallPrefix, "journal-committed", func(v *env) {
+			os.Symlink("1.0.0", filepath.Join(v.sw, "com/example/app/.current.tmp-dead"))
+		}},
+		{api.InstallRoot, "journal-switched", func(v *env) {
+			os.WriteFile(filepath.Join(v.root, "opt/app/.drover-old.bin"), []byte("half"), 0o600)
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.mode, func(t *testing.T) {
+			v := newEnv(t)
+			h := &crashHook{recoverN: -1, armed: c.point}
+			e := v.engine(h.hook)
+			h.active = true
+			_, err := e.Apply(context.Background(), v.target(pkg{name: "app", version: "1.0.0", install: c.mode, files: v1Files()}))
+			if !errors.Is(err, ErrCrash) {
+				t.Fatalf("Apply() = %v, want ErrCrash", err)
+			}
+			c.plant(v)
+			os.WriteFile(filepath.Join(v.state, ".state.json.tmp-dead"), []byte("{"), 0o600)
+			os.WriteFile(filepath.Join(v.state, "manifests", ".x.json.tmp-dead"), []byte("{"), 0o600)
+			e2 := v.engine(nil)
+			v.assertConsistent(e2)
+			if got := walk(t, v.state); slices.ContainsFunc(got, func(p string) bool { return strings.Contains(p, ".tmp-") }) {
+				t.Errorf("state dir after Recover holds temp files: %q", got)
+			}
+		})
 	}
 }

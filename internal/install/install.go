@@ -420,11 +420,11 @@ func (e *Engine) Remove(ctx context.Context, name, instance string) error {
 		// Without its manifest the app can still go: state.json lists
 		// what it owns. Its scripts are lost with the manifest.
 		e.log.Warn("removing without the kept manifest: no scripts run", "package", app.label(), "err", err)
-		group, name, perr := api.ParsePackageName(app.Name)
+		g, n, perr := api.ParsePackageName(app.Name)
 		if perr != nil {
 			return fmt.Errorf("remove %s: %w", app.label(), err)
 		}
-		m = &api.Manifest{Group: group, Name: name, Version: app.Version, Install: app.Install}
+		m = &api.Manifest{Group: g, Name: n, Version: app.Version, Install: app.Install}
 	}
 	coord := m.Coordinate().String()
 	r := scriptRun{app: app, m: m, version: app.Version, action: "remove", params: app.Params}

@@ -516,8 +516,11 @@ func TestRootConflicts(t *testing.T) {
 			files: []spec{F("srv/x", "theirs")}, conflict: true, owner: "com.example:other",
 		},
 		{
-			name:  "two paths of the package are one file on disk",
-			setup: func(v *env, _ *Engine) { os.Mkdir(filepath.Join(v.root, "opt"), 0o755); os.Symlink("opt", filepath.Join(v.root, "srv")) },
+			name: "two paths of the package are one file on disk",
+			setup: func(v *env, _ *Engine) {
+				os.Mkdir(filepath.Join(v.root, "opt"), 0o755)
+				os.Symlink("opt", filepath.Join(v.root, "srv"))
+			},
 			files: []spec{F("opt/y", "1"), F("srv/y", "2")}, conflict: true,
 		},
 		{
@@ -651,4 +654,55 @@ func TestRemoveWithoutManifest(t *testing.T) {
 		t.Fatalf("Remove() without the kept manifest = %v, want success", err)
 	}
 	v.assertConsistent(e)
+}
+
+func TestCheckInstalledDetects(t *testing.T) {
+	tamper := []struct {
+		name string
+		do   func(loc string) error
+		want string
+	}{
+		{"content", func(loc string) error {
+			return os.WriteFile(filepath.Join(loc, "opt/app/lib.so"), []byte("LIB"), 0o644)
+		}, "content"},
+		{"size", func(loc string) error {
+			return os.WriteFile(filepath.Join(loc, "opt/app/lib.so"), []byte("library"), 0o644)
+		}, "bytes"},
+		{"mode", func(loc string) error { return os.Chmod(filepath.Join(loc, "opt/app/bin"), 0o700) }, "mode"},
+		{"symlink target", func(loc string) error {
+			p := filepath.Join(loc, "opt/app/link")
+			os.Remove(p)
+			return os.Symlink("bin", p)
+		}, "symlink to"},
+		{"missing", func(loc string) error { return os.Remove(filepath.Join(loc, "etc/app.conf")) }, "no such file"},
+		{"file became a dir", func(loc string) error {
+			p := filepath.Join(loc, "opt/app/old-only")
+			os.Remove(p)
+			return os.Mkdir(p, 0o755)
+		}, "want a regular file"},
+	}
+	for _, mode := range modes {
+		for _, c := range tamper {
+			t.Run(mode+"/"+c.name, func(t *testing.T) {
+				v := newEnv(t)
+				e := v.engine(nil)
+				tg := v.target(pkg{name: "app", version: "1.0.0", install: mode, files: v1Files()})
+				app := v.apply(e, tg)
+				if err := CheckInstalled(v.root, v.sw, *app, tg.Manifest, nil); err != nil {
+					t.Fatalf("CheckInstalled(fresh install) = %v", err)
+				}
+				loc := v.root
+				if mode == api.InstallPrefix {
+					loc = filepath.Join(v.sw, "com/example/app/1.0.0")
+				}
+				if err := c.do(loc); err != nil {
+					t.Fatal(err)
+				}
+				err := CheckInstalled(v.root, v.sw, *app, tg.Manifest, nil)
+				if err == nil || !strings.Contains(err.Error(), c.want) {
+					t.Errorf("CheckInstalled(after %s) = %v, want an error mentioning %q", c.name, err, c.want)
+				}
+			})
+		}
+	}
 }

@@ -273,6 +273,9 @@ func (e *Engine) undoStaging(j *journal, cause error) error {
 	} else {
 		err = e.rollbackStagingPrefix(j)
 	}
+	if e.dead {
+		return err
+	}
 	if err != nil {
 		return fmt.Errorf("%w (and undoing the step: %v)", cause, err)
 	}
@@ -313,10 +316,8 @@ func (e *Engine) rollbackStagingPrefix(j *journal) error {
 	if err := e.point("unstaged"); err != nil {
 		return err
 	}
-	if j.Old == nil {
-		if err := rmdirUp(j.PkgDir, e.cfg.SoftwareRoot); err != nil {
-			return err
-		}
+	if err := e.dropFreshPkgDir(j); err != nil {
+		return err
 	}
 	if err := e.deleteJournal(); err != nil {
 		return err
@@ -371,12 +372,34 @@ func (e *Engine) rollbackPrefix(j *journal) error {
 	if err := e.removeNewDest(j); err != nil {
 		return err
 	}
-	if j.Old == nil {
-		if err := rmdirUp(j.PkgDir, e.cfg.SoftwareRoot); err != nil {
-			return err
-		}
+	if err := e.dropFreshPkgDir(j); err != nil {
+		return err
 	}
 	return e.restoreOldState(j)
+}
+
+// dropFreshPkgDir removes, after a fresh install is undone, what the
+// engine made in the package folder (a temp symlink a crash left, say)
+// and the folder itself with its parents while they are empty.
+func (e *Engine) dropFreshPkgDir(j *journal) error {
+	if j.Old != nil {
+		return nil
+	}
+	ents, err := os.ReadDir(j.PkgDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, de := range ents {
+		if n := de.Name(); n == "current" || ours(n) {
+			if err := os.RemoveAll(filepath.Join(j.PkgDir, n)); err != nil {
+				return err
+			}
+		}
+	}
+	return rmdirUp(j.PkgDir, e.cfg.SoftwareRoot)
 }
 
 // restoreOldState makes state.json hold the old entry again and closes

@@ -552,6 +552,10 @@ func (e *Engine) rollbackRoot(ctx context.Context, j *journal) error {
 		default:
 			err = removeIfExists(en.Target)
 		}
+		if err == nil {
+			// A restore copy an earlier, interrupted attempt left.
+			err = removeIfExists(oldSide(en.Target))
+		}
 		if err != nil {
 			return err
 		}
@@ -596,7 +600,7 @@ func (e *Engine) restore(ctx context.Context, oldBy map[string]api.File, en root
 	if err := e.ensureParents(en.Path, oldBy); err != nil {
 		return err
 	}
-	tmp := filepath.Join(filepath.Dir(en.Target), sideName("old", filepath.Base(en.Target)))
+	tmp := oldSide(en.Target)
 	if err := removeIfExists(tmp); err != nil {
 		return err
 	}
@@ -613,6 +617,11 @@ func (e *Engine) restore(ctx context.Context, oldBy map[string]api.File, en root
 		return fmt.Errorf("restore %s: type %s", en.Path, of.Type)
 	}
 	return os.Rename(tmp, en.Target)
+}
+
+// oldSide is the name of a restore copy beside target.
+func oldSide(target string) string {
+	return filepath.Join(filepath.Dir(target), sideName("old", filepath.Base(target)))
 }
 
 // ensureParents creates the missing directories above rel under the

@@ -25,6 +25,7 @@ type ScriptError struct {
 	Log    string // the whole output: a file under Config.LogDir
 }
 
+// Error reads "postinst exited 3: <last line of output>".
 func (e *ScriptError) Error() string {
 	return fmt.Sprintf("%s exited %d: %s", e.Script, e.Code, lastLine(e.Output))
 }
