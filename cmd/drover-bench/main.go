@@ -2,7 +2,7 @@
 // docs/benchmarks.md). It only wires flags to internal/bench:
 //
 //	drover-bench fleet [-n 100,1000,5000] [-drover PATH] [-dir DIR] [-timeout 120s] [-set-workers 16]
-//	drover-bench install [-files 5000] [-size 200MB] [-dir DIR] [-runs 3]
+//	drover-bench install [-files 5000] [-size 200MB] [-dir DIR] [-runs 3] [-warm]
 //
 // Exit 0 on success, 1 on failure, 2 on bad usage; an error is one line
 // on stderr.
@@ -24,7 +24,7 @@ import (
 
 const usage = `usage:
   drover-bench fleet [-n 100,1000,5000] [-drover PATH] [-dir DIR] [-timeout 120s] [-set-workers 16]
-  drover-bench install [-files 5000] [-size 200MB] [-dir DIR] [-runs 3]
+  drover-bench install [-files 5000] [-size 200MB] [-dir DIR] [-runs 3] [-warm]
 `
 
 func main() {
@@ -90,6 +90,7 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer) error {
 		size := fs.String("size", "200MB", "total size of the tree (MB = 10^6 bytes, MiB = 2^20)")
 		dir := fs.String("dir", "", "parent of the work folder, on a real disk (default: the system temp folder)")
 		runs := fs.Int("runs", 3, "runs of each installer")
+		warm := fs.Bool("warm", false, "read each run's input into the page cache instead of dropping it")
 		if err := parse(); err != nil {
 			return err
 		}
@@ -100,7 +101,7 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer) error {
 		if *files < 1 || *runs < 1 {
 			return fmt.Errorf("%w: install: -files and -runs must be at least 1", bench.ErrUsage)
 		}
-		return bench.Install(ctx, bench.InstallConfig{Files: *files, Size: n, Dir: *dir, Runs: *runs, Out: stdout})
+		return bench.Install(ctx, bench.InstallConfig{Files: *files, Size: n, Dir: *dir, Runs: *runs, Warm: *warm, Out: stdout})
 	case "-h", "-help", "--help", "help":
 		return flag.ErrHelp
 	}

@@ -113,6 +113,12 @@ func newRootCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	} {
 		root.AddCommand(add(e))
 	}
+	// Verbs that are not nouns: node-local (issue 4), standalone installs
+	// (issue 3).
+	root.AddCommand(nodeCmds(e)...)
+	root.AddCommand(standaloneCmds(e)...)
+	root.AddCommand(serviceCmds(e)...)
+	root.AddCommand(paramCmds(e)...)
 	wrapArgs(root)
 	return root
 }

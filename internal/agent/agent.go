@@ -27,6 +27,7 @@ import (
 	"github.com/drover-dev/drover/internal/blob"
 	"github.com/drover-dev/drover/internal/facts"
 	"github.com/drover-dev/drover/internal/install"
+	"github.com/drover-dev/drover/internal/local"
 )
 
 // Version is reported to the server.
@@ -194,14 +195,25 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.engine.Recover(ctx); err != nil {
 		return fmt.Errorf("recover interrupted install: %w", err)
 	}
-	a.log.Info("agent started", "tags", a.tags)
+	ln, err := local.Listen(local.SocketPath(a.cfg.Home))
+	if err != nil {
+		return err
+	}
+	a.log.Info("agent started", "tags", a.tags, "socket", ln.Addr().String())
 	wake := make(chan *api.Resolved, 1)
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		a.watch(ctx, wake)
-	}()
+	for _, run := range []func(context.Context){
+		func(ctx context.Context) { _ = local.Serve(ctx, ln, a.localHandler()) },
+		func(ctx context.Context) { a.watch(ctx, wake) },
+		a.runHealth,
+		a.runServices,
+	} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			run(ctx)
+		}()
+	}
 	defer wg.Wait()
 
 	ticker := time.NewTicker(a.cfg.ReportInterval)

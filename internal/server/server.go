@@ -136,6 +136,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/devices/{id}/state", s.admin(s.handleGetState))
 	mux.HandleFunc("PUT /v1/devices/{id}/state", s.admin(s.handleSetState))
 	mux.HandleFunc("GET /v1/events", s.admin(s.handleEvents))
+	s.eventRoutes(mux)
+	s.nodeRoutes(mux)
+	s.paramRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.Errorf(api.ENOTFOUND, fmt.Sprintf("no such call: %s %s", r.Method, r.URL.Path)))
 	})

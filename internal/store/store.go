@@ -103,6 +103,9 @@ type Store interface {
 
 	// Close releases the store. No method may be called after it.
 	Close() error
+
+	Outbox
+	Params
 }
 
 // NormalizeTags returns tags sorted and without duplicates, as a new
