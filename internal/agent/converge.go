@@ -294,38 +294,13 @@ func (a *Agent) gcCache(ctx context.Context, desired map[string]*api.Manifest) {
 	}
 }
 
-// neededDigests returns the blobs one device needs of a build: the generic
-// tree, the overlays that fit it, scripts and templates, not the overlays
-// of other platforms.
+// neededDigests returns the blobs one device needs of a build: the files
+// of its platform's tree (the generic tree and the overlays that fit), the
+// scripts and the templates; not the overlays of other platforms.
 func neededDigests(m *api.Manifest, have []string) []string {
-	haveSet := map[string]bool{}
-	for _, t := range have {
-		haveSet[t] = true
-	}
-	seen := map[string]bool{}
-	var out []string
-	add := func(d string) {
-		if d != "" && !seen[d] {
-			seen[d] = true
-			out = append(out, d)
-		}
-	}
-	for _, f := range m.Files {
-		fits := true
-		for _, t := range f.Overlay {
-			fits = fits && haveSet[t]
-		}
-		if fits {
-			add(f.Digest)
-		}
-	}
-	for _, name := range api.ScriptNames {
-		add(m.Scripts[name])
-	}
-	for _, t := range m.Templates {
-		add(t.Digest)
-	}
-	return out
+	mine := *m
+	mine.Files = pkgfile.Tree(m, have)
+	return mine.Digests()
 }
 
 func union(a, b []string) []string {
