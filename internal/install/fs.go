@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -141,6 +142,59 @@ func writeBlob(ctx context.Context, blobs Blobs, f api.File, dst string, sync bo
 		return fmt.Errorf("write %s: %w", dst, err)
 	}
 	return nil
+}
+
+// copyJob is one file to write from the blob cache.
+type copyJob struct {
+	f   api.File
+	dst string
+}
+
+// copyWorkers is how many files are written at once. A cold blob cache
+// costs one small random read per file; several in flight keep the disk
+// busy (measured: 5,000 files, 1.27 s with one writer against about 0.6 s
+// with eight; see docs/benchmarks.md).
+const copyWorkers = 8
+
+// writeBlobs writes every job, several at once; the first error stops the
+// rest and is returned.
+func writeBlobs(ctx context.Context, blobs Blobs, jobs []copyJob, syncEach bool) error {
+	if len(jobs) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	work := make(chan copyJob)
+	errc := make(chan error, copyWorkers)
+	var wg sync.WaitGroup
+	for range min(copyWorkers, len(jobs)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range work {
+				if err := writeBlob(ctx, blobs, j.f, j.dst, syncEach); err != nil {
+					errc <- err
+					cancel()
+					return
+				}
+			}
+		}()
+	}
+feed:
+	for _, j := range jobs {
+		select {
+		case work <- j:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(work)
+	wg.Wait()
+	close(errc)
+	if err := <-errc; err != nil {
+		return err
+	}
+	return ctx.Err()
 }
 
 // removeIfExists removes a file, symlink or empty directory; a missing

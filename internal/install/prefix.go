@@ -168,16 +168,10 @@ func (e *Engine) unpack(ctx context.Context, tree []api.File, dir string) error 
 		return err
 	}
 	var dirs []api.File
-	for i, f := range tree {
+	var files []copyJob
+	for _, f := range tree {
 		if err := ctx.Err(); err != nil {
 			return err
-		}
-		// One crash point mid-way (after the first entry) stands for
-		// them all: recovery treats any part of the staging alike.
-		if i == 1 {
-			if err := e.point("unpack-1"); err != nil {
-				return err
-			}
 		}
 		// The tree is checked: every ancestor is a directory we made, so
 		// no write here goes through a symlink.
@@ -192,9 +186,7 @@ func (e *Engine) unpack(ctx context.Context, tree []api.File, dir string) error 
 			}
 			dirs = append(dirs, f)
 		case api.TypeFile:
-			if err := writeBlob(ctx, e.cfg.Blobs, f, p, e.syncEach); err != nil {
-				return err
-			}
+			files = append(files, copyJob{f: f, dst: p})
 		case api.TypeSymlink:
 			if err := os.Symlink(f.Target, p); err != nil {
 				return err
@@ -202,6 +194,14 @@ func (e *Engine) unpack(ctx context.Context, tree []api.File, dir string) error 
 		default:
 			return fmt.Errorf("path %q: type %q is not supported", f.Path, f.Type)
 		}
+	}
+	// One crash point mid-way stands for them all: recovery treats any
+	// part of the staging alike.
+	if err := e.point("unpack-1"); err != nil {
+		return err
+	}
+	if err := writeBlobs(ctx, e.cfg.Blobs, files, e.syncEach); err != nil {
+		return err
 	}
 	// Modes last: a read-only directory must first receive its files.
 	for _, f := range dirs {

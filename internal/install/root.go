@@ -424,6 +424,7 @@ func (e *Engine) stageRoot(ctx context.Context, j *journal, tree []api.File, mod
 	for _, f := range tree {
 		by[f.Path] = f
 	}
+	var files []copyJob
 	for i, en := range j.Entries {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -441,14 +442,15 @@ func (e *Engine) stageRoot(ctx context.Context, j *journal, tree []api.File, mod
 		}
 		switch f.Type {
 		case api.TypeFile:
-			if err := writeBlob(ctx, e.cfg.Blobs, f, en.Staged, e.syncEach); err != nil {
-				return err
-			}
+			files = append(files, copyJob{f: f, dst: en.Staged})
 		case api.TypeSymlink:
 			if err := os.Symlink(f.Target, en.Staged); err != nil {
 				return err
 			}
 		}
+	}
+	if err := writeBlobs(ctx, e.cfg.Blobs, files, e.syncEach); err != nil {
+		return err
 	}
 	for _, d := range j.CreatedDirs {
 		if err := os.Chmod(d, os.FileMode(modes[d])); err != nil {
