@@ -8,7 +8,7 @@ import (
 func TestParseState(t *testing.T) {
 	tests := []struct {
 		name, yaml, wantErr string
-		apps               int
+		apps                int
 	}{
 		{"contract shape", "id: device-1\nsystemtags: [linux, amd64]\napps:\n  - name: com.example:openvpn\n    version: 1.2.0\n    tags: []\n", "", 1},
 		{"constraint and extras", "id: d\napps:\n  - name: com.example:a\n    version: \">=1.0.0, <2.0.0\"\n    instance: blue\n    params: {port: 8081}\n    purge: true\n", "", 1},

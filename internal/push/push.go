@@ -32,8 +32,13 @@ type Result struct {
 	SentBytes int64
 }
 
-// File pushes the package file at path.
-func File(ctx context.Context, up Uploader, path string) (Result, error) {
+// Progress is told how many bytes of the blobs to upload are sent, of how
+// many. The total is known once the server has said what it lacks.
+type Progress func(sent, total int64)
+
+// File pushes the package file at path; progress, if not nil, follows the
+// upload.
+func File(ctx context.Context, up Uploader, path string, progress Progress) (Result, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return Result{}, err
@@ -54,6 +59,11 @@ func File(ctx context.Context, up Uploader, path string) (Result, error) {
 	for _, d := range missing {
 		want[d] = true
 	}
+	total := uploadSize(m, want)
+	if progress == nil {
+		progress = func(int64, int64) {}
+	}
+	progress(0, total)
 	for {
 		digest, size, err := r.Next()
 		if errors.Is(err, io.EOF) {
@@ -65,17 +75,49 @@ func File(ctx context.Context, up Uploader, path string) (Result, error) {
 		if !want[digest] {
 			continue
 		}
-		// Hide r's Close: the HTTP client closes a request body it is
-		// given, and the reader must live on for the next blob.
-		if err := up.PutBlob(ctx, digest, size, struct{ io.Reader }{r}); err != nil {
+		body := &countingReader{r: r, add: func(n int64) {
+			res.SentBytes += n
+			total = max(total, res.SentBytes)
+			progress(res.SentBytes, total)
+		}}
+		if err := up.PutBlob(ctx, digest, size, body); err != nil {
 			return res, fmt.Errorf("push %s: upload blob %s: %w", path, digest, err)
 		}
 		res.Sent++
-		res.SentBytes += size
 	}
 	res.Build, err = up.PushManifest(ctx, r.ManifestJSON())
 	if err != nil {
 		return res, fmt.Errorf("push %s: %w", path, err)
 	}
 	return res, nil
+}
+
+// uploadSize adds up the sizes of the wanted blobs the manifest knows
+// (file entries carry sizes; scripts and templates do not, and are small).
+func uploadSize(m *api.Manifest, want map[string]bool) int64 {
+	var total int64
+	seen := map[string]bool{}
+	for _, f := range m.Files {
+		if want[f.Digest] && !seen[f.Digest] {
+			seen[f.Digest] = true
+			total += f.Size
+		}
+	}
+	return total
+}
+
+// countingReader reports bytes as they are read. It also hides the
+// package reader's Close: the HTTP client closes a request body it is
+// given, and the reader must live on for the next blob.
+type countingReader struct {
+	r   io.Reader
+	add func(int64)
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if n > 0 {
+		c.add(int64(n))
+	}
+	return n, err
 }
