@@ -246,7 +246,7 @@ func runFleet(parent context.Context, cfg FleetConfig, bin string, n int) (res F
 	if err != nil {
 		return res, err
 	}
-	if _, err := push.File(ctx, admin, pkgPath); err != nil {
+	if _, err := push.File(ctx, admin, pkgPath, nil); err != nil {
 		return res, err
 	}
 

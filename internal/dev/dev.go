@@ -129,7 +129,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	for _, b := range built {
-		if _, err := push.File(ctx, op, b); err != nil {
+		if _, err := push.File(ctx, op, b, nil); err != nil {
 			return err
 		}
 		fmt.Fprintf(out, "pushed %s\n", filepath.Base(b))
