@@ -157,10 +157,29 @@ type copyJob struct {
 const copyWorkers = 8
 
 // writeBlobs writes every job, several at once; the first error stops the
-// rest and is returned.
-func writeBlobs(ctx context.Context, blobs Blobs, jobs []copyJob, syncEach bool) error {
+// rest and is returned. progress, if not nil, hears of each file written.
+func writeBlobs(ctx context.Context, blobs Blobs, jobs []copyJob, syncEach bool, progress func(int, int, int64, int64)) error {
 	if len(jobs) == 0 {
 		return nil
+	}
+	var (
+		mu         sync.Mutex
+		filesDone  int
+		bytesDone  int64
+		bytesTotal int64
+	)
+	for _, j := range jobs {
+		bytesTotal += j.f.Size
+	}
+	done := func(size int64) {
+		if progress == nil {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		filesDone++
+		bytesDone += size
+		progress(filesDone, len(jobs), bytesDone, bytesTotal)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -177,6 +196,7 @@ func writeBlobs(ctx context.Context, blobs Blobs, jobs []copyJob, syncEach bool)
 					cancel()
 					return
 				}
+				done(j.f.Size)
 			}
 		}()
 	}

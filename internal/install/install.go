@@ -118,6 +118,10 @@ type Target struct {
 	// templates here). An error counts as a failed configure: the step
 	// is rolled back.
 	Configure func(ctx context.Context, location string) error
+	// Progress, if set, is called as files are written: files and bytes
+	// done of the step's total. It is called from several goroutines, one
+	// call at a time.
+	Progress func(filesDone, filesTotal int, bytesDone, bytesTotal int64)
 }
 
 // New returns an engine over the state in cfg.StateDir. It does not

@@ -67,7 +67,7 @@ func (e *Engine) applyPrefix(ctx context.Context, s *step) (postrmErr, err error
 		return nil, err
 	}
 	if !j.Reuse {
-		if err := e.unpack(ctx, s.tree, j.Partial); err != nil {
+		if err := e.unpack(ctx, s.tree, j.Partial, s.t.Progress); err != nil {
 			return nil, e.undoStaging(j, err)
 		}
 		if err := e.point("unpacked"); err != nil {
@@ -163,7 +163,7 @@ func freeName(pkgDir, version, digest string) (string, error) {
 }
 
 // unpack writes the tree into dir, which must not exist.
-func (e *Engine) unpack(ctx context.Context, tree []api.File, dir string) error {
+func (e *Engine) unpack(ctx context.Context, tree []api.File, dir string, progress func(int, int, int64, int64)) error {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return err
 	}
@@ -200,7 +200,7 @@ func (e *Engine) unpack(ctx context.Context, tree []api.File, dir string) error 
 	if err := e.point("unpack-1"); err != nil {
 		return err
 	}
-	if err := writeBlobs(ctx, e.cfg.Blobs, files, e.syncEach); err != nil {
+	if err := writeBlobs(ctx, e.cfg.Blobs, files, e.syncEach, progress); err != nil {
 		return err
 	}
 	// Modes last: a read-only directory must first receive its files.

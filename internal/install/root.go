@@ -46,7 +46,7 @@ func (e *Engine) applyRoot(ctx context.Context, s *step) (postrmErr, err error) 
 	if err := e.point("journal-staging"); err != nil {
 		return nil, err
 	}
-	if err := e.stageRoot(ctx, j, s.tree, modes); err != nil {
+	if err := e.stageRoot(ctx, j, s.tree, modes, s.t.Progress); err != nil {
 		return nil, e.undoStaging(j, err)
 	}
 	if err := e.point("unpacked"); err != nil {
@@ -411,7 +411,7 @@ func rootDirs(root string, j *journal) []string {
 
 // stageRoot creates the missing directories and writes each changed
 // entry beside its target.
-func (e *Engine) stageRoot(ctx context.Context, j *journal, tree []api.File, modes map[string]uint32) error {
+func (e *Engine) stageRoot(ctx context.Context, j *journal, tree []api.File, modes map[string]uint32, progress func(int, int, int64, int64)) error {
 	for _, d := range j.CreatedDirs {
 		if err := os.Mkdir(d, 0o755); err != nil && !(errors.Is(err, fs.ErrExist) && isDir(d)) {
 			return err
@@ -449,7 +449,7 @@ func (e *Engine) stageRoot(ctx context.Context, j *journal, tree []api.File, mod
 			}
 		}
 	}
-	if err := writeBlobs(ctx, e.cfg.Blobs, files, e.syncEach); err != nil {
+	if err := writeBlobs(ctx, e.cfg.Blobs, files, e.syncEach, progress); err != nil {
 		return err
 	}
 	for _, d := range j.CreatedDirs {

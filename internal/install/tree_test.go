@@ -183,7 +183,7 @@ func BenchmarkDurable(b *testing.B) {
 			b.ResetTimer()
 			for i := range b.N {
 				dir := filepath.Join(v.base, fmt.Sprintf("u%d", i))
-				if err := e.unpack(context.Background(), tree, dir); err != nil {
+				if err := e.unpack(context.Background(), tree, dir, nil); err != nil {
 					b.Fatal(err)
 				}
 				if err := e.durable(dir, tree); err != nil {
