@@ -102,6 +102,17 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer) error {
 			return fmt.Errorf("%w: install: -files and -runs must be at least 1", bench.ErrUsage)
 		}
 		return bench.Install(ctx, bench.InstallConfig{Files: *files, Size: n, Dir: *dir, Runs: *runs, Warm: *warm, Out: stdout})
+	case "events":
+		url := fs.String("amqp", os.Getenv("DROVER_TEST_AMQP"), "AMQP broker URL (default $DROVER_TEST_AMQP)")
+		n := fs.Int("n", 50000, "events in the throughput run")
+		probes := fs.Int("probes", 500, "single events timed from store to consumer")
+		if err := parse(); err != nil {
+			return err
+		}
+		if *url == "" || *n < 1 || *probes < 1 {
+			return fmt.Errorf("%w: events: give -amqp URL (or DROVER_TEST_AMQP), -n and -probes >= 1", bench.ErrUsage)
+		}
+		return bench.Events(ctx, bench.EventsConfig{URL: *url, Events: *n, Probes: *probes, Out: stdout})
 	case "-h", "-help", "--help", "help":
 		return flag.ErrHelp
 	}

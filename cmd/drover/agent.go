@@ -20,6 +20,7 @@ type agentFlags struct {
 	tags, labels, logLevel                string
 	healthInterval, reportInterval        time.Duration
 	recoverOnly                           bool
+	node                                  nodeAgentFlags // node.go
 }
 
 func agentCmd(e *env) *cobra.Command {
@@ -64,6 +65,8 @@ func agentCmd(e *env) *cobra.Command {
 	fl.DurationVar(&f.healthInterval, "health-interval", 60*time.Second, "how often health checks run")
 	fl.BoolVar(&f.recoverOnly, "recover-only", false, "finish or undo an interrupted install from the journal, then exit without contacting the server")
 	fl.DurationVar(&f.reportInterval, "report-interval", 30*time.Second, "how often the agent reports when nothing happens")
+	f.node.register(c)
+	c.AddCommand(agentInstallCmd(e, c), agentUninstallCmd(e))
 	return c
 }
 
@@ -88,7 +91,11 @@ func agentConfig(e *env, f *agentFlags) (agent.Config, error) {
 	if err != nil {
 		return agent.Config{}, err
 	}
-	return agent.Config{
+	nodeCfg, err := f.node.config(f.healthInterval, orEnv(f.conn.addr, "DROVER_ADDR", defaultAddr))
+	if err != nil {
+		return agent.Config{}, err
+	}
+	return agent.Config{Node: nodeCfg,
 		Home: home, Device: id, SoftwareRoot: f.softwareRoot, RuntimeRoot: f.runtimeRoot, Root: f.root,
 		Tags: splitList(f.tags), Labels: labels, ReportInterval: f.reportInterval, Logger: log,
 	}, nil

@@ -59,6 +59,9 @@ func deviceLsCmd(e *env, conn *connFlags) *cobra.Command {
 				if health == "" {
 					health = "-"
 				}
+				if d.Termination != nil {
+					health += " (" + d.Termination.State + ")"
+				}
 				fmt.Fprintf(tw, "%s\t%s\t%s ago\t%s\t%s\n", d.ID, strings.Join(d.Tags, ","),
 					now.Sub(d.LastSeen).Round(time.Second), conv, health)
 			}
@@ -93,11 +96,18 @@ type statusView struct {
 	Health    string            `json:"health,omitempty" yaml:"health,omitempty"`
 	Error     string            `json:"error,omitempty" yaml:"error,omitempty"`
 	Facts     map[string]string `json:"facts,omitempty" yaml:"facts,omitempty"`
+	// Services: each supervised service's state (issue 3).
+	Services []api.ServiceState `json:"services,omitempty" yaml:"services,omitempty"`
+	// Health checks, keepalive and termination (issue 4).
+	HealthChecks []api.HealthCheck `json:"health_checks,omitempty" yaml:"health_checks,omitempty"`
+	Keepalive    *api.Keepalive    `json:"keepalive,omitempty" yaml:"keepalive,omitempty"`
+	Termination  *api.Termination  `json:"termination,omitempty" yaml:"termination,omitempty"`
 }
 
 func viewOf(d api.Device) deviceView {
 	v := deviceView{ID: d.ID, SystemTags: d.Tags, Labels: d.Labels, Apps: []appView{},
-		Status: statusView{LastSeen: d.LastSeen, Converged: d.Converged, Health: d.Health, Error: d.Error, Facts: d.Facts}}
+		Status: statusView{LastSeen: d.LastSeen, Converged: d.Converged, Health: d.Health, Error: d.Error, Facts: d.Facts, Services: d.Services}}
+	v.Status.HealthChecks, v.Status.Keepalive, v.Status.Termination = d.HealthChecks, d.Keepalive, d.Termination
 	for _, a := range d.Installed {
 		tags := a.Tags
 		if tags == nil {

@@ -49,6 +49,8 @@ type fleet struct {
 	pipe   *io.PipeWriter
 	logs   *syncBuffer
 	listen string // address to listen on; "" = any free port
+	// serverArgs are added to the server's command line.
+	serverArgs []string
 }
 
 type syncBuffer struct {
@@ -114,6 +116,7 @@ func (f *fleet) startServer() {
 	cmd := exec.Command(droverBin, "server", "--data", filepath.Join(f.dir, "data"), "--listen", listen,
 		"--tls-cert", filepath.Join(f.pki, "localhost.crt"), "--tls-key", filepath.Join(f.pki, "localhost.key"),
 		"--ca-cert", filepath.Join(f.pki, "ca.crt"))
+	cmd.Args = append(cmd.Args, f.serverArgs...)
 	pr, pw := io.Pipe()
 	cmd.Stderr = pw
 	if err := cmd.Start(); err != nil {

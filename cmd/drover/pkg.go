@@ -9,6 +9,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	"github.com/vbauerster/mpb/v8"
+	"github.com/vbauerster/mpb/v8/decor"
 
 	"github.com/drover-dev/drover/internal/api"
 	"github.com/drover-dev/drover/internal/pkgfile"
@@ -99,7 +101,29 @@ func pkgPushCmd(e *env, conn *connFlags) *cobra.Command {
 }
 
 func pushOne(cmd *cobra.Command, e *env, cl push.Uploader, path string) error {
-	res, err := push.File(cmd.Context(), cl, path)
+	var progress push.Progress
+	var bars *mpb.Progress
+	if isTerminal(e.stderr) {
+		// The bar goes to stderr so stdout stays a clean record for scripts.
+		bars = mpb.New(mpb.WithOutput(e.stderr), mpb.WithWidth(40))
+		var bar *mpb.Bar
+		progress = func(sent, total int64) {
+			if bar == nil {
+				bar = bars.AddBar(total,
+					mpb.PrependDecorators(decor.Name(filepath.Base(path), decor.WCSyncSpaceR)),
+					mpb.AppendDecorators(decor.CountersKibiByte("% .1f / % .1f"), decor.Percentage(decor.WCSyncSpace)))
+			}
+			bar.SetTotal(total, false)
+			bar.SetCurrent(sent)
+		}
+		defer func() {
+			if bar != nil {
+				bar.SetTotal(-1, true)
+			}
+			bars.Wait()
+		}()
+	}
+	res, err := push.File(cmd.Context(), cl, path, progress)
 	if err != nil {
 		return err
 	}

@@ -21,6 +21,8 @@ import (
 // serverFlags are the flags of `drover server`.
 type serverFlags struct {
 	data, listen, tlsCert, tlsKey, caCert, db, logLevel string
+	events                                              eventFlags      // events_flags.go
+	node                                                nodeServerFlags // node.go
 }
 
 func serverCmd(e *env) *cobra.Command {
@@ -63,6 +65,8 @@ func serverCmd(e *env) *cobra.Command {
 	fl.StringVar(&f.caCert, "ca-cert", "", "fleet CA certificate: every client must present a certificate it signed")
 	fl.StringVar(&f.db, "db", "", "database URL: sqlite:PATH (default <data>/drover.db)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.events.register(c)
+	f.node.register(c)
 	return c
 }
 
@@ -85,7 +89,13 @@ func openServer(ctx context.Context, f serverFlags, log *slog.Logger) (*server.S
 		st.Close()
 		return nil, nil, fmt.Errorf("blob store: %w", err)
 	}
-	srv, err := server.New(ctx, server.Config{TLS: tlsCfg, Logger: log}, st, blobs)
+	evCfg, err := f.events.config(f.data)
+	if err != nil {
+		st.Close()
+		return nil, nil, err
+	}
+	srv, err := server.New(ctx, server.Config{TLS: tlsCfg, Logger: log, Events: evCfg,
+		TerminationHook: f.node.hook, TerminationHookTimeout: f.node.hookTimeout}, st, blobs)
 	if err != nil {
 		st.Close()
 		return nil, nil, err

@@ -64,12 +64,16 @@ type Config struct {
 	ReportInterval time.Duration
 	// Downloads is how many blobs are fetched at once; default 4.
 	Downloads int
-	Logger    *slog.Logger
-	Now       func() time.Time
+	// Node holds the node-local verbs' and health checks' settings.
+	Node   NodeConfig
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Agent is one machine's agent. Create it with New, then Run it.
 type Agent struct {
+	ev agentEvents // hooks, progress and metrics (hooks.go)
+
 	cfg    Config
 	log    *slog.Logger
 	now    func() time.Time
@@ -78,6 +82,8 @@ type Agent struct {
 	engine *install.Engine
 	tags   []string
 	facts  facts.Facts
+	node   nodeState // node-local verbs and health (node.go)
+	svc    *services // package services (services.go)
 
 	mu        sync.Mutex
 	applied   string // digest of the resolved state last converged to
@@ -168,10 +174,15 @@ func New(cfg Config, srv Server) (*Agent, error) {
 			return nil, fmt.Errorf("tag %q: want letters, digits, '.', '_', '+' and '-'", t)
 		}
 	}
-	return &Agent{
+	a := &Agent{
 		cfg: cfg, log: cfg.Logger.With("device", cfg.Device), now: cfg.Now, srv: srv,
 		cache: cache, engine: eng, tags: tags, facts: f, converged: make(chan struct{}),
-	}, nil
+	}
+	a.nodeDefaults()
+	if err := a.initServices(); err != nil {
+		return nil, err
+	}
+	return a, nil
 }
 
 // Tags returns the device's system tags: detected facts plus --tags.
@@ -293,8 +304,8 @@ func (a *Agent) report(ctx context.Context) error {
 	a.flushEvents(ctx)
 	a.mu.Lock()
 	rep := api.Report{
-		Facts: a.facts, Tags: a.tags, Labels: a.cfg.Labels, Installed: a.engine.Installed(),
-		Applied: a.applied, Error: a.lastErr, AgentVersion: Version,
+		Facts: a.facts, Tags: a.tags, Labels: a.cfg.Labels, Installed: a.installed(), Services: a.svc.sup.States(),
+		Applied: a.applied, Error: a.lastErr, AgentVersion: Version, Health: a.healthReport(),
 	}
 	a.mu.Unlock()
 	if rep.Installed == nil {
@@ -308,6 +319,7 @@ func (a *Agent) report(ctx context.Context) error {
 func (a *Agent) event(ev api.Event) {
 	ev.Time = a.now().UTC()
 	ev.Device = a.cfg.Device
+	a.tapEvent(ev)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if len(a.pending) >= maxPending {
@@ -319,6 +331,8 @@ func (a *Agent) event(ev api.Event) {
 
 // flushEvents sends the queued events; on failure they stay queued.
 func (a *Agent) flushEvents(ctx context.Context) {
+	a.node.flushMu.Lock()
+	defer a.node.flushMu.Unlock()
 	a.mu.Lock()
 	evs := a.pending
 	dropped := a.dropped
@@ -328,7 +342,7 @@ func (a *Agent) flushEvents(ctx context.Context) {
 			Message: fmt.Sprintf("%d events were dropped while the server was away", dropped)})
 	}
 	for len(evs) > 0 {
-		n := min(len(evs), 500)
+		n := eventBatch(evs)
 		if err := a.srv.PostEvents(ctx, a.cfg.Device, evs[:n]); err != nil {
 			a.log.Debug("events not sent", "err", err)
 			return

@@ -13,6 +13,7 @@ import (
 	"github.com/drover-dev/drover/internal/api"
 	"github.com/drover-dev/drover/internal/blob"
 	"github.com/drover-dev/drover/internal/install"
+	"github.com/drover-dev/drover/internal/param"
 	"github.com/drover-dev/drover/internal/pkgfile"
 	"github.com/drover-dev/drover/internal/plan"
 )
@@ -31,6 +32,13 @@ func (a *Agent) Converge(ctx context.Context) error {
 // converge takes the device to res (fetched now when nil), reports the
 // outcome and wakes WaitConverged callers.
 func (a *Agent) converge(ctx context.Context, res *api.Resolved) {
+	a.node.convergeMu.Lock()
+	defer a.node.convergeMu.Unlock()
+	a.convergeLocked(ctx, res)
+}
+
+// convergeLocked is converge for a caller holding node.convergeMu.
+func (a *Agent) convergeLocked(ctx context.Context, res *api.Resolved) {
 	applied, err := a.convergeTo(ctx, res)
 	a.mu.Lock()
 	if err != nil {
@@ -80,7 +88,8 @@ func (a *Agent) convergeTo(ctx context.Context, res *api.Resolved) (string, erro
 		}
 		manifests[app.Digest] = m
 	}
-	steps := plan.Make(res, a.engine.Installed(), func(in api.InstalledApp) []string {
+	a.notePurge(res)
+	steps := plan.Make(res, a.installed(), func(in api.InstalledApp) []string {
 		m, err := a.engine.Manifest(in.Digest)
 		if err != nil {
 			return nil
@@ -149,18 +158,39 @@ func (a *Agent) runStep(ctx context.Context, s plan.Step, manifests map[string]*
 	}
 	a.event(api.Event{Kind: api.KindStepStart, Level: api.LevelInfo, Priority: api.PriorityLow, Package: pkg, Message: s.String()})
 	var err error
-	if s.Action == plan.Remove {
-		err = a.engine.Remove(ctx, s.Name, s.Instance)
-	} else {
+	// Services stop before and start after the step (services.go).
+	a.svc.mu.Lock()
+	switch s.Action {
+	case plan.Remove:
+		a.stopServices(ctx, s.Name, s.Instance)
+		if err = a.engine.Remove(ctx, s.Name, s.Instance); err != nil {
+			if serr := a.startServices(ctx, s.Name, s.Instance); serr != nil {
+				a.log.Error("restart services after a failed removal", "package", s.Name, "err", serr)
+			}
+		} else {
+			err = a.removeServices(ctx, s.Name, s.Instance)
+		}
+	case plan.Reconfigure:
+		err = a.reconfigure(ctx, manifests[s.To.Digest], s.To)
+	default:
 		m := manifests[s.To.Digest]
 		have := union(a.tags, s.To.Tags)
-		if err = a.fetch(ctx, neededDigests(m, have)); err == nil {
-			_, err = a.engine.Apply(ctx, install.Target{
+		ctx := withTransfer(ctx, pkg, m) // step-progress events (progress.go)
+		// Values are checked before anything on the device is touched.
+		var vals map[string]any
+		if vals, err = appValues(m, s.To); err == nil {
+			err = a.fetch(ctx, neededDigests(m, have))
+		}
+		if err == nil {
+			err = a.applyWithServices(ctx, install.Target{
 				Manifest: m, Digest: s.To.Digest, Have: have, Tags: s.To.Tags,
-				Instance: s.To.Instance, Params: paramStrings(s.To.Params),
-			})
+				Instance: s.To.Instance, Params: param.Strings(vals),
+				Configure: a.configureHook(m, s.To.Instance, vals),
+				Progress:  a.installProgress(pkg),
+			}, s.From)
 		}
 	}
+	a.svc.mu.Unlock()
 	if err != nil {
 		payload := map[string]any{"step": s.String(), "error": err.Error()}
 		var se *install.ScriptError
@@ -173,7 +203,9 @@ func (a *Agent) runStep(ctx context.Context, s plan.Step, manifests map[string]*
 			Message: fmt.Sprintf("%s: %v", s, err), Payload: mustJSON(payload)})
 		return fmt.Errorf("%s: %w", s, err)
 	}
-	a.event(api.Event{Kind: api.KindStepDone, Level: api.LevelInfo, Priority: api.PriorityLow, Package: pkg, Message: s.String()})
+	done := api.Event{Kind: api.KindStepDone, Level: api.LevelInfo, Priority: api.PriorityLow, Package: pkg, Message: s.String()}
+	a.event(done)
+	a.stepHooks(s, done) // hooks.go
 	return nil
 }
 
@@ -220,6 +252,7 @@ func (a *Agent) fetch(ctx context.Context, digests []string) error {
 	if len(need) == 0 {
 		return nil
 	}
+	a.progressStart(ctx, need)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	work := make(chan string)
@@ -261,7 +294,7 @@ func (a *Agent) download(ctx context.Context, digest string) error {
 		return fmt.Errorf("download blob %s: %w", digest, err)
 	}
 	defer body.Close()
-	if err := a.cache.Put(ctx, digest, body); err != nil {
+	if err := a.cache.Put(ctx, digest, a.progressReader(ctx, digest, body)); err != nil {
 		// A mismatch is an error, never a retry loop: the server or the
 		// path to it is not to be trusted with this blob.
 		return fmt.Errorf("download blob %s: %w", digest, err)
@@ -313,15 +346,4 @@ func union(a, b []string) []string {
 		}
 	}
 	return u
-}
-
-func paramStrings(p map[string]any) map[string]string {
-	if len(p) == 0 {
-		return nil
-	}
-	out := make(map[string]string, len(p))
-	for k, v := range p {
-		out[k] = fmt.Sprint(v)
-	}
-	return out
 }

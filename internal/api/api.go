@@ -259,6 +259,9 @@ type InstalledApp struct {
 	Install  string   `json:"install,omitempty" yaml:"install,omitempty"`
 	// Previous is the version kept on disk for a rollback without download.
 	Previous string `json:"previous,omitempty" yaml:"previous,omitempty"`
+	// ParamsDigest identifies the parameter values the app was last
+	// configured with (param.Digest); a change alone is a reconfigure.
+	ParamsDigest string `json:"params_digest,omitempty" yaml:"params_digest,omitempty"`
 }
 
 // Report is what an agent sends: facts, tags and installed state.
@@ -272,6 +275,11 @@ type Report struct {
 	// Error is the last convergence error, empty when the last run succeeded.
 	Error        string `json:"error,omitempty"`
 	AgentVersion string `json:"agent_version,omitempty"`
+	// Health is the state of the health checks; nil from agents that
+	// predate them.
+	Health *HealthReport `json:"health,omitempty"`
+	// Services are the package services the agent supervises.
+	Services []ServiceState `json:"services,omitempty"`
 }
 
 // ReportResponse answers a report.
@@ -292,6 +300,14 @@ type Device struct {
 	Converged bool              `json:"converged" yaml:"converged"`
 	Error     string            `json:"error,omitempty" yaml:"error,omitempty"`
 	Health    string            `json:"health,omitempty" yaml:"health,omitempty"`
+	// HealthChecks, Keepalive and Termination: health checks and
+	// termination (api/health.go). Keepalive and Termination are owned by
+	// the server and survive reports.
+	HealthChecks []HealthCheck `json:"health_checks,omitempty" yaml:"health_checks,omitempty"`
+	Keepalive    *Keepalive    `json:"keepalive,omitempty" yaml:"keepalive,omitempty"`
+	Termination  *Termination  `json:"termination,omitempty" yaml:"termination,omitempty"`
+	// Services are the package services the agent supervises (api/service.go).
+	Services []ServiceState `json:"services,omitempty" yaml:"services,omitempty"`
 }
 
 // MissingRequest asks which of these blobs the server lacks.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"regexp"
 	"slices"
 	"strconv"
@@ -15,6 +14,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/param"
 )
 
 // Spec is drover.yaml, the manifest a package author writes. ParseSpec
@@ -46,9 +46,6 @@ const (
 )
 
 var (
-	// Parameter names become DROVER_PARAM_<NAME> and .Params.NAME in
-	// templates, so they must be identifiers in both worlds.
-	paramNameRe   = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]{0,63}$`)
 	serviceNameRe = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,64}$`)
 )
 
@@ -279,162 +276,13 @@ func validateDependency(d api.Dependency, self string, seen map[string]bool) err
 }
 
 // validateParam checks a parameter declaration and returns it with its
-// default and allowed values converted to the declared type (int64,
-// float64, string, bool or []any), so YAML and JSON inputs give the same
-// manifest.
+// default and allowed values converted to the declared type; the rules
+// live in package param, shared with the server and the agent.
 func validateParam(name string, p api.Param) (api.Param, error) {
-	if !paramNameRe.MatchString(name) {
-		return p, fmt.Errorf("parameter name %q: want a letter or '_', then letters, digits or '_' (at most 64)", name)
+	if p.Type == "" {
+		return p, fmt.Errorf("type: required")
 	}
-	switch p.Type {
-	case ParamString, ParamInt, ParamFloat, ParamBool, ParamList:
-	default:
-		return p, fmt.Errorf("type %q: want string, int, float, bool or list", p.Type)
-	}
-	numeric := p.Type == ParamInt || p.Type == ParamFloat
-	if (p.Min != nil || p.Max != nil) && !numeric {
-		return p, fmt.Errorf("min and max apply only to int and float parameters")
-	}
-	for _, b := range []*float64{p.Min, p.Max} {
-		if b != nil && (math.IsNaN(*b) || math.IsInf(*b, 0)) {
-			return p, fmt.Errorf("min and max must be finite numbers")
-		}
-	}
-	if p.Min != nil && p.Max != nil && *p.Min > *p.Max {
-		return p, fmt.Errorf("min %v is above max %v", *p.Min, *p.Max)
-	}
-	if p.Allowed != nil && p.Type != ParamString && !numeric {
-		return p, fmt.Errorf("allowed applies only to string, int and float parameters")
-	}
-	if p.Required && p.Default != nil {
-		return p, fmt.Errorf("a required parameter has no default; drop one of them")
-	}
-	if len(p.Description) > 4096 {
-		return p, fmt.Errorf("description longer than 4096 bytes")
-	}
-	if p.Allowed != nil {
-		allowed := make([]any, 0, len(p.Allowed))
-		for _, a := range p.Allowed {
-			v, err := paramValue(p, a)
-			if err != nil {
-				return p, fmt.Errorf("allowed value: %w", err)
-			}
-			allowed = append(allowed, v)
-		}
-		p.Allowed = allowed
-	}
-	if p.Default != nil {
-		v, err := paramValue(p, p.Default)
-		if err != nil {
-			return p, fmt.Errorf("default: %w", err)
-		}
-		if p.Allowed != nil && !slices.ContainsFunc(p.Allowed, func(a any) bool { return a == v }) {
-			return p, fmt.Errorf("default %v is not one of the allowed values", v)
-		}
-		p.Default = v
-	}
-	return p, nil
-}
-
-// paramValue converts v to p's type and checks it against p's bounds.
-func paramValue(p api.Param, v any) (any, error) {
-	switch p.Type {
-	case ParamString:
-		s, ok := v.(string)
-		if !ok {
-			return nil, fmt.Errorf("%v is not a string", v)
-		}
-		return s, nil
-	case ParamBool:
-		b, ok := v.(bool)
-		if !ok {
-			return nil, fmt.Errorf("%v is not a bool", v)
-		}
-		return b, nil
-	case ParamInt:
-		i, ok := asInt(v)
-		if !ok {
-			return nil, fmt.Errorf("%v is not an int", v)
-		}
-		if err := inBounds(p, float64(i)); err != nil {
-			return nil, err
-		}
-		return i, nil
-	case ParamFloat:
-		f, ok := asFloat(v)
-		if !ok {
-			return nil, fmt.Errorf("%v is not a number", v)
-		}
-		if err := inBounds(p, f); err != nil {
-			return nil, err
-		}
-		return f, nil
-	case ParamList:
-		l, ok := v.([]any)
-		if !ok {
-			return nil, fmt.Errorf("%v is not a list", v)
-		}
-		out := make([]any, 0, len(l))
-		for _, e := range l {
-			switch e := e.(type) {
-			case string, bool:
-				out = append(out, e)
-			default:
-				if i, ok := asInt(e); ok {
-					out = append(out, i)
-				} else if f, ok := asFloat(e); ok {
-					out = append(out, f)
-				} else {
-					return nil, fmt.Errorf("list element %v is not a string, number or bool", e)
-				}
-			}
-		}
-		return out, nil
-	}
-	return nil, fmt.Errorf("type %q: unknown", p.Type)
-}
-
-func inBounds(p api.Param, f float64) error {
-	if p.Min != nil && f < *p.Min {
-		return fmt.Errorf("%v is below min %v", f, *p.Min)
-	}
-	if p.Max != nil && f > *p.Max {
-		return fmt.Errorf("%v is above max %v", f, *p.Max)
-	}
-	return nil
-}
-
-// asInt accepts the integer forms YAML (int, uint64) and JSON (float64)
-// decoders produce.
-func asInt(v any) (int64, bool) {
-	switch v := v.(type) {
-	case int:
-		return int64(v), true
-	case int64:
-		return v, true
-	case uint64:
-		return int64(v), v <= math.MaxInt64
-	case float64:
-		if v != math.Trunc(v) || v < -(1<<63) || v >= 1<<63 {
-			return 0, false
-		}
-		return int64(v), true
-	}
-	return 0, false
-}
-
-func asFloat(v any) (float64, bool) {
-	switch v := v.(type) {
-	case int:
-		return float64(v), true
-	case int64:
-		return float64(v), true
-	case uint64:
-		return float64(v), true
-	case float64:
-		return v, !math.IsNaN(v) && !math.IsInf(v, 0)
-	}
-	return 0, false
+	return param.CheckDecl(name, p)
 }
 
 // validateTemplate checks one template; seen collects destinations.

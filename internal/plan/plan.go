@@ -15,6 +15,7 @@ import (
 	"github.com/Masterminds/semver/v3"
 
 	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/param"
 )
 
 // Action is what a step does to one app.
@@ -31,6 +32,10 @@ const (
 	// (its digest changed, say after a tag change picked another build).
 	Reinstall Action = "reinstall"
 	Remove    Action = "remove"
+	// Reconfigure keeps the installed build and applies new parameter
+	// values: templates and the configure script run again and the app's
+	// services restart; nothing is reinstalled.
+	Reconfigure Action = "reconfigure"
 )
 
 // Step is one action on one app, identified by Name and Instance.
@@ -50,6 +55,8 @@ func (s Step) String() string {
 		who += "[" + s.Instance + "]"
 	}
 	switch {
+	case s.From != nil && s.To != nil && s.Action == Reconfigure:
+		return fmt.Sprintf("%s %s %s", s.Action, who, s.To.Version)
 	case s.From != nil && s.To != nil && s.Action == Reinstall:
 		return fmt.Sprintf("%s %s %s (build %s -> %s)", s.Action, who, s.To.Version, short(s.From.Digest), short(s.To.Digest))
 	case s.From != nil && s.To != nil:
@@ -109,7 +116,12 @@ func Make(r *api.Resolved, installed []api.InstalledApp, dependsOf func(api.Inst
 		wanted[k] = true
 		from := have[k]
 		if from != nil && from.Digest == to.Digest && (to.Digest != "" || from.Version == to.Version) {
-			continue // already there; an app without digests is matched by version
+			// Already there; an app without digests is matched by
+			// version. Other parameter values alone are a reconfigure.
+			if from.ParamsDigest != param.Digest(param.Strings(to.Params)) {
+				steps = append(steps, Step{Action: Reconfigure, Name: to.Name, Instance: to.Instance, From: from, To: to})
+			}
+			continue
 		}
 		steps = append(steps, Step{Action: change(from, to), Name: to.Name, Instance: to.Instance, From: from, To: to})
 	}

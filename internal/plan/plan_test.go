@@ -1,11 +1,13 @@
 package plan
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/param"
 )
 
 func want(name, instance, version, digest string) api.ResolvedApp {
@@ -218,5 +220,37 @@ func TestStepString(t *testing.T) {
 		if got := tt.step.String(); got != tt.want {
 			t.Errorf("Step.String() = %q, want %q", got, tt.want)
 		}
+	}
+}
+
+func TestReconfigure(t *testing.T) {
+	pd := func(v map[string]any) string { return param.Digest(param.Strings(v)) }
+	tests := []struct {
+		name      string
+		installed string // params digest recorded at install
+		params    map[string]any
+		want      []Action
+	}{
+		{"no params either side", "", nil, nil},
+		{"same values", pd(map[string]any{"port": int64(81)}), map[string]any{"port": float64(81)}, nil},
+		{"changed value", pd(map[string]any{"port": int64(81)}), map[string]any{"port": int64(82)}, []Action{Reconfigure}},
+		{"values added", "", map[string]any{"port": int64(81)}, []Action{Reconfigure}},
+		{"values dropped", pd(map[string]any{"port": int64(81)}), nil, []Action{Reconfigure}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := &api.Resolved{Apps: []api.ResolvedApp{{Name: "g:a", Version: "1.0.0", Digest: "d1", Instance: "blue", Params: tt.params}}}
+			in := []api.InstalledApp{{Name: "g:a", Version: "1.0.0", Digest: "d1", Instance: "blue", ParamsDigest: tt.installed}}
+			var got []Action
+			for _, s := range Make(r, in, nil) {
+				got = append(got, s.Action)
+				if s.String() != "reconfigure g:a[blue] 1.0.0" {
+					t.Errorf("String() = %q", s.String())
+				}
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("Make() actions = %v, want %v", got, tt.want)
+			}
+		})
 	}
 }

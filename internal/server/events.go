@@ -1,6 +1,469 @@
 package server
 
-import "net/http"
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
 
-// eventRoutes registers the event stream, metrics and hook calls (issue 5).
-func (s *Server) eventRoutes(mux *http.ServeMux) {}
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/hook"
+	"github.com/drover-dev/drover/internal/publish"
+	"github.com/drover-dev/drover/internal/store"
+)
+
+// Event kinds the server adds for its own event machinery.
+const (
+	// KindHook is a server hook that failed or hung. Hooks never run for
+	// it, so a failing hook of this kind cannot loop.
+	KindHook = "hook"
+	// KindOutbox is a warning about the AMQP outbox: past its warning
+	// threshold, or full and giving up on its oldest events.
+	KindOutbox = "outbox"
+)
+
+// EventsConfig holds the settings of the event machinery: retention,
+// AMQP publishing, hooks and live followers.
+type EventsConfig struct {
+	// AMQPURL, when set, publishes every event to a topic exchange.
+	AMQPURL string
+	// AMQPExchange is the exchange; default "drover.events".
+	AMQPExchange string
+	// AMQPSendPrefix goes before the routing key of `send` events;
+	// default "send".
+	AMQPSendPrefix string
+	// Retention removes events older than this; 0 keeps them by age.
+	Retention time.Duration
+	// Keep keeps at most this many events; 0 = no limit by count.
+	Keep int
+	// OutboxMax bounds the outbox; past it the oldest queued events are
+	// given up on (they stay stored) with an error event. A warning
+	// event is emitted past 80% of it. Default 1,000,000.
+	OutboxMax int64
+	// HookDir holds <kind>-post.d hook directories; "" = no hooks.
+	HookDir string
+	// HookTimeout bounds each hook; default 30s.
+	HookTimeout time.Duration
+	// FollowWriteTimeout is how long a live follower may take to accept
+	// a batch of events before it is dropped as too slow; default 10s.
+	FollowWriteTimeout time.Duration
+}
+
+// eventsState is the server's event machinery.
+type eventsState struct {
+	cfg   EventsConfig
+	pub   *publish.Publisher
+	hooks *hook.Queue
+	reg   *prometheus.Registry
+
+	stored        *prometheus.CounterVec
+	published     prometheus.Counter
+	hookFailures  prometheus.Counter
+	followers     prometheus.Gauge
+	followDropped prometheus.Counter
+	planDuration  prometheus.Histogram
+	httpDuration  *prometheus.HistogramVec
+
+	mu         sync.Mutex
+	planStart  map[string]time.Time // device -> time of its last plan event
+	outboxWarn bool
+}
+
+// newEvents sets up the event machinery of s from s.cfg.Events.
+func (s *Server) newEvents(ctx context.Context) (*eventsState, error) {
+	cfg := s.cfg.Events
+	if cfg.OutboxMax <= 0 {
+		cfg.OutboxMax = 1_000_000
+	}
+	if cfg.FollowWriteTimeout <= 0 {
+		cfg.FollowWriteTimeout = 10 * time.Second
+	}
+	e := &eventsState{cfg: cfg, reg: prometheus.NewRegistry(), planStart: map[string]time.Time{}}
+	if cfg.AMQPURL != "" {
+		pub, err := publish.New(publish.Config{
+			URL: cfg.AMQPURL, Exchange: cfg.AMQPExchange, SendPrefix: cfg.AMQPSendPrefix,
+			Logger: s.log.With("component", "amqp"),
+			Published: func(evs []api.Event) {
+				e.published.Add(float64(len(evs)))
+			},
+		}, s.store)
+		if err != nil {
+			return nil, err
+		}
+		e.pub = pub
+		s.store.SetOutbox(true)
+	} else {
+		s.store.SetOutbox(false)
+	}
+	if cfg.HookDir != "" {
+		r := hook.New(hook.Config{Dir: cfg.HookDir, Timeout: cfg.HookTimeout, Logger: s.log.With("component", "hooks")})
+		e.hooks = hook.NewQueue(r, 10000, func(ev api.Event, res []hook.Result) { s.hookDone(ev, res) })
+	}
+	e.register(s)
+	return e, nil
+}
+
+func (e *eventsState) register(s *Server) {
+	e.stored = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "drover_events_stored_total", Help: "Events stored, by kind.",
+	}, []string{"kind"})
+	e.published = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "drover_events_published_total", Help: "Events the AMQP broker confirmed.",
+	})
+	e.hookFailures = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "drover_hook_failures_total", Help: "Server hooks that failed or timed out.",
+	})
+	e.followers = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "drover_event_followers", Help: "Live event streams open now.",
+	})
+	e.followDropped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "drover_event_followers_dropped_total", Help: "Live event streams dropped for being too slow.",
+	})
+	e.planDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "drover_plan_duration_seconds", Help: "From a device's plan event to its converged or step-failed event.",
+		Buckets: prometheus.ExponentialBuckets(0.05, 2, 16),
+	})
+	e.httpDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "drover_http_request_duration_seconds", Help: "Wire API requests by route, method and status (long-polls and streams included).",
+		Buckets: prometheus.DefBuckets,
+	}, []string{"route", "method", "code"})
+	outbox := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "drover_outbox_depth", Help: "Events waiting for the AMQP broker's confirmation.",
+	}, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		n, err := s.store.OutboxDepth(ctx)
+		if err != nil {
+			return -1
+		}
+		return float64(n)
+	})
+	connected := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "drover_amqp_connected", Help: "1 while the server holds a connection to the AMQP broker.",
+	}, func() float64 {
+		if e.pub != nil && e.pub.Connected() {
+			return 1
+		}
+		return 0
+	})
+	e.reg.MustRegister(e.stored, e.published, e.hookFailures, e.followers, e.followDropped, e.planDuration,
+		e.httpDuration, outbox, connected, &deviceCollector{s: s},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+}
+
+// deviceCollector counts devices by state at each scrape.
+type deviceCollector struct{ s *Server }
+
+var devicesDesc = prometheus.NewDesc("drover_devices", "Devices by state: converged, pending (not yet converged) or error.", []string{"state"}, nil)
+
+func (c *deviceCollector) Describe(ch chan<- *prometheus.Desc) { ch <- devicesDesc }
+
+func (c *deviceCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	devs, err := c.s.store.Devices(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(devicesDesc, err)
+		return
+	}
+	n := map[string]float64{"converged": 0, "pending": 0, "error": 0}
+	for _, d := range devs {
+		d, err := c.s.withStatus(ctx, d)
+		switch {
+		case err != nil || d.Error != "":
+			n["error"]++
+		case d.Converged:
+			n["converged"]++
+		default:
+			n["pending"]++
+		}
+	}
+	for state, v := range n {
+		ch <- prometheus.MustNewConstMetric(devicesDesc, prometheus.GaugeValue, v, state)
+	}
+}
+
+// eventRoutes registers the metrics endpoint. The event stream itself is
+// GET /v1/events?follow=1 (handleEvents hands it to followEvents).
+func (s *Server) eventRoutes(mux *http.ServeMux) {
+	h := promhttp.HandlerFor(s.ev.reg, promhttp.HandlerOpts{})
+	mux.HandleFunc("GET /metrics", s.admin(func(w http.ResponseWriter, r *http.Request, p peer) error {
+		h.ServeHTTP(w, r)
+		return nil
+	}))
+}
+
+// observeHTTP records one request's latency.
+func (s *Server) observeHTTP(r *http.Request, status int, d time.Duration) {
+	route := r.Pattern
+	if route == "" {
+		route = "unmatched"
+	}
+	s.ev.httpDuration.WithLabelValues(route, r.Method, strconv.Itoa(status)).Observe(d.Seconds())
+}
+
+// eventsStored is called by emit with the events just stored: counters,
+// plan durations, hooks, and a nudge to the publisher.
+func (s *Server) eventsStored(evs []api.Event) {
+	e := s.ev
+	for _, ev := range evs {
+		e.stored.WithLabelValues(ev.Kind).Inc()
+		switch ev.Kind {
+		case api.KindPlan:
+			e.mu.Lock()
+			e.planStart[ev.Device] = ev.Time
+			e.mu.Unlock()
+		case api.KindConverged, api.KindStepFailed:
+			e.mu.Lock()
+			start, ok := e.planStart[ev.Device]
+			delete(e.planStart, ev.Device)
+			e.mu.Unlock()
+			if ok {
+				e.planDuration.Observe(ev.Time.Sub(start).Seconds())
+			}
+		}
+		if e.hooks != nil && ev.Kind != KindHook {
+			if !e.hooks.Add(ev) {
+				s.log.Warn("hook queue full: hooks skipped", "event", ev.ID, "kind", ev.Kind)
+			}
+		}
+	}
+	if e.pub != nil {
+		e.pub.Wake()
+	}
+}
+
+// hookDone turns failed hooks into events.
+func (s *Server) hookDone(ev api.Event, res []hook.Result) {
+	var out []api.Event
+	for _, r := range res {
+		if r.Err == nil {
+			continue
+		}
+		s.ev.hookFailures.Inc()
+		payload, _ := json.Marshal(map[string]any{
+			"hook": r.Path, "event_id": ev.ID, "event_kind": ev.Kind, "error": r.Err.Error(),
+			"output": string(r.Output), "timed_out": errors.Is(r.Err, hook.ErrTimeout),
+			"duration_ms": r.Duration.Milliseconds(),
+		})
+		out = append(out, api.Event{Device: ev.Device, Kind: KindHook, Level: api.LevelError, Priority: api.PriorityMedium,
+			Message: fmt.Sprintf("hook %s for event %d (%s): %v", r.Name, ev.ID, ev.Kind, r.Err), Payload: payload})
+	}
+	if len(out) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.emit(ctx, out...); err != nil {
+		s.log.Error("store hook failure event", "err", err)
+	}
+}
+
+// runEvents runs the publisher, the hook queue, retention and the outbox
+// watch until ctx is done.
+func (s *Server) runEvents(ctx context.Context) {
+	e := s.ev
+	var wg sync.WaitGroup
+	if e.pub != nil {
+		wg.Go(func() { e.pub.Run(ctx) })
+		wg.Go(func() { s.watchOutbox(ctx) })
+	}
+	if e.hooks != nil {
+		wg.Go(func() { e.hooks.Run(ctx) })
+	}
+	if e.cfg.Retention > 0 || e.cfg.Keep > 0 {
+		wg.Go(func() { s.retain(ctx) })
+	}
+	wg.Wait()
+}
+
+// retain applies event retention now and then every minute.
+func (s *Server) retain(ctx context.Context) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		var before time.Time
+		if s.ev.cfg.Retention > 0 {
+			before = s.now().Add(-s.ev.cfg.Retention)
+		}
+		n, err := s.store.PruneEvents(ctx, before, s.ev.cfg.Keep)
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn("event retention", "err", err)
+		} else if n > 0 {
+			s.log.Info("event retention removed old events", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// watchOutbox bounds the outbox: a warning event past 80% of OutboxMax,
+// and past OutboxMax the oldest queued events are given up on, with an
+// error event naming them (they stay stored and readable).
+func (s *Server) watchOutbox(ctx context.Context) {
+	e := s.ev
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	warnAt := e.cfg.OutboxMax * 8 / 10
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		depth, err := s.store.OutboxDepth(ctx)
+		if err != nil {
+			continue
+		}
+		var evs []api.Event
+		e.mu.Lock()
+		switch {
+		case depth > warnAt && !e.outboxWarn:
+			e.outboxWarn = true
+			evs = append(evs, api.Event{Kind: KindOutbox, Level: api.LevelWarn, Priority: api.PriorityHigh,
+				Message: fmt.Sprintf("AMQP outbox holds %d events (limit %d): is the broker down?", depth, e.cfg.OutboxMax)})
+		case depth < warnAt/2:
+			e.outboxWarn = false
+		}
+		e.mu.Unlock()
+		if over := depth - e.cfg.OutboxMax; over > 0 {
+			old, err := s.store.OutboxNext(ctx, 0, int(over))
+			if err == nil && len(old) > 0 {
+				if _, err := s.store.OutboxDelete(ctx, old[len(old)-1].ID); err == nil {
+					evs = append(evs, api.Event{Kind: KindOutbox, Level: api.LevelError, Priority: api.PriorityHigh,
+						Message: fmt.Sprintf("AMQP outbox full (%d events): events %d to %d will not be published; read them with drover events --since %d",
+							depth, old[0].ID, old[len(old)-1].ID, old[0].ID-1)})
+				}
+			}
+		}
+		if len(evs) > 0 {
+			if err := s.emit(ctx, evs...); err != nil {
+				s.log.Error("store outbox event", "err", err)
+			}
+		}
+	}
+}
+
+// followBatch is how many events one read of a follower's stream takes.
+const followBatch = 500
+
+// followEvents streams events matching f as Server-Sent Events: stored
+// ones after f.After (or the Last-Event-ID header), then live ones as they
+// are stored. Each event is "id: ID", "event: KIND", "data: JSON". It reads
+// from the store, never from a per-follower queue, so a follower costs one
+// batch of memory however far behind it is; one that does not take a
+// batch within FollowWriteTimeout is dropped (it resumes from its last id).
+func (s *Server) followEvents(w http.ResponseWriter, r *http.Request, p peer, f store.EventFilter) error {
+	if v := r.Header.Get("Last-Event-ID"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return api.Errorf(api.EINVALID, fmt.Sprintf("Last-Event-ID %q: want an event id", v))
+		}
+		f.After = max(f.After, n)
+	}
+	ctx := r.Context()
+	rc := http.NewResponseController(w)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	s.ev.followers.Inc()
+	defer s.ev.followers.Dec()
+	send := func(write func() error) bool {
+		_ = rc.SetWriteDeadline(time.Now().Add(s.ev.cfg.FollowWriteTimeout))
+		err := write()
+		if err == nil {
+			err = rc.Flush()
+		}
+		if err != nil {
+			if ctx.Err() == nil {
+				s.ev.followDropped.Inc()
+				s.log.Warn("event follower dropped: too slow or gone; it may resume from its last id",
+					"peer", p.name, "last_id", f.After, "err", err)
+			}
+			return false
+		}
+		return true
+	}
+	if !send(func() error { _, err := fmt.Fprint(w, "retry: 1000\n: drover events\n\n"); return err }) {
+		return nil
+	}
+	heartbeat := time.NewTicker(15 * time.Second)
+	defer heartbeat.Stop()
+	f.Limit = followBatch
+	for {
+		wake, _ := s.hub.wait(eventsKey)
+		evs, err := s.store.Events(ctx, f)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			send(func() error {
+				_, err := fmt.Fprintf(w, "event: error\ndata: %s\n\n", mustMarshal(map[string]string{"error": err.Error()}))
+				return err
+			})
+			return nil
+		}
+		if len(evs) > 0 {
+			ok := send(func() error {
+				for _, ev := range evs {
+					if _, err := fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", ev.ID, sseField(ev.Kind), mustMarshal(ev)); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if !ok {
+				return nil
+			}
+			f.After = evs[len(evs)-1].ID
+			if len(evs) == followBatch {
+				continue
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-wake:
+		case <-heartbeat.C:
+			if !send(func() error { _, err := fmt.Fprint(w, ": ping\n\n"); return err }) {
+				return nil
+			}
+		}
+	}
+}
+
+// sseField keeps a device-given kind from breaking the stream's framing.
+func sseField(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '\n' || r == '\r' {
+			return -1
+		}
+		return r
+	}, s)
+}
+
+func mustMarshal(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return []byte(`{}`)
+	}
+	return b
+}
+
+// HookDir returns the server's hook directory under its data folder.
+func HookDir(data string) string { return filepath.Join(data, "hooks") }

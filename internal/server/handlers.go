@@ -41,6 +41,8 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request, p peer) er
 	}
 	ctx := r.Context()
 	id := p.name
+	// Reports, keepalives and the termination hook change the same record.
+	defer s.lockDevice(id)()
 	old, err := s.store.Device(ctx, id)
 	isNew := errors.Is(err, store.ErrNotFound)
 	if err != nil && !isNew {
@@ -54,12 +56,18 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request, p peer) er
 	d := api.Device{
 		ID: id, Tags: tags, Labels: rep.Labels, Facts: rep.Facts, Installed: rep.Installed,
 		LastSeen: s.now().UTC(), Applied: rep.Applied, Error: rep.Error, Health: old.Health,
+		Services: rep.Services,
 	}
 	if d.Installed == nil {
 		d.Installed = []api.InstalledApp{}
 	}
+	// Keep what the server owns (keepalive, termination); health (node.go).
+	nodeEvs, runHook := s.nodeReport(old, &d, rep)
 	if err := s.store.PutDevice(ctx, d); err != nil {
 		return err
+	}
+	if runHook {
+		defer s.startHook(d) // after this report's events
 	}
 	res, err := s.res.get(ctx, id)
 	if err != nil {
@@ -79,6 +87,7 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request, p peer) er
 		evs = append(evs, api.Event{Device: id, Kind: api.KindConverged, Level: api.LevelInfo, Priority: api.PriorityLow,
 			Message: fmt.Sprintf("device %s converged", id)})
 	}
+	evs = append(evs, nodeEvs...)
 	if err := s.emit(ctx, evs...); err != nil {
 		return err
 	}
@@ -100,10 +109,12 @@ func (s *Server) emit(ctx context.Context, evs ...api.Event) error {
 			return api.Errorf(api.EINVALID, fmt.Sprintf("event: %v", err))
 		}
 	}
-	if _, err := s.store.AppendEvents(ctx, evs); err != nil {
+	stored, err := s.store.AppendEvents(ctx, evs)
+	if err != nil {
 		return fmt.Errorf("store events: %w", err)
 	}
 	s.hub.notify(eventsKey)
+	s.eventsStored(stored)
 	return nil
 }
 
@@ -445,9 +456,17 @@ func (s *Server) handleSetState(w http.ResponseWriter, r *http.Request, p peer) 
 		if err != nil {
 			return api.Errorf(api.EINVALID, err.Error())
 		}
+		if err := s.res.applyParams(ctx, id, resolved); err != nil {
+			return paramError(err)
+		}
 	case errors.Is(err, store.ErrNotFound):
 		if err := resolve.Validate(st.Apps, s.res.candidates()); err != nil {
 			return api.Errorf(api.EINVALID, err.Error())
+		}
+		for _, a := range st.Apps {
+			if err := s.checkParamValues(ctx, a.Name, a.Params); err != nil {
+				return err
+			}
 		}
 		resolved = &api.Resolved{Device: id, Apps: []api.ResolvedApp{}}
 	default:
@@ -489,6 +508,16 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request, p peer) er
 	}
 	if f.MinPriority != "" && api.PriorityRank(f.MinPriority) == 0 {
 		return api.Errorf(api.EINVALID, fmt.Sprintf("min_priority %q: want low, medium or high", f.MinPriority))
+	}
+	if v := q.Get("since"); v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			return api.Errorf(api.EINVALID, fmt.Sprintf("since %q: want an RFC 3339 time", v))
+		}
+		f.Since = t
+	}
+	if q.Get("follow") == "1" {
+		return s.followEvents(w, r, p, f)
 	}
 	wait := q.Get("wait") == "1"
 	timer := time.NewTimer(s.cfg.PollTimeout)

@@ -1,6 +1,247 @@
 package server
 
-import "net/http"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
 
-// paramRoutes registers fleet and device parameter calls (issue 3).
-func (s *Server) paramRoutes(mux *http.ServeMux) {}
+	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/param"
+	"github.com/drover-dev/drover/internal/resolve"
+)
+
+// ParamUpdate is the body of PUT /v1/params/{package}: values to set and
+// names to unset, applied together.
+type ParamUpdate struct {
+	Set   map[string]any `json:"set,omitempty"`
+	Unset []string       `json:"unset,omitempty"`
+}
+
+// ParamValues answers GET /v1/params[/{package}]: the values of one scope
+// (fleet when Device is empty) by package name.
+type ParamValues struct {
+	Device   string                    `json:"device,omitempty" yaml:"device,omitempty"`
+	Packages map[string]map[string]any `json:"packages" yaml:"packages"`
+}
+
+// paramRoutes registers fleet and device parameter calls: admin only.
+// ?device=ID selects a device's values; without it, the fleet's.
+func (s *Server) paramRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/params", s.admin(s.handleGetParams))
+	mux.HandleFunc("GET /v1/params/{package}", s.admin(s.handleGetParams))
+	mux.HandleFunc("PUT /v1/params/{package}", s.admin(s.handleSetParams))
+}
+
+const maxParamBody = 1 << 20
+
+func (s *Server) handleGetParams(w http.ResponseWriter, r *http.Request, _ peer) error {
+	ctx := r.Context()
+	device := r.URL.Query().Get("device")
+	out := ParamValues{Device: device, Packages: map[string]map[string]any{}}
+	if pkg := r.PathValue("package"); pkg != "" {
+		if _, _, err := api.ParsePackageName(pkg); err != nil {
+			return api.Errorf(api.EINVALID, err.Error())
+		}
+		v, err := s.store.ParamValues(ctx, device, pkg)
+		if err != nil {
+			return err
+		}
+		if len(v) > 0 {
+			out.Packages[pkg] = v
+		}
+	} else {
+		all, err := s.store.AllParamValues(ctx, device)
+		if err != nil {
+			return err
+		}
+		out.Packages = all
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) handleSetParams(w http.ResponseWriter, r *http.Request, p peer) error {
+	ctx := r.Context()
+	pkg := r.PathValue("package")
+	if _, _, err := api.ParsePackageName(pkg); err != nil {
+		return api.Errorf(api.EINVALID, err.Error())
+	}
+	device := r.URL.Query().Get("device")
+	var up ParamUpdate
+	if err := readJSON(r, maxParamBody, &up); err != nil {
+		return err
+	}
+	if err := s.checkParamValues(ctx, pkg, up.Set); err != nil {
+		return err
+	}
+	cur, err := s.store.ParamValues(ctx, device, pkg)
+	if err != nil {
+		return err
+	}
+	for k, v := range up.Set {
+		cur[k] = v
+	}
+	for _, k := range up.Unset {
+		delete(cur, k)
+	}
+	if err := s.store.SetParamValues(ctx, device, pkg, cur); err != nil {
+		return err
+	}
+	// Wake whoever the values concern: they resolve again and the
+	// agents reconfigure.
+	if device == "" {
+		s.res.invalidateResolutions()
+		s.hub.notifyAll()
+	} else {
+		s.res.invalidate(device)
+		s.hub.notify(device)
+	}
+	scope := "fleet"
+	if device != "" {
+		scope = "device " + device
+	}
+	var names []string
+	for k := range up.Set {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	msg := fmt.Sprintf("parameters of %s for %s changed by %s: set %s", pkg, scope, p.name, strings.Join(names, ","))
+	if len(up.Unset) > 0 {
+		msg += "; unset " + strings.Join(up.Unset, ",")
+	}
+	if err := s.emit(ctx, api.Event{Device: device, Kind: api.KindState, Level: api.LevelInfo, Priority: api.PriorityLow, Message: msg}); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, ParamValues{Device: device, Packages: map[string]map[string]any{pkg: cur}})
+	return nil
+}
+
+// checkParamValues refuses a value no pushed build of pkg could take: a
+// name that none declares, or a value that fits no declaration of it.
+// Values that fit some builds but not others are caught when a device's
+// state is resolved.
+func (s *Server) checkParamValues(ctx context.Context, pkg string, values map[string]any) error {
+	if len(values) == 0 {
+		return nil
+	}
+	var decls []map[string]api.Param
+	for _, c := range s.res.candidates() {
+		if c.Name != pkg {
+			continue
+		}
+		m, err := s.res.manifest(ctx, c.Digest)
+		if err != nil {
+			return err
+		}
+		decls = append(decls, m.Params)
+	}
+	if len(decls) == 0 {
+		return api.Errorf(api.EINVALID, fmt.Sprintf("%s: unknown package", pkg))
+	}
+	names := make([]string, 0, len(values))
+	for k := range values {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		var lastErr error
+		declared, fits := false, false
+		for _, d := range decls {
+			p, ok := d[name]
+			if !ok {
+				continue
+			}
+			declared = true
+			if _, err := param.Convert(p, values[name]); err != nil {
+				lastErr = err
+				continue
+			}
+			fits = true
+			break
+		}
+		switch {
+		case !declared:
+			return api.Errorf(api.EINVALID, fmt.Sprintf("%s: parameter %s: %v: no build declares it", pkg, name, param.ErrUndeclared))
+		case !fits:
+			return api.Errorf(api.EINVALID, fmt.Sprintf("%s: parameter %s: %v", pkg, name, lastErr))
+		}
+	}
+	return nil
+}
+
+// invalidateResolutions drops every cached resolution, as a push does,
+// without reloading the builds: fleet-wide values changed.
+func (rv *resolver) invalidateResolutions() {
+	rv.mu.Lock()
+	rv.gen++
+	rv.cache = map[string]*cached{}
+	rv.mu.Unlock()
+}
+
+// applyParams fills each resolved app's Params with its values, resolved
+// by precedence (package default < fleet < device < entry) and checked
+// against the chosen build's declarations, then recomputes the digest.
+// A bad or missing value is an error naming the app and the parameter.
+func (rv *resolver) applyParams(ctx context.Context, device string, r *api.Resolved) error {
+	fleet := map[string]map[string]any{}
+	dev := map[string]map[string]any{}
+	for i := range r.Apps {
+		app := &r.Apps[i]
+		m, err := rv.manifest(ctx, app.Digest)
+		if err != nil {
+			return err
+		}
+		if _, ok := fleet[app.Name]; !ok {
+			if fleet[app.Name], err = rv.st.ParamValues(ctx, "", app.Name); err != nil {
+				return err
+			}
+			if dev[app.Name], err = rv.st.ParamValues(ctx, device, app.Name); err != nil {
+				return err
+			}
+		}
+		if device == "" {
+			dev[app.Name] = nil
+		}
+		layers := []param.Layer{{Name: "fleet", Values: onlyDeclared(fleet[app.Name], m.Params)}, {Name: "device", Values: onlyDeclared(dev[app.Name], m.Params)}, {Name: "state entry", Values: app.Params}}
+		vals, err := param.Resolve(m.Params, layers...)
+		if err != nil {
+			who := app.Name
+			if app.Instance != "" {
+				who += "[" + app.Instance + "]"
+			}
+			return fmt.Errorf("%s %s: %w", who, app.Version, err)
+		}
+		app.Params = vals
+	}
+	r.Digest = resolve.Digest(r.Apps)
+	return nil
+}
+
+// onlyDeclared drops fleet and device values the chosen build does not
+// declare: they may be meant for another version of the package. Entry
+// values are the operator's word for this device and are checked whole.
+func onlyDeclared(v map[string]any, decls map[string]api.Param) map[string]any {
+	if len(v) == 0 {
+		return nil
+	}
+	out := make(map[string]any, len(v))
+	for k, x := range v {
+		if _, ok := decls[k]; ok {
+			out[k] = x
+		}
+	}
+	return out
+}
+
+// paramError turns a resolution's parameter error into an invalid-input
+// answer; other errors pass.
+func paramError(err error) error {
+	var pe *param.Error
+	if errors.As(err, &pe) {
+		return api.Errorf(api.EINVALID, err.Error())
+	}
+	return err
+}

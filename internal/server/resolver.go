@@ -149,6 +149,16 @@ func (rv *resolver) compute(ctx context.Context, device string, cands []resolve.
 		return nil, err
 	}
 	r, err := resolve.Resolve(device, tags, desired.Apps, cands)
+	if err == nil {
+		// Parameter values by precedence, checked against the chosen
+		// builds (issue 3): a bad one is this device's resolution error.
+		if perr := rv.applyParams(ctx, device, r); perr != nil {
+			if errors.Is(paramError(perr), perr) {
+				return nil, perr
+			}
+			err = perr
+		}
+	}
 	if err != nil {
 		msg := err.Error()
 		return &resolution{r: &api.Resolved{Device: device, Apps: []api.ResolvedApp{}, Error: msg, Digest: textDigest("error\x00" + msg)}}, nil

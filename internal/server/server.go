@@ -34,8 +34,17 @@ type Config struct {
 	MaxManifest int64
 	// MaxBlob bounds an uploaded blob; 0 = 4 GiB.
 	MaxBlob int64
-	Logger  *slog.Logger
-	Now     func() time.Time
+	// Events configures retention, AMQP publishing, hooks and live
+	// followers (events.go).
+	Events EventsConfig
+	// TerminationHook is run (with the device as JSON on stdin) when a
+	// device's health checks ask for termination and no keepalive holds
+	// it (node.go); TerminationHookTimeout bounds it, 0 = 5 minutes.
+	TerminationHook        string
+	TerminationHookTimeout time.Duration
+
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Server serves the wire API. Create it with New.
@@ -47,6 +56,8 @@ type Server struct {
 	blobs blob.Store
 	hub   *hub
 	res   *resolver
+	ev    *eventsState // events.go
+	node  nodeServer   // node.go
 
 	mu   sync.Mutex
 	http *http.Server
@@ -71,6 +82,10 @@ func New(ctx context.Context, cfg Config, st store.Store, blobs blob.Store) (*Se
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, store: st, blobs: blobs, hub: newHub()}
 	s.res = newResolver(st)
+	var err error
+	if s.ev, err = s.newEvents(ctx); err != nil {
+		return nil, err
+	}
 	if err := s.res.loadCandidates(ctx); err != nil {
 		return nil, err
 	}
@@ -92,6 +107,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.mu.Lock()
 	s.http = hs
 	s.mu.Unlock()
+	evCtx, stopEvents := context.WithCancel(ctx)
+	evDone := make(chan struct{})
+	go func() { s.runEvents(evCtx); close(evDone) }()
+	defer func() { stopEvents(); <-evDone }()
 	errc := make(chan error, 1)
 	go func() {
 		if s.cfg.TLS != nil {
@@ -150,6 +169,7 @@ func (s *Server) logRequests(h http.Handler) http.Handler {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		h.ServeHTTP(sw, r)
+		s.observeHTTP(r, sw.status, time.Since(start))
 		s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", sw.status,
 			"peer", peerName(r), "duration", time.Since(start))
 	})

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/Masterminds/semver/v3"
 
@@ -34,11 +35,12 @@ const DefaultEventLimit = 1000
 
 // EventFilter selects events. Zero fields select everything.
 type EventFilter struct {
-	After       int64  // only events with ID > After
-	Device      string // only this device's events
-	Kind        string // only this kind
-	MinPriority string // only this priority or higher (api.PriorityRank)
-	Limit       int    // at most this many; 0 (or less) = DefaultEventLimit
+	After       int64     // only events with ID > After
+	Device      string    // only this device's events
+	Kind        string    // only this kind
+	MinPriority string    // only this priority or higher (api.PriorityRank)
+	Since       time.Time // only events at or after this time (zero: any)
+	Limit       int       // at most this many; 0 (or less) = DefaultEventLimit
 }
 
 // Store is the server's persistent state. All methods are safe for

@@ -27,6 +27,7 @@ func (db *DB) AppendEvents(ctx context.Context, evs []api.Event) ([]api.Event, e
 		return nil, fmt.Errorf("append events: %w", err)
 	}
 	defer tx.Rollback()
+	queue := db.outbox.Load()
 	stmt, err := tx.PrepareContext(ctx, `
 		INSERT INTO events (time, device, kind, level, priority, priority_rank, package, message, payload)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
@@ -48,6 +49,11 @@ func (db *DB) AppendEvents(ctx context.Context, evs []api.Event) ([]api.Event, e
 		if e.ID, err = res.LastInsertId(); err != nil {
 			return nil, fmt.Errorf("append events: %w", err)
 		}
+		if queue {
+			if err := queueOutbox(ctx, tx, *e); err != nil {
+				return nil, fmt.Errorf("append events: %w", err)
+			}
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("append events: %w", err)
@@ -66,6 +72,10 @@ func (db *DB) Events(ctx context.Context, f store.EventFilter) ([]api.Event, err
 	if f.Kind != "" {
 		where = append(where, "kind = ?")
 		args = append(args, f.Kind)
+	}
+	if !f.Since.IsZero() {
+		where = append(where, "time >= ?")
+		args = append(args, formatTime(f.Since))
 	}
 	if f.MinPriority != "" {
 		rank := api.PriorityRank(f.MinPriority)

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/url"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -33,6 +34,8 @@ type DB struct {
 	logger *slog.Logger
 
 	putDevice *sql.Stmt // hot: every report of every device
+
+	outbox atomic.Bool // AppendEvents also queues events in the outbox (outbox.go)
 }
 
 var _ store.Store = (*DB)(nil)

@@ -43,6 +43,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"AppendEventsConcurrent", testAppendEventsConcurrent},
 		{"CancelledContext", testCancelled},
 	}
+	tests = append(tests, outboxTests...)
+	tests = append(tests, paramsTests...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open) })
 	}

@@ -1,0 +1,97 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/hook"
+	"github.com/drover-dev/drover/internal/plan"
+)
+
+// Agent hook phases: <home>/config/hooks/<phase>-post.d/ runs after each.
+const (
+	PhaseInstall      = "install"
+	PhaseUpgrade      = "upgrade" // also downgrade and reinstall
+	PhaseRemove       = "remove"
+	PhaseServiceStart = "service-start"
+	PhaseServiceStop  = "service-stop"
+)
+
+// KindHook is the event of an agent hook that failed or hung.
+const KindHook = "hook"
+
+// hookTimeout bounds each agent hook.
+const hookTimeout = 60 * time.Second
+
+// agentEvents is the agent's hook runner, progress sender and metrics,
+// made on first use.
+type agentEvents struct {
+	once  sync.Once
+	hooks *hook.Queue
+	reg   *prometheus.Registry
+	m     agentMetrics
+	prog  *progressSender
+}
+
+func (a *Agent) events() *agentEvents {
+	e := &a.ev
+	e.once.Do(func() {
+		r := hook.New(hook.Config{Dir: filepath.Join(a.cfg.Home, "config", "hooks"), Timeout: hookTimeout,
+			Env: []string{"DROVER_HOME=" + a.cfg.Home, "DROVER_DEVICE=" + a.cfg.Device}, Logger: a.log.With("component", "hooks")})
+		e.hooks = hook.NewQueue(r, 1000, a.hookDone)
+		go e.hooks.Run(context.Background()) // lives as long as the agent process
+		e.reg = prometheus.NewRegistry()
+		e.m = newAgentMetrics(e.reg, a)
+		e.prog = newProgressSender(a)
+	})
+	return e
+}
+
+// runHooks runs the hooks of phase for ev in the background, in the
+// order they were asked for; a failing or hanging hook (killed after its
+// timeout) becomes a "hook" event and never blocks the agent. Phases:
+// PhaseInstall, PhaseUpgrade, PhaseRemove, PhaseServiceStart,
+// PhaseServiceStop. ev's Kind is replaced by the phase for the hooks'
+// DROVER_EVENT_KIND; its other fields are kept.
+func (a *Agent) runHooks(phase string, ev api.Event) {
+	if ev.Time.IsZero() {
+		ev.Time = a.now().UTC()
+	}
+	ev.Device = a.cfg.Device
+	ev.Kind = phase
+	if !a.events().hooks.Add(ev) {
+		a.log.Warn("hook queue full: hooks skipped", "phase", phase)
+	}
+}
+
+// stepHooks runs the hooks of a finished step's phase.
+func (a *Agent) stepHooks(s plan.Step, ev api.Event) {
+	switch s.Action {
+	case plan.Install:
+		a.runHooks(PhaseInstall, ev)
+	case plan.Upgrade, plan.Downgrade, plan.Reinstall:
+		a.runHooks(PhaseUpgrade, ev)
+	case plan.Remove:
+		a.runHooks(PhaseRemove, ev)
+	}
+}
+
+func (a *Agent) hookDone(ev api.Event, res []hook.Result) {
+	for _, r := range res {
+		if r.Err == nil {
+			continue
+		}
+		a.events().m.hookFailures.Inc()
+		payload, _ := json.Marshal(map[string]any{"hook": r.Path, "phase": ev.Kind, "error": r.Err.Error(),
+			"output": string(r.Output), "duration_ms": r.Duration.Milliseconds()})
+		a.event(api.Event{Kind: KindHook, Level: api.LevelError, Priority: api.PriorityMedium, Package: ev.Package,
+			Message: fmt.Sprintf("%s hook %s: %v", ev.Kind, r.Name, r.Err), Payload: payload})
+	}
+}

@@ -1,0 +1,29 @@
+package api
+
+import "time"
+
+// Service states an agent reports.
+const (
+	ServiceRunning = "running"
+	ServiceStopped = "stopped"
+	ServiceFailed  = "failed"
+)
+
+// ServiceState is one service instance as its supervisor sees it.
+type ServiceState struct {
+	// Coordinate is INSTANCE.SERVICE[.ENV.REGION] (copkg), the name of
+	// its runtime directory.
+	Coordinate string `json:"coordinate" yaml:"coordinate"`
+	Package    string `json:"package" yaml:"package"` // group:name
+	Version    string `json:"version,omitempty" yaml:"version,omitempty"`
+	Instance   string `json:"instance,omitempty" yaml:"instance,omitempty"`
+	Service    string `json:"service" yaml:"service"`
+	State      string `json:"state" yaml:"state"` // running, stopped or failed
+	PID        int    `json:"pid,omitempty" yaml:"pid,omitempty"`
+	Restarts   int    `json:"restarts" yaml:"restarts"`
+	// Since is when the service entered its state.
+	Since time.Time `json:"since,omitzero" yaml:"since,omitempty"`
+	// Error says why a failed service failed: exit status and the tail
+	// of its console.
+	Error string `json:"error,omitempty" yaml:"error,omitempty"`
+}

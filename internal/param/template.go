@@ -1,0 +1,102 @@
+package param
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"text/template"
+
+	securejoin "github.com/cyphar/filepath-securejoin"
+
+	"github.com/drover-dev/drover/internal/api"
+)
+
+// Data is what a template sees: .Params.NAME, .Device.ID,
+// .Device.Labels.KEY, .Package.Name, .Package.Version and .Instance.
+type Data struct {
+	Params   map[string]any
+	Device   Device
+	Package  Package
+	Instance string
+}
+
+// Device is the device a template is rendered for.
+type Device struct {
+	ID     string
+	Labels map[string]string
+}
+
+// Package is the package a template belongs to.
+type Package struct {
+	Name    string // group:name
+	Version string
+}
+
+// maxTemplate bounds a template's source and its output.
+const maxTemplate = 4 << 20
+
+// Render renders one template. A key that is not there (an undeclared
+// parameter, a label the device lacks) is an error, never "<no value>".
+func Render(name string, src []byte, d Data) ([]byte, error) {
+	if len(src) > maxTemplate {
+		return nil, fmt.Errorf("template %s: larger than %d bytes", name, maxTemplate)
+	}
+	if d.Params == nil {
+		d.Params = map[string]any{}
+	}
+	if d.Device.Labels == nil {
+		d.Device.Labels = map[string]string{}
+	}
+	t, err := template.New(name).Option("missingkey=error").Parse(string(src))
+	if err != nil {
+		return nil, fmt.Errorf("template %s: %w", name, err)
+	}
+	var b bytes.Buffer
+	if err := t.Execute(&b, d); err != nil {
+		return nil, fmt.Errorf("template %s: %w", name, err)
+	}
+	if b.Len() > maxTemplate {
+		return nil, fmt.Errorf("template %s: output larger than %d bytes", name, maxTemplate)
+	}
+	return b.Bytes(), nil
+}
+
+// WriteTemplates renders each template of m (its source read through
+// open, by digest) with d and writes it to its dest under loc, atomically,
+// never outside loc.
+func WriteTemplates(ctx context.Context, loc string, m *api.Manifest, d Data, open func(ctx context.Context, digest string) (io.ReadCloser, error)) error {
+	for _, t := range m.Templates {
+		f, err := open(ctx, t.Digest)
+		if err != nil {
+			return fmt.Errorf("template %s: %w", t.Src, err)
+		}
+		src, err := io.ReadAll(io.LimitReader(f, maxTemplate+1))
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("template %s: %w", t.Src, err)
+		}
+		out, err := Render(t.Src, src, d)
+		if err != nil {
+			return err
+		}
+		dest, err := securejoin.SecureJoin(loc, filepath.FromSlash(t.Dest))
+		if err != nil {
+			return fmt.Errorf("template %s: dest %s: %w", t.Src, t.Dest, err)
+		}
+		if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
+			return fmt.Errorf("template %s: %w", t.Src, err)
+		}
+		tmp := dest + ".drover-tmp"
+		if err := os.WriteFile(tmp, out, 0o644); err != nil {
+			return fmt.Errorf("template %s: %w", t.Src, err)
+		}
+		if err := os.Rename(tmp, dest); err != nil {
+			_ = os.Remove(tmp)
+			return fmt.Errorf("template %s: %w", t.Src, err)
+		}
+	}
+	return nil
+}
