@@ -49,10 +49,6 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request, p peer) er
 		return err
 	}
 	tags := sortedUnique(rep.Tags)
-	if isNew || !slices.Equal(old.Tags, tags) {
-		// The tags decide which builds fit: resolve again.
-		s.res.invalidate(id)
-	}
 	d := api.Device{
 		ID: id, Tags: tags, Labels: rep.Labels, Facts: rep.Facts, Installed: rep.Installed,
 		LastSeen: s.now().UTC(), Applied: rep.Applied, Error: rep.Error, Health: old.Health,
@@ -63,18 +59,17 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request, p peer) er
 	}
 	// Keep what the server owns (keepalive, termination); health (node.go).
 	nodeEvs, runHook := s.nodeReport(old, &d, rep)
-	if err := s.store.PutDevice(ctx, d); err != nil {
-		return err
+	tagsChanged := isNew || !slices.Equal(old.Tags, tags)
+	var res *resolution
+	if tagsChanged {
+		// Resolve with the reported tags before they are stored, so the
+		// record and its events go in one commit.
+		res, err = s.res.with(ctx, id, tags)
+	} else {
+		res, err = s.res.get(ctx, id)
 	}
-	if runHook {
-		defer s.startHook(d) // after this report's events
-	}
-	res, err := s.res.get(ctx, id)
 	if err != nil {
 		return err
-	}
-	if isNew || !slices.Equal(old.Tags, tags) {
-		s.hub.notify(id)
 	}
 	converged := rep.Error == "" && rep.Applied == res.r.Digest && !res.r.Unset
 	wasConverged := !isNew && old.Error == "" && old.Applied == res.r.Digest
@@ -88,8 +83,15 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request, p peer) er
 			Message: fmt.Sprintf("device %s converged", id)})
 	}
 	evs = append(evs, nodeEvs...)
-	if err := s.emit(ctx, evs...); err != nil {
+	if err := s.commit(ctx, store.Write{Device: &d, Events: evs}); err != nil {
 		return err
+	}
+	if tagsChanged {
+		s.res.invalidate(id)
+		s.hub.notify(id)
+	}
+	if runHook {
+		s.startHook(d) // after this report's events
 	}
 	writeJSON(w, http.StatusOK, api.ReportResponse{Desired: res.r.Digest})
 	return nil
@@ -97,24 +99,30 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request, p peer) er
 
 // emit stores events and wakes event followers.
 func (s *Server) emit(ctx context.Context, evs ...api.Event) error {
-	if len(evs) == 0 {
-		return nil
-	}
+	return s.commit(ctx, store.Write{Events: evs})
+}
+
+// commit stores a change and the events that describe it in one
+// transaction, then wakes event followers and hands the events to hooks
+// and the publisher.
+func (s *Server) commit(ctx context.Context, w store.Write) error {
 	now := s.now().UTC()
-	for i := range evs {
-		if evs[i].Time.IsZero() {
-			evs[i].Time = now
+	for i := range w.Events {
+		if w.Events[i].Time.IsZero() {
+			w.Events[i].Time = now
 		}
-		if err := evs[i].Normalize(); err != nil {
+		if err := w.Events[i].Normalize(); err != nil {
 			return api.Errorf(api.EINVALID, fmt.Sprintf("event: %v", err))
 		}
 	}
-	stored, err := s.store.AppendEvents(ctx, evs)
+	stored, err := s.store.Commit(ctx, w)
 	if err != nil {
-		return fmt.Errorf("store events: %w", err)
+		return fmt.Errorf("store: %w", err)
 	}
-	s.hub.notify(eventsKey)
-	s.eventsStored(stored)
+	if len(stored) > 0 {
+		s.hub.notify(eventsKey)
+		s.eventsStored(stored)
+	}
 	return nil
 }
 
@@ -472,19 +480,17 @@ func (s *Server) handleSetState(w http.ResponseWriter, r *http.Request, p peer) 
 	default:
 		return err
 	}
-	if err := s.store.SetDesired(ctx, st); err != nil {
-		return err
-	}
-	s.res.invalidate(id)
-	s.hub.notify(id)
 	var names []string
 	for _, a := range st.Apps {
 		names = append(names, a.Name+" "+a.Version)
 	}
-	if err := s.emit(ctx, api.Event{Device: id, Kind: api.KindState, Level: api.LevelInfo, Priority: api.PriorityLow,
-		Message: fmt.Sprintf("desired state of %s set by %s: %s", id, p.name, strings.Join(names, ", "))}); err != nil {
+	ev := api.Event{Device: id, Kind: api.KindState, Level: api.LevelInfo, Priority: api.PriorityLow,
+		Message: fmt.Sprintf("desired state of %s set by %s: %s", id, p.name, strings.Join(names, ", "))}
+	if err := s.commit(ctx, store.Write{Desired: &st, Events: []api.Event{ev}}); err != nil {
 		return err
 	}
+	s.res.invalidate(id)
+	s.hub.notify(id)
 	writeJSON(w, http.StatusOK, resolved)
 	return nil
 }

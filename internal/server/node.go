@@ -146,14 +146,11 @@ func (s *Server) reconsider(id string) {
 		unlock()
 		return
 	}
-	err = s.store.PutDevice(ctx, d)
+	err = s.commit(ctx, store.Write{Device: &d, Events: evs})
 	unlock()
 	if err != nil {
 		s.log.Error("store termination", "device", id, "err", err)
 		return
-	}
-	if err := s.emit(ctx, evs...); err != nil {
-		s.log.Error("termination events", "device", id, "err", err)
 	}
 	if hook {
 		s.startHook(d)
@@ -205,16 +202,13 @@ func (s *Server) handleKeepalive(w http.ResponseWriter, r *http.Request, p peer)
 	}
 	evs, hook := s.terminationStep(&d)
 	evs = append([]api.Event{{Device: id, Kind: api.KindKeepalive, Level: api.LevelInfo, Priority: api.PriorityMedium, Message: msg}}, evs...)
-	err = s.store.PutDevice(ctx, d)
+	err = s.commit(ctx, store.Write{Device: &d, Events: evs})
 	unlock()
 	if err != nil {
 		return err
 	}
 	if hook {
-		defer s.startHook(d) // after the keepalive's events
-	}
-	if err := s.emit(ctx, evs...); err != nil {
-		return err
+		s.startHook(d) // after the keepalive's events
 	}
 	writeJSON(w, http.StatusOK, api.KeepaliveResponse{Keepalive: d.Keepalive, Termination: d.Termination})
 	return nil
@@ -248,6 +242,9 @@ func (s *Server) startHook(d api.Device) {
 			state, kind, level = api.TerminationHookFailed, api.KindHookFailed, api.LevelError
 			msg = fmt.Sprintf("termination hook for %s: %v", d.ID, err)
 		}
+		ev := api.Event{Device: d.ID, Kind: kind, Level: level, Priority: api.PriorityHigh, Message: msg,
+			Payload: nodeJSON(map[string]any{"hook": s.cfg.TerminationHook, "output": out})}
+		w := store.Write{Events: []api.Event{ev}}
 		unlock := s.lockDevice(d.ID)
 		cur, gerr := s.store.Device(ctx, d.ID)
 		if gerr == nil && cur.Termination != nil && cur.Termination.State == api.TerminationTerminating {
@@ -256,14 +253,12 @@ func (s *Server) startHook(d api.Device) {
 			if err != nil {
 				cur.Termination.Error = err.Error()
 			}
-			gerr = s.store.PutDevice(ctx, cur)
+			w.Device = &cur
 		}
-		unlock()
-		if gerr != nil {
+		if gerr := s.commit(ctx, w); gerr != nil {
 			s.log.Error("store termination", "device", d.ID, "err", gerr)
 		}
-		_ = s.emit(ctx, api.Event{Device: d.ID, Kind: kind, Level: level, Priority: api.PriorityHigh, Message: msg,
-			Payload: nodeJSON(map[string]any{"hook": s.cfg.TerminationHook, "output": out})})
+		unlock()
 	}()
 }
 

@@ -117,7 +117,7 @@ func (rv *resolver) get(ctx context.Context, device string) (*resolution, error)
 	if ok && c.gen == gen && c.devGen == devGen {
 		return c.res, nil
 	}
-	res, err := rv.compute(ctx, device, cands)
+	res, err := rv.compute(ctx, device, cands, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -129,7 +129,15 @@ func (rv *resolver) get(ctx context.Context, device string) (*resolution, error)
 	return res, nil
 }
 
-func (rv *resolver) compute(ctx context.Context, device string, cands []resolve.Candidate) (*resolution, error) {
+// with returns the device's resolution as it will be once its tags are
+// tags, before they are stored; nothing is cached.
+func (rv *resolver) with(ctx context.Context, device string, tags []string) (*resolution, error) {
+	return rv.compute(ctx, device, rv.candidates(), &tags)
+}
+
+// compute resolves the device's desired state against cands, with the
+// device's stored tags, or with *tags when tags is not nil.
+func (rv *resolver) compute(ctx context.Context, device string, cands []resolve.Candidate, tags *[]string) (*resolution, error) {
 	desired, err := rv.st.Desired(ctx, device)
 	if errors.Is(err, store.ErrNotFound) {
 		return &resolution{r: &api.Resolved{Device: device, Unset: true, Apps: []api.ResolvedApp{}, Digest: textDigest("unset")}}, nil
@@ -137,18 +145,22 @@ func (rv *resolver) compute(ctx context.Context, device string, cands []resolve.
 	if err != nil {
 		return nil, err
 	}
-	var tags []string
-	dev, err := rv.st.Device(ctx, device)
-	switch {
-	case err == nil:
-		tags = dev.Tags
-	case errors.Is(err, store.ErrNotFound):
-		// Not reported yet: resolve with no device tags; the agent's first
-		// report brings them and invalidates this.
-	default:
-		return nil, err
+	var have []string
+	if tags != nil {
+		have = *tags
+	} else {
+		dev, err := rv.st.Device(ctx, device)
+		switch {
+		case err == nil:
+			have = dev.Tags
+		case errors.Is(err, store.ErrNotFound):
+			// Not reported yet: resolve with no device tags; the agent's
+			// first report brings them and invalidates this.
+		default:
+			return nil, err
+		}
 	}
-	r, err := resolve.Resolve(device, tags, desired.Apps, cands)
+	r, err := resolve.Resolve(device, have, desired.Apps, cands)
 	if err == nil {
 		// Parameter values by precedence, checked against the chosen
 		// builds (issue 3): a bad one is this device's resolution error.

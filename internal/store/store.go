@@ -103,11 +103,25 @@ type Store interface {
 	// Events returns stored events matching f, ID ascending.
 	Events(ctx context.Context, f EventFilter) ([]api.Event, error)
 
+	// Commit stores a change of a device's record and/or desired state
+	// together with the events that describe it, in one transaction: a
+	// crash keeps all of it or none, so no event of a stored change is
+	// ever lost (and none is told of a change that was not stored). It
+	// returns the events as AppendEvents does. An empty Write is a no-op.
+	Commit(ctx context.Context, w Write) ([]api.Event, error)
+
 	// Close releases the store. No method may be called after it.
 	Close() error
 
 	Outbox
 	Params
+}
+
+// Write is one change for Commit.
+type Write struct {
+	Device  *api.Device       // replaces the device's record (as PutDevice)
+	Desired *api.DesiredState // replaces its desired state (as SetDesired)
+	Events  []api.Event       // appended after the changes (as AppendEvents)
 }
 
 // NormalizeTags returns tags sorted and without duplicates, as a new

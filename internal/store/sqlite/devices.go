@@ -69,14 +69,17 @@ func (db *DB) SetDesired(ctx context.Context, s api.DesiredState) error {
 	if err != nil {
 		return fmt.Errorf("set desired state %s: %w", s.ID, err)
 	}
-	_, err = db.write.ExecContext(ctx, `
-		INSERT INTO desired (id, data) VALUES (?, ?)
-		ON CONFLICT (id) DO UPDATE SET data = excluded.data`, s.ID, string(data))
+	_, err = db.write.ExecContext(ctx, upsertDesired, s.ID, string(data))
 	if err != nil {
 		return fmt.Errorf("set desired state %s: %w", s.ID, err)
 	}
 	return nil
 }
+
+// upsertDesired stores one desired state (id, data).
+const upsertDesired = `
+		INSERT INTO desired (id, data) VALUES (?, ?)
+		ON CONFLICT (id) DO UPDATE SET data = excluded.data`
 
 // Desired implements store.Store.
 func (db *DB) Desired(ctx context.Context, id string) (api.DesiredState, error) {

@@ -2,6 +2,9 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -12,27 +15,74 @@ import (
 // AppendEvents implements store.Store: one transaction, so a batch gets
 // consecutive IDs and a failure stores none of it.
 func (db *DB) AppendEvents(ctx context.Context, evs []api.Event) ([]api.Event, error) {
-	out := make([]api.Event, len(evs))
-	for i, e := range evs {
+	return db.Commit(ctx, store.Write{Events: evs})
+}
+
+// Commit implements store.Store.
+func (db *DB) Commit(ctx context.Context, w store.Write) ([]api.Event, error) {
+	out := make([]api.Event, len(w.Events))
+	for i, e := range w.Events {
 		if err := store.CheckEvent(&e); err != nil {
-			return nil, fmt.Errorf("append events: event %d: %w", i, err)
+			return nil, fmt.Errorf("commit: event %d: %w", i, err)
 		}
 		out[i] = e
 	}
-	if len(out) == 0 {
+	var device, desired []byte
+	var err error
+	if w.Device != nil {
+		if w.Device.ID == "" {
+			return nil, errors.New("commit: device with an empty id")
+		}
+		if device, err = json.Marshal(w.Device); err != nil {
+			return nil, fmt.Errorf("commit: device %s: %w", w.Device.ID, err)
+		}
+	}
+	if w.Desired != nil {
+		if w.Desired.ID == "" {
+			return nil, errors.New("commit: desired state with an empty device id")
+		}
+		if desired, err = json.Marshal(w.Desired); err != nil {
+			return nil, fmt.Errorf("commit: desired state %s: %w", w.Desired.ID, err)
+		}
+	}
+	if len(out) == 0 && device == nil && desired == nil {
 		return out, nil
 	}
 	tx, err := db.write.BeginTx(ctx, nil)
 	if err != nil {
-		return nil, fmt.Errorf("append events: %w", err)
+		return nil, fmt.Errorf("commit: %w", err)
 	}
 	defer tx.Rollback()
+	if device != nil {
+		if _, err := tx.StmtContext(ctx, db.putDevice).ExecContext(ctx, w.Device.ID, formatTime(w.Device.LastSeen), string(device)); err != nil {
+			return nil, fmt.Errorf("commit: device %s: %w", w.Device.ID, err)
+		}
+	}
+	if desired != nil {
+		if _, err := tx.ExecContext(ctx, upsertDesired, w.Desired.ID, string(desired)); err != nil {
+			return nil, fmt.Errorf("commit: desired state %s: %w", w.Desired.ID, err)
+		}
+	}
+	if len(out) > 0 {
+		if err := db.insertEvents(ctx, tx, out); err != nil {
+			return nil, fmt.Errorf("commit: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("commit: %w", err)
+	}
+	return out, nil
+}
+
+// insertEvents inserts checked events in tx, setting their IDs, and
+// queues them in the outbox when it is on.
+func (db *DB) insertEvents(ctx context.Context, tx *sql.Tx, out []api.Event) error {
 	queue := db.outbox.Load()
 	stmt, err := tx.PrepareContext(ctx, `
 		INSERT INTO events (time, device, kind, level, priority, priority_rank, package, message, payload)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 	if err != nil {
-		return nil, fmt.Errorf("append events: %w", err)
+		return err
 	}
 	defer stmt.Close()
 	for i := range out {
@@ -44,21 +94,18 @@ func (db *DB) AppendEvents(ctx context.Context, evs []api.Event) ([]api.Event, e
 		res, err := stmt.ExecContext(ctx, formatTime(e.Time), e.Device, e.Kind, e.Level,
 			e.Priority, api.PriorityRank(e.Priority), e.Package, e.Message, payload)
 		if err != nil {
-			return nil, fmt.Errorf("append events: %w", err)
+			return err
 		}
 		if e.ID, err = res.LastInsertId(); err != nil {
-			return nil, fmt.Errorf("append events: %w", err)
+			return err
 		}
 		if queue {
 			if err := queueOutbox(ctx, tx, *e); err != nil {
-				return nil, fmt.Errorf("append events: %w", err)
+				return err
 			}
 		}
 	}
-	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("append events: %w", err)
-	}
-	return out, nil
+	return nil
 }
 
 // Events implements store.Store.
