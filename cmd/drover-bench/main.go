@@ -25,6 +25,7 @@ import (
 const usage = `usage:
   drover-bench fleet [-n 100,1000,5000] [-drover PATH] [-dir DIR] [-timeout 120s] [-set-workers 16]
   drover-bench install [-files 5000] [-size 200MB] [-dir DIR] [-runs 3] [-warm]
+  drover-bench events -amqp URL [-n 50000] [-probes 500]
 `
 
 func main() {
