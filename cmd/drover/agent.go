@@ -19,6 +19,7 @@ type agentFlags struct {
 	home, softwareRoot, runtimeRoot, root string
 	tags, labels, logLevel                string
 	healthInterval, reportInterval        time.Duration
+	hookTimeout                           time.Duration
 	recoverOnly                           bool
 	node                                  nodeAgentFlags // node.go
 }
@@ -65,6 +66,7 @@ func agentCmd(e *env) *cobra.Command {
 	fl.DurationVar(&f.healthInterval, "health-interval", 60*time.Second, "how often health checks run")
 	fl.BoolVar(&f.recoverOnly, "recover-only", false, "finish or undo an interrupted install from the journal, then exit without contacting the server")
 	fl.DurationVar(&f.reportInterval, "report-interval", 30*time.Second, "how often the agent reports when nothing happens")
+	fl.DurationVar(&f.hookTimeout, "hook-timeout", 60*time.Second, "time limit of each hook in <home>/config/hooks/<phase>-post.d/")
 	f.node.register(c)
 	c.AddCommand(agentInstallCmd(e, c), agentUninstallCmd(e))
 	return c
@@ -78,6 +80,9 @@ func agentConfig(e *env, f *agentFlags) (agent.Config, error) {
 	}
 	if f.reportInterval <= 0 {
 		return agent.Config{}, usagef("--report-interval must be positive")
+	}
+	if f.hookTimeout <= 0 {
+		return agent.Config{}, usagef("--hook-timeout must be positive")
 	}
 	certFile := orEnv(f.conn.clientCert, "DROVER_CLIENT_CERT", "")
 	if certFile == "" {
@@ -97,7 +102,7 @@ func agentConfig(e *env, f *agentFlags) (agent.Config, error) {
 	}
 	return agent.Config{Node: nodeCfg,
 		Home: home, Device: id, SoftwareRoot: f.softwareRoot, RuntimeRoot: f.runtimeRoot, Root: f.root,
-		Tags: splitList(f.tags), Labels: labels, ReportInterval: f.reportInterval, Logger: log,
+		Tags: splitList(f.tags), Labels: labels, ReportInterval: f.reportInterval, HookTimeout: f.hookTimeout, Logger: log,
 	}, nil
 }
 

@@ -32,7 +32,7 @@ func serviceLsCmd(e *env) *cobra.Command {
 	var format string
 	c := &cobra.Command{
 		Use:   "ls",
-		Short: "List the services and their state: running, stopped or failed",
+		Short: "List the services, their state (running, stopped or failed) and health (healthy, unhealthy or unknown)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(format, outText, outYAML, outJSON); err != nil {
@@ -59,13 +59,16 @@ func serviceLsCmd(e *env) *cobra.Command {
 
 func printServices(e *env, sts []api.ServiceState) {
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "COORDINATE\tPACKAGE\tVERSION\tSTATE\tPID\tRESTARTS")
+	fmt.Fprintln(tw, "COORDINATE\tPACKAGE\tVERSION\tSTATE\tHEALTH\tPID\tRESTARTS")
 	for _, s := range sts {
-		pid := "-"
+		pid, health := "-", "-"
 		if s.PID > 0 {
 			pid = fmt.Sprint(s.PID)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\n", s.Coordinate, s.Package, s.Version, s.State, pid, s.Restarts)
+		if s.Health != "" {
+			health = s.Health
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", s.Coordinate, s.Package, s.Version, s.State, health, pid, s.Restarts)
 	}
 	tw.Flush()
 }

@@ -64,6 +64,9 @@ type Config struct {
 	ReportInterval time.Duration
 	// Downloads is how many blobs are fetched at once; default 4.
 	Downloads int
+	// HookTimeout bounds each hook in <home>/config/hooks/<phase>-post.d
+	// (hooks.go); default 60s.
+	HookTimeout time.Duration
 	// Node holds the node-local verbs' and health checks' settings.
 	Node   NodeConfig
 	Logger *slog.Logger

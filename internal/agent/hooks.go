@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -27,8 +28,9 @@ const (
 // KindHook is the event of an agent hook that failed or hung.
 const KindHook = "hook"
 
-// hookTimeout bounds each agent hook.
-const hookTimeout = 60 * time.Second
+// defaultHookTimeout bounds each agent hook unless Config.HookTimeout
+// says otherwise.
+const defaultHookTimeout = 60 * time.Second
 
 // agentEvents is the agent's hook runner, progress sender and metrics,
 // made on first use.
@@ -43,8 +45,13 @@ type agentEvents struct {
 func (a *Agent) events() *agentEvents {
 	e := &a.ev
 	e.once.Do(func() {
-		r := hook.New(hook.Config{Dir: filepath.Join(a.cfg.Home, "config", "hooks"), Timeout: hookTimeout,
-			Env: []string{"DROVER_HOME=" + a.cfg.Home, "DROVER_DEVICE=" + a.cfg.Device}, Logger: a.log.With("component", "hooks")})
+		timeout := a.cfg.HookTimeout
+		if timeout <= 0 {
+			timeout = defaultHookTimeout
+		}
+		r := hook.New(hook.Config{Dir: filepath.Join(a.cfg.Home, "config", "hooks"), Timeout: timeout,
+			Env:     []string{"DROVER_HOME=" + a.cfg.Home, "DROVER_DEVICE=" + a.cfg.Device},
+			Ignored: a.hookIgnored, Logger: a.log.With("component", "hooks")})
 		e.hooks = hook.NewQueue(r, 1000, a.hookDone)
 		go e.hooks.Run(context.Background()) // lives as long as the agent process
 		e.reg = prometheus.NewRegistry()
@@ -90,8 +97,18 @@ func (a *Agent) hookDone(ev api.Event, res []hook.Result) {
 		}
 		a.events().m.hookFailures.Inc()
 		payload, _ := json.Marshal(map[string]any{"hook": r.Path, "phase": ev.Kind, "error": r.Err.Error(),
-			"output": string(r.Output), "duration_ms": r.Duration.Milliseconds()})
+			"output": string(r.Output), "timed_out": errors.Is(r.Err, hook.ErrTimeout),
+			"duration_ms": r.Duration.Milliseconds()})
 		a.event(api.Event{Kind: KindHook, Level: api.LevelError, Priority: api.PriorityMedium, Package: ev.Package,
 			Message: fmt.Sprintf("%s hook %s: %v", ev.Kind, r.Name, r.Err), Payload: payload})
 	}
+}
+
+// hookIgnored makes a file in a hook directory that never runs (a bad
+// name, not executable) a warning event, once per file for the life of
+// the agent: otherwise the operator would wonder why the hook is silent.
+func (a *Agent) hookIgnored(path, reason string) {
+	payload, _ := json.Marshal(map[string]any{"hook": path, "ignored": reason})
+	a.event(api.Event{Kind: KindHook, Level: api.LevelWarn, Priority: api.PriorityMedium,
+		Message: fmt.Sprintf("%s: %s", reason, path), Payload: payload})
 }

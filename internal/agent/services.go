@@ -36,6 +36,9 @@ func (a *Agent) initServices() error {
 	ch := make(chan struct{}, 1)
 	sup, err := service.New(service.Config{
 		RuntimeRoot: a.cfg.RuntimeRoot, Logger: a.cfg.Logger, Now: a.cfg.Now,
+		// Services' health commands run as often as the machine's
+		// health checks (--health-interval), with their timeout.
+		HealthInterval: a.cfg.Node.HealthInterval, HealthTimeout: a.cfg.Node.HealthTimeout,
 		OnChange: func() {
 			select {
 			case ch <- struct{}{}:
@@ -120,7 +123,7 @@ func (a *Agent) serviceSpecs(name, instance string) ([]service.Spec, error) {
 		out = append(out, service.Spec{
 			Coordinate: service.Coordinate(name, instance, s.Name, a.cfg.Labels),
 			Package:    name, Version: app.Version, Instance: instance, Service: s.Name,
-			Location: loc, Start: s.Start, Stop: s.Stop, Restart: s.Restart, Params: params,
+			Location: loc, Start: s.Start, Stop: s.Stop, Health: s.Health, Restart: s.Restart, Params: params,
 		})
 	}
 	return out, nil

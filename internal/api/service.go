@@ -9,6 +9,13 @@ const (
 	ServiceFailed  = "failed"
 )
 
+// Health of a running service instance, from its health command.
+const (
+	ServiceHealthy       = "healthy"
+	ServiceUnhealthy     = "unhealthy"
+	ServiceHealthUnknown = "unknown" // no health command, or no verdict yet
+)
+
 // ServiceState is one service instance as its supervisor sees it.
 type ServiceState struct {
 	// Coordinate is INSTANCE.SERVICE[.ENV.REGION] (copkg), the name of
@@ -26,4 +33,11 @@ type ServiceState struct {
 	// Error says why a failed service failed: exit status and the tail
 	// of its console.
 	Error string `json:"error,omitempty" yaml:"error,omitempty"`
+	// Health is the verdict of the service's health command while the
+	// service runs (healthy, unhealthy or unknown); empty when it does
+	// not run.
+	Health string `json:"health,omitempty" yaml:"health,omitempty"`
+	// HealthOutput is how the last health check failed (exit status and
+	// the tail of its output) while Health is unhealthy.
+	HealthOutput string `json:"health_output,omitempty" yaml:"health_output,omitempty"`
 }

@@ -44,8 +44,15 @@ type Config struct {
 	// Timeout bounds each hook; default 30s.
 	Timeout time.Duration
 	// Env is added to every hook's environment (after the process's own).
-	Env    []string
-	Logger *slog.Logger
+	Env []string
+	// Ignored, if not nil, is told once per path (for the life of the
+	// Runner) about a file in a hook directory that does not run: a name
+	// that breaks the rule, a file that is not executable, a folder. The
+	// server and the agent make it a warning event, so an operator sees
+	// why a hook never ran. It is called without any lock of the Runner
+	// held, on the goroutine that listed the directory.
+	Ignored func(path, reason string)
+	Logger  *slog.Logger
 }
 
 // Result is what one hook did.
@@ -122,6 +129,9 @@ func (r *Runner) warnOnce(path, msg string, args ...any) {
 	r.mu.Unlock()
 	if !seen {
 		r.log.Warn(msg, append([]any{"path", path}, args...)...)
+		if r.cfg.Ignored != nil {
+			r.cfg.Ignored(path, msg)
+		}
 	}
 }
 

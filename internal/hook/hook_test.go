@@ -146,3 +146,47 @@ func readFile(t *testing.T, p string) string {
 	}
 	return string(b)
 }
+
+// TestHookIgnoredReported: each file that does not run is reported once to
+// Ignored, which may emit an event that comes back to the queue without
+// deadlocking it.
+func TestHookIgnoredReported(t *testing.T) {
+	dir := t.TempDir()
+	d := filepath.Join(dir, "install-post.d")
+	write(t, filepath.Join(d, "10-ok"), "#!/bin/sh\nexit 0\n", 0o755)
+	write(t, filepath.Join(d, "bad.sh"), "#!/bin/sh\nexit 0\n", 0o755)
+	write(t, filepath.Join(d, "20-noexec"), "#!/bin/sh\nexit 0\n", 0o644)
+	if err := os.Mkdir(filepath.Join(d, "30-folder"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		got []string
+		q   *Queue
+	)
+	r := New(Config{Dir: dir, Ignored: func(path, reason string) {
+		got = append(got, filepath.Base(path)+": "+reason)
+		// As the server does: the warning is an event, queued for hooks.
+		q.Add(api.Event{Kind: "hook", Message: reason})
+	}})
+	q = NewQueue(r, 10, nil)
+	for range 3 {
+		done := make(chan bool, 1)
+		go func() { done <- q.Add(api.Event{Kind: "install"}) }()
+		select {
+		case ok := <-done:
+			if !ok {
+				t.Fatalf("Add = false with room in the queue")
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("Add deadlocked when Ignored added an event")
+		}
+	}
+	want := []string{
+		"20-noexec: hook ignored: not executable",
+		"30-folder: hook ignored: not a regular file",
+		"bad.sh: hook ignored: name must match ^[a-zA-Z0-9_-]+$",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Ignored calls over three listings (-want +got):\n%s", diff)
+	}
+}

@@ -37,13 +37,15 @@ func NewQueue(r *Runner, size int, done func(ev api.Event, results []Result)) *Q
 // Add queues ev for the hooks of its kind. It never blocks: when the
 // queue is full it returns false and counts a drop.
 func (q *Queue) Add(ev api.Event) bool {
+	// Listed before taking the lock: the Runner's Ignored callback may
+	// emit an event, which may come back here.
+	if len(q.run.Hooks(ev.Kind)) == 0 {
+		return true // nothing to run: keep the queue for events that have hooks
+	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed {
 		return false
-	}
-	if len(q.run.Hooks(ev.Kind)) == 0 {
-		return true // nothing to run: keep the queue for events that have hooks
 	}
 	select {
 	case q.ch <- queued{ev.Kind, ev}:

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -106,7 +107,8 @@ func (s *Server) newEvents(ctx context.Context) (*eventsState, error) {
 		s.store.SetOutbox(false)
 	}
 	if cfg.HookDir != "" {
-		r := hook.New(hook.Config{Dir: cfg.HookDir, Timeout: cfg.HookTimeout, Logger: s.log.With("component", "hooks")})
+		r := hook.New(hook.Config{Dir: cfg.HookDir, Timeout: cfg.HookTimeout, Ignored: s.hookIgnored,
+			Logger: s.log.With("component", "hooks")})
 		e.hooks = hook.NewQueue(r, 10000, func(ev api.Event, res []hook.Result) { s.hookDone(ev, res) })
 	}
 	e.register(s)
@@ -269,6 +271,19 @@ func (s *Server) hookDone(ev api.Event, res []hook.Result) {
 	}
 }
 
+// hookIgnored makes a file in a hook directory that never runs a warning
+// event, once per file for the life of the server. Hooks never run for
+// it (it is a hook event), so it cannot loop.
+func (s *Server) hookIgnored(path, reason string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ev := api.Event{Kind: KindHook, Level: api.LevelWarn, Priority: api.PriorityMedium,
+		Message: fmt.Sprintf("%s: %s", reason, path), Payload: mustMarshal(map[string]string{"hook": path, "ignored": reason})}
+	if err := s.emit(ctx, ev); err != nil {
+		s.log.Error("store hook warning event", "err", err)
+	}
+}
+
 // runEvents runs the publisher, the hook queue, retention and the outbox
 // watch until ctx is done.
 func (s *Server) runEvents(ctx context.Context) {
@@ -340,12 +355,17 @@ func (s *Server) watchOutbox(ctx context.Context) {
 		}
 		e.mu.Unlock()
 		if over := depth - e.cfg.OutboxMax; over > 0 {
-			old, err := s.store.OutboxNext(ctx, 0, int(over))
+			// One more than the excess, so the error event itself fits:
+			// else it would overflow the outbox again at the next tick,
+			// and give up on one more event with one more error, forever.
+			old, err := s.store.OutboxNext(ctx, 0, int(min(over+1, depth)))
 			if err == nil && len(old) > 0 {
-				if _, err := s.store.OutboxDelete(ctx, old[len(old)-1].ID); err == nil {
+				first, last := old[0].ID, old[len(old)-1].ID
+				if _, err := s.store.OutboxDelete(ctx, last); err == nil {
 					evs = append(evs, api.Event{Kind: KindOutbox, Level: api.LevelError, Priority: api.PriorityHigh,
-						Message: fmt.Sprintf("AMQP outbox full (%d events): events %d to %d will not be published; read them with drover events --since %d",
-							depth, old[0].ID, old[len(old)-1].ID, old[0].ID-1)})
+						Message: fmt.Sprintf("AMQP outbox full (%d events, limit %d): gave up on %d events, ids %d to %d: they will not be published; read them with drover events --since %d",
+							depth, e.cfg.OutboxMax, len(old), first, last, first-1),
+						Payload: mustMarshal(map[string]int64{"first_id": first, "last_id": last, "count": int64(len(old))})})
 				}
 			}
 		}
@@ -383,21 +403,29 @@ func (s *Server) followEvents(w http.ResponseWriter, r *http.Request, p peer, f 
 	w.WriteHeader(http.StatusOK)
 	s.ev.followers.Inc()
 	defer s.ev.followers.Dec()
+	timeout := s.ev.cfg.FollowWriteTimeout
 	send := func(write func() error) bool {
-		_ = rc.SetWriteDeadline(time.Now().Add(s.ev.cfg.FollowWriteTimeout))
+		start := time.Now()
+		_ = rc.SetWriteDeadline(start.Add(timeout))
 		err := write()
 		if err == nil {
 			err = rc.Flush()
 		}
-		if err != nil {
-			if ctx.Err() == nil {
-				s.ev.followDropped.Inc()
-				s.log.Warn("event follower dropped: too slow or gone; it may resume from its last id",
-					"peer", p.name, "last_id", f.After, "err", err)
-			}
-			return false
+		if err == nil {
+			return true
 		}
-		return true
+		// Too slow is told by the deadline, not by the request's context:
+		// net/http closes the connection on a failed write (over TLS that
+		// may take a few seconds more), which cancels the context before
+		// the write returns here.
+		if errors.Is(err, os.ErrDeadlineExceeded) || time.Since(start) >= timeout {
+			s.ev.followDropped.Inc()
+			s.log.Warn("event follower dropped: too slow; it may resume from its last id",
+				"peer", p.name, "last_id", f.After, "timeout", timeout, "err", err)
+		} else if ctx.Err() == nil {
+			s.log.Debug("event follower gone", "peer", p.name, "last_id", f.After, "err", err)
+		}
+		return false
 	}
 	if !send(func() error { _, err := fmt.Fprint(w, "retry: 1000\n: drover events\n\n"); return err }) {
 		return nil

@@ -132,6 +132,42 @@ func (s *Server) wakeAt(id string, at time.Time) {
 	})
 }
 
+// resumeTerminations looks again at every device whose termination was
+// requested when the server (re)starts: the keepalive timers of the
+// server before it lived in memory and are gone. A timed keepalive that
+// lapsed while the server was down lets the termination proceed at once;
+// one that still holds is timed again; without this, such a device would
+// wait for its next report, which a machine that has gone bad may never
+// send.
+func (s *Server) resumeTerminations(ctx context.Context) {
+	devs, err := s.store.Devices(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Error("resume pending terminations", "err", err)
+		}
+		return
+	}
+	for _, d := range devs {
+		if ctx.Err() != nil {
+			return
+		}
+		if d.Termination != nil && d.Termination.State == api.TerminationRequested {
+			s.reconsider(d.ID)
+		}
+	}
+}
+
+// stopTimers stops the keepalive timers when the server stops, so none
+// fires into a store that is being closed.
+func (s *Server) stopTimers() {
+	s.node.mu.Lock()
+	defer s.node.mu.Unlock()
+	for id, t := range s.node.timers {
+		t.Stop()
+		delete(s.node.timers, id)
+	}
+}
+
 // reconsider moves a device's termination on outside any request.
 func (s *Server) reconsider(id string) {
 	ctx := context.Background()

@@ -110,7 +110,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	evCtx, stopEvents := context.WithCancel(ctx)
 	evDone := make(chan struct{})
 	go func() { s.runEvents(evCtx); close(evDone) }()
-	defer func() { stopEvents(); <-evDone }()
+	// Terminations held by keepalive timers of an earlier run (node.go).
+	resumed := make(chan struct{})
+	go func() { s.resumeTerminations(evCtx); close(resumed) }()
+	defer func() { stopEvents(); <-evDone; <-resumed; s.stopTimers() }()
 	errc := make(chan error, 1)
 	go func() {
 		if s.cfg.TLS != nil {

@@ -9,7 +9,9 @@
 // appended to console/stdout.log and console/stderr.log, and its pid in
 // run/start.pid. Each service runs in a process group of its own so stop
 // and kill reach its children. A service that exits is restarted per its
-// policy (always, on-failure, never) with exponential backoff.
+// policy (always, on-failure, never) with exponential backoff. A
+// service's health command, if it has one, runs every HealthInterval
+// while the service runs (health.go).
 //
 // Services outlive the supervisor: a restarted agent adopts the processes
 // its pid files name (checked by the DROVER_SERVICE variable in the
@@ -68,6 +70,14 @@ type Config struct {
 	// (defaults 500ms and 1m); the delay doubles with each failure in a
 	// row and resets once a process lived a minute.
 	MinBackoff, MaxBackoff time.Duration
+	// HealthInterval is how often a running service's health command
+	// runs (default 30s); the first run is one interval after the start,
+	// and not before StartWait.
+	HealthInterval time.Duration
+	// HealthTimeout bounds one run of a health command (default 10s);
+	// at the timeout its process group is killed and the run counts as
+	// unhealthy.
+	HealthTimeout time.Duration
 	// OnChange, if set, is called (from any goroutine, no lock held)
 	// after a service changes state, so the agent can report.
 	OnChange func()
@@ -86,7 +96,9 @@ type Spec struct {
 	Location string
 	Start    string
 	Stop     string
-	Restart  string
+	// Health is the health command, relative to Location; optional.
+	Health  string
+	Restart string
 	// Params become --NAME=VALUE flags (sorted by name) and
 	// DROVER_PARAM_<NAME> variables.
 	Params map[string]string
@@ -133,6 +145,13 @@ type proc struct {
 	done     chan struct{} // closed when the current process is gone; nil if none
 	gen      int           // bumps with each process, so a late exit of an old one is ignored
 	timer    *time.Timer   // pending restart
+	// health is the verdict of the current process's health checks;
+	// healthOut how the last failing check failed.
+	health    healthTrack
+	healthOut string
+	// healthKill: the current process is being stopped because it
+	// stayed unhealthy; its exit is a failure, whatever its status.
+	healthKill bool
 }
 
 // New returns a supervisor.
@@ -162,6 +181,12 @@ func New(cfg Config) (*Supervisor, error) {
 	}
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = time.Minute
+	}
+	if cfg.HealthInterval <= 0 {
+		cfg.HealthInterval = 30 * time.Second
+	}
+	if cfg.HealthTimeout <= 0 {
+		cfg.HealthTimeout = 10 * time.Second
 	}
 	return &Supervisor{cfg: cfg, log: cfg.Logger, procs: map[string]*proc{}}, nil
 }
@@ -378,6 +403,7 @@ func (s *Supervisor) launchLocked(p *proc) (<-chan struct{}, error) {
 	gen := p.gen
 	done := make(chan struct{})
 	p.done, p.pid, p.state, p.err, p.since = done, pid, api.ServiceRunning, "", s.cfg.Now()
+	s.resetHealthLocked(p)
 	started := s.cfg.Now()
 	s.log.Info("service started", "service", sp.Coordinate, "pid", pid)
 	go func() {
@@ -385,6 +411,9 @@ func (s *Supervisor) launchLocked(p *proc) (<-chan struct{}, error) {
 		s.exited(p, gen, started, describeExit(werr), werr != nil)
 		close(done)
 	}()
+	if sp.Health != "" {
+		go s.watchHealth(p, gen, done)
+	}
 	return done, nil
 }
 
@@ -408,6 +437,7 @@ func (s *Supervisor) adoptLocked(p *proc, pid int) {
 	gen := p.gen
 	done := make(chan struct{})
 	p.done, p.pid, p.state, p.err, p.since = done, pid, api.ServiceRunning, "", s.cfg.Now()
+	s.resetHealthLocked(p)
 	started := s.cfg.Now()
 	go func() {
 		for syscall.Kill(pid, 0) == nil && !zombie(pid) {
@@ -417,6 +447,9 @@ func (s *Supervisor) adoptLocked(p *proc, pid int) {
 		s.exited(p, gen, started, "exited (status unknown: adopted process)", true)
 		close(done)
 	}()
+	if p.spec.Health != "" {
+		go s.watchHealth(p, gen, done)
+	}
 }
 
 // exited handles the end of p's process of generation gen: a restart per
@@ -431,11 +464,18 @@ func (s *Supervisor) exited(p *proc, gen int, started time.Time, how string, fai
 	dir := s.Dir(sp.Coordinate)
 	_ = os.Remove(filepath.Join(dir, "run", "start.pid"))
 	p.pid, p.done, p.since = 0, nil, s.cfg.Now()
+	healthKill := p.healthKill
+	p.healthKill = false
 	if p.held {
 		p.state, p.err = api.ServiceStopped, ""
 		s.mu.Unlock()
 		s.changed()
 		return
+	}
+	if healthKill {
+		// Stopped by the supervisor for failing its health checks: a
+		// failure, even if the process exited 0 on SIGTERM.
+		how, failed = fmt.Sprintf("stopped after %d failed health checks in a row (%s)", healthRestartAfter, p.healthOut), true
 	}
 	p.state = api.ServiceFailed
 	if !failed {
@@ -449,7 +489,9 @@ func (s *Supervisor) exited(p *proc, gen int, started time.Time, how string, fai
 		s.changed()
 		return
 	}
-	if s.cfg.Now().Sub(started) > time.Minute {
+	// A process that lived a minute resets the backoff, unless it was
+	// unhealthy all along (a healthy verdict resets it then: health.go).
+	if !healthKill && s.cfg.Now().Sub(started) > time.Minute {
 		p.fails = 0
 	}
 	delay := min(s.cfg.MinBackoff<<min(p.fails, 16), s.cfg.MaxBackoff)
@@ -580,6 +622,14 @@ func (s *Supervisor) Stop(ctx context.Context, coord string) error {
 		return nil
 	}
 	s.mu.Unlock()
+	return s.terminate(ctx, sp, pid, done)
+}
+
+// terminate ends the process pid of sp and waits for done: the stop
+// command if there is one, then SIGTERM to its process group, SIGKILL
+// when Grace passes.
+func (s *Supervisor) terminate(ctx context.Context, sp Spec, pid int, done <-chan struct{}) error {
+	coord := sp.Coordinate
 	dir := s.Dir(coord)
 	if sp.Stop != "" {
 		sctx, cancel := context.WithTimeout(ctx, s.cfg.Grace)
@@ -712,6 +762,13 @@ func (s *Supervisor) States() []api.ServiceState {
 			Coordinate: p.spec.Coordinate, Package: p.spec.Package, Version: p.spec.Version, Instance: p.spec.Instance,
 			Service: p.spec.Service, State: p.state, PID: p.pid, Restarts: p.restarts, Since: p.since.UTC(), Error: p.err,
 		})
+		if p.done != nil {
+			st := &out[len(out)-1]
+			st.Health = p.health.state
+			if st.Health == api.ServiceUnhealthy {
+				st.HealthOutput = p.healthOut
+			}
+		}
 	}
 	slices.SortFunc(out, func(a, b api.ServiceState) int { return strings.Compare(a.Coordinate, b.Coordinate) })
 	return out
