@@ -11,17 +11,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
-	"syscall"
 	"time"
 
 	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/proc"
 )
 
 // ExitTerminate is the exit code by which a check asks for termination.
@@ -119,30 +118,12 @@ func runOne(ctx context.Context, cfg Config, name, path string) api.HealthCheck 
 	}
 	defer out.close()
 
-	cctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
-	defer cancel()
-	var runErr error
-	for try := 0; ; try++ {
-		cmd := exec.CommandContext(cctx, path)
-		cmd.Dir = cfg.Dir
-		cmd.Env = cfg.Env
-		// A file, not a pipe: Wait must not hang on a child the check
-		// leaves running with our stdout.
-		cmd.Stdout, cmd.Stderr = out.f, out.f
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-		runErr = cmd.Run()
-		// A fork elsewhere in the agent may hold the file open for
-		// writing for an instant (ETXTBSY); that passes.
-		if try < 5 && errors.Is(runErr, syscall.ETXTBSY) {
-			time.Sleep(time.Duration(try+1) * 10 * time.Millisecond)
-			continue
-		}
-		break
-	}
+	// A file, not a pipe: Run must not wait for a child the check leaves
+	// running with our stdout.
+	run, runErr := proc.Run(ctx, proc.Cmd{Path: path, Dir: cfg.Dir, Env: cfg.Env, Stdout: out.f, Stderr: out.f, Timeout: cfg.Timeout})
 	var ee *exec.ExitError
 	switch {
-	case errors.Is(cctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil:
+	case run.TimedOut:
 		fmt.Fprintf(out.f, "drover: killed after the health-check timeout of %v\n", cfg.Timeout)
 		res.Status, res.ExitCode = api.HealthUnknown, -1
 	case runErr == nil:
@@ -155,7 +136,7 @@ func runOne(ctx context.Context, cfg Config, name, path string) api.HealthCheck 
 		fmt.Fprintf(out.f, "drover: %v\n", runErr)
 		res.Status, res.ExitCode = api.HealthUnknown, -1
 	}
-	res.Output = out.tail(int64(cfg.MaxOutput))
+	res.Output = proc.Tail(out.f.Name(), int64(cfg.MaxOutput))
 	return res
 }
 
@@ -180,18 +161,6 @@ func outputFile(cfg Config, name string) (*output, error) {
 		return nil, err
 	}
 	return &output{f: f}, nil
-}
-
-// tail returns the last n bytes written.
-func (o *output) tail(n int64) string {
-	end, err := o.f.Seek(0, io.SeekEnd)
-	if err != nil {
-		return ""
-	}
-	off := max(end-n, 0)
-	b := make([]byte, end-off)
-	m, _ := o.f.ReadAt(b, off)
-	return string(b[:m])
 }
 
 func (o *output) close() {

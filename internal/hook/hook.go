@@ -14,16 +14,15 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/proc"
 )
 
 // ErrTimeout is wrapped by a Result's Err when the hook ran past its
@@ -178,27 +177,23 @@ func (r *Runner) Run(ctx context.Context, kind string, ev api.Event) []Result {
 
 func (r *Runner) runOne(ctx context.Context, path string, stdin []byte, env []string) Result {
 	res := Result{Name: filepath.Base(path), Path: path}
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, path)
-	cmd.Dir = filepath.Dir(path)
-	cmd.Env = env
-	cmd.Stdin = bytes.NewReader(stdin)
 	var buf limitedBuffer
-	cmd.Stdout, cmd.Stderr = &buf, &buf
+	start := time.Now()
 	// Its own process group, so a timeout kills whatever it started too.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	// A grandchild that escaped the group may hold the output pipe open:
 	// stop waiting for it soon after the kill.
-	cmd.WaitDelay = time.Second
-	start := time.Now()
-	err := cmd.Run()
+	run, err := proc.Run(ctx, proc.Cmd{
+		Path: path, Dir: filepath.Dir(path), Env: env,
+		Stdin:  stdin,
+		Stdout: &buf, Stderr: &buf,
+		Timeout:   r.cfg.Timeout,
+		WaitDelay: time.Second,
+	})
 	res.Duration = time.Since(start)
 	res.Output = buf.Bytes()
 	switch {
 	case err == nil:
-	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+	case run.TimedOut:
 		res.Err = fmt.Errorf("%s: %w after %v", res.Name, ErrTimeout, r.cfg.Timeout)
 	default:
 		res.Err = fmt.Errorf("%s: %w", res.Name, err)

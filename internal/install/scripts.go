@@ -12,9 +12,9 @@ import (
 	"slices"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/proc"
 )
 
 // ScriptError is a package script that exited non-zero (or was killed).
@@ -272,64 +272,30 @@ func (e *Engine) runScript(ctx context.Context, r scriptRun) error {
 	log := e.log.With("package", r.m.Coordinate().String(), "script", r.script)
 	log.Info("running script", "cwd", r.cwd, "log", logPath)
 
-	sctx, cancel := context.WithTimeout(ctx, e.cfg.ScriptTimeout)
-	defer cancel()
-	var runErr error
-	// A fork elsewhere in the process can hold the script's write
-	// descriptor for an instant (ETXTBSY); that passes, so retry.
-	for try := 0; ; try++ {
-		cmd := exec.CommandContext(sctx, bin)
-		cmd.Dir = r.cwd
-		cmd.Env = e.scriptEnv(r)
-		// The log file itself, not a pipe: Wait must not hang on a
-		// daemon the script leaves running with our stdout.
-		cmd.Stdout, cmd.Stderr = lf, lf
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-		runErr = cmd.Run()
-		if try < 5 && errors.Is(runErr, syscall.ETXTBSY) {
-			time.Sleep(time.Duration(try+1) * 10 * time.Millisecond)
-			continue
-		}
-		break
-	}
+	// The log file itself, not a pipe: Wait must not hang on a daemon
+	// the script leaves running with our stdout.
+	res, runErr := proc.Run(ctx, proc.Cmd{
+		Path: bin, Dir: r.cwd, Env: e.scriptEnv(r),
+		Stdout: lf, Stderr: lf,
+		Timeout: e.cfg.ScriptTimeout,
+	})
 	if runErr == nil {
 		return nil
 	}
-	code := -1
+	code := res.Code
 	var ee *exec.ExitError
-	if errors.As(runErr, &ee) {
-		code = ee.ExitCode()
-	} else {
+	if !errors.As(runErr, &ee) {
+		code = -1
 		fmt.Fprintf(lf, "drover: %v\n", runErr)
 	}
-	if errors.Is(sctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+	if res.TimedOut {
 		fmt.Fprintf(lf, "drover: killed after the script timeout of %v\n", e.cfg.ScriptTimeout)
 		code = -1
 	} else if ctx.Err() != nil {
 		fmt.Fprintf(lf, "drover: killed: %v\n", ctx.Err())
 		code = -1
 	}
-	se := &ScriptError{Script: r.script, Code: code, Output: readTail(logPath, tailSize), Log: logPath}
+	se := &ScriptError{Script: r.script, Code: code, Output: proc.Tail(logPath, tailSize), Log: logPath}
 	log.Warn("script failed", "code", code, "err", se.Error())
 	return se
-}
-
-// readTail returns the last n bytes of a file.
-func readTail(path string, n int64) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return ""
-	}
-	off := max(st.Size()-n, 0)
-	b := make([]byte, st.Size()-off)
-	if _, err := f.ReadAt(b, off); err != nil && !errors.Is(err, io.EOF) {
-		return ""
-	}
-	return string(b)
 }

@@ -1,20 +1,18 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/proc"
 	"github.com/drover-dev/drover/internal/store"
 )
 
@@ -316,18 +314,16 @@ func (s *Server) runHook(ctx context.Context, d api.Device) (string, error) {
 	if timeout <= 0 {
 		timeout = 5 * time.Minute
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, s.cfg.TerminationHook, d.ID)
-	cmd.Stdin = bytes.NewReader(data)
-	cmd.Env = append(os.Environ(), "DROVER_DEVICE="+d.ID)
 	var out hookOutput
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 5 * time.Second // a child left holding the output must not hang us
-	err = cmd.Run()
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+	run, err := proc.Run(ctx, proc.Cmd{
+		Path: s.cfg.TerminationHook, Args: []string{d.ID},
+		Env:    append(os.Environ(), "DROVER_DEVICE="+d.ID),
+		Stdin:  data,
+		Stdout: &out, Stderr: &out,
+		Timeout:   timeout,
+		WaitDelay: 5 * time.Second, // a child left holding the output must not hang us
+	})
+	if run.TimedOut {
 		err = fmt.Errorf("killed after %v", timeout)
 	}
 	if err != nil {

@@ -2,16 +2,14 @@ package service
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/proc"
 )
 
 // Health checks of services. A service's health command runs every
@@ -74,7 +72,7 @@ func (h *healthTrack) observe(result string) (changed bool) {
 }
 
 // resetHealthLocked starts a new process's health afresh. s.mu is held.
-func (s *Supervisor) resetHealthLocked(p *proc) {
+func (s *Supervisor) resetHealthLocked(p *supervised) {
 	p.health = healthTrack{state: api.ServiceHealthUnknown}
 	p.healthOut, p.healthKill = "", false
 }
@@ -82,7 +80,7 @@ func (s *Supervisor) resetHealthLocked(p *proc) {
 // watchHealth runs the health command of p's process of generation gen
 // every interval until that process is gone, and restarts the service
 // when it stays unhealthy and its policy allows.
-func (s *Supervisor) watchHealth(p *proc, gen int, done <-chan struct{}) {
+func (s *Supervisor) watchHealth(p *supervised, gen int, done <-chan struct{}) {
 	// A check must not outlive the service it checks.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -130,7 +128,7 @@ func (s *Supervisor) watchHealth(p *proc, gen int, done <-chan struct{}) {
 
 // observeHealth records one result of p's process of generation gen and
 // says whether the verdict changed and whether to restart the service.
-func (s *Supervisor) observeHealth(p *proc, gen int, result, out string) (changed, restart bool) {
+func (s *Supervisor) observeHealth(p *supervised, gen int, result, out string) (changed, restart bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if gen != p.gen || p.done == nil || p.held {
@@ -153,7 +151,7 @@ func (s *Supervisor) observeHealth(p *proc, gen int, result, out string) (change
 
 // healthRestart stops p's process of generation gen because it stayed
 // unhealthy; exited then restarts it per policy, with backoff.
-func (s *Supervisor) healthRestart(p *proc, gen int) {
+func (s *Supervisor) healthRestart(p *supervised, gen int) {
 	s.mu.Lock()
 	if gen != p.gen || p.done == nil || p.held {
 		s.mu.Unlock()
@@ -184,47 +182,26 @@ func (s *Supervisor) runHealth(ctx context.Context, sp Spec) (result, out string
 		f.Close()
 		_ = os.Rename(f.Name(), logPath)
 	}()
-	cctx, cancel := context.WithTimeout(ctx, s.cfg.HealthTimeout)
-	defer cancel()
-	bin := filepath.Join(sp.Location, filepath.FromSlash(sp.Health))
-	var (
-		runErr error
-		pgid   int
-	)
-	for try := 0; ; try++ {
-		cmd := exec.CommandContext(cctx, bin, args(dir, sp, true)...)
-		cmd.Dir, cmd.Env = dir, env(dir, sp)
-		// A file, not a pipe: Wait must not hang on a child the check
-		// leaves running with its output.
-		cmd.Stdout, cmd.Stderr = f, f
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-		runErr = cmd.Run()
-		if cmd.Process != nil {
-			pgid = cmd.Process.Pid
-		}
-		// A fork elsewhere can hold the file open for writing an instant.
-		if try < 5 && errors.Is(runErr, syscall.ETXTBSY) {
-			time.Sleep(time.Duration(try+1) * 10 * time.Millisecond)
-			continue
-		}
-		break
-	}
-	if pgid > 0 {
-		// What the check left running in its group would pile up, one
-		// set per interval.
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
-	}
+	// A file, not a pipe: Run must not wait for a child the check leaves
+	// running with its output. What the check left running in its group
+	// is killed: it would pile up, one set per interval.
+	run, runErr := proc.Run(ctx, proc.Cmd{
+		Path: filepath.Join(sp.Location, filepath.FromSlash(sp.Health)), Args: args(dir, sp, true),
+		Dir: dir, Env: env(dir, sp),
+		Stdout: f, Stderr: f,
+		Timeout:   s.cfg.HealthTimeout,
+		KillGroup: true,
+	})
 	var how string
 	switch {
 	case runErr == nil:
 		return api.ServiceHealthy, ""
-	case errors.Is(cctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil:
+	case run.TimedOut:
 		how = fmt.Sprintf("killed after the health timeout of %v", s.cfg.HealthTimeout)
 	default:
 		how = describeExit(runErr)
 	}
-	if t := oneLine(tailOf(f.Name(), healthTailBytes)); t != "" {
+	if t := oneLine(proc.Tail(f.Name(), healthTailBytes)); t != "" {
 		how += ": " + t
 	}
 	return api.ServiceUnhealthy, sp.Health + " " + how

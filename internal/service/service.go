@@ -23,7 +23,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -37,6 +36,7 @@ import (
 	"time"
 
 	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/proc"
 )
 
 // Restart policies.
@@ -129,11 +129,11 @@ type Supervisor struct {
 	log *slog.Logger
 
 	mu    sync.Mutex
-	procs map[string]*proc
+	procs map[string]*supervised
 }
 
-// proc is one supervised service instance.
-type proc struct {
+// supervised is one supervised service instance.
+type supervised struct {
 	spec     Spec
 	state    string
 	pid      int
@@ -188,7 +188,7 @@ func New(cfg Config) (*Supervisor, error) {
 	if cfg.HealthTimeout <= 0 {
 		cfg.HealthTimeout = 10 * time.Second
 	}
-	return &Supervisor{cfg: cfg, log: cfg.Logger, procs: map[string]*proc{}}, nil
+	return &Supervisor{cfg: cfg, log: cfg.Logger, procs: map[string]*supervised{}}, nil
 }
 
 // Dir returns a service's runtime directory.
@@ -236,7 +236,7 @@ func (s *Supervisor) Start(ctx context.Context, sp Spec) error {
 		return fmt.Errorf("service %s: running another build: stop it first", sp.Coordinate)
 	}
 	if p == nil {
-		p = &proc{spec: sp, state: api.ServiceStopped, since: s.cfg.Now()}
+		p = &supervised{spec: sp, state: api.ServiceStopped, since: s.cfg.Now()}
 		s.procs[sp.Coordinate] = p
 	}
 	p.spec, p.held = sp, false
@@ -352,7 +352,7 @@ func paramEnv(name string) string {
 
 // launchLocked starts p's process and returns a channel closed when it
 // is gone. s.mu is held.
-func (s *Supervisor) launchLocked(p *proc) (<-chan struct{}, error) {
+func (s *Supervisor) launchLocked(p *supervised) (<-chan struct{}, error) {
 	sp := p.spec
 	fail := func(err error) (<-chan struct{}, error) {
 		p.state, p.err, p.since, p.pid = api.ServiceFailed, err.Error(), s.cfg.Now(), 0
@@ -432,7 +432,7 @@ func describeExit(err error) string {
 }
 
 // adoptLocked watches a live process the supervisor did not start.
-func (s *Supervisor) adoptLocked(p *proc, pid int) {
+func (s *Supervisor) adoptLocked(p *supervised, pid int) {
 	p.gen++
 	gen := p.gen
 	done := make(chan struct{})
@@ -454,7 +454,7 @@ func (s *Supervisor) adoptLocked(p *proc, pid int) {
 
 // exited handles the end of p's process of generation gen: a restart per
 // policy, unless the service was stopped on purpose.
-func (s *Supervisor) exited(p *proc, gen int, started time.Time, how string, failed bool) {
+func (s *Supervisor) exited(p *supervised, gen int, started time.Time, how string, failed bool) {
 	s.mu.Lock()
 	if gen != p.gen {
 		s.mu.Unlock()
@@ -520,7 +520,7 @@ func (s *Supervisor) exited(p *proc, gen int, started time.Time, how string, fai
 func consoleTail(dir string) string {
 	var parts []string
 	for _, f := range []string{"stderr.log", "stdout.log"} {
-		t := strings.TrimSpace(tailOf(filepath.Join(dir, "console", f), 512))
+		t := strings.TrimSpace(proc.Tail(filepath.Join(dir, "console", f), 512))
 		if t != "" {
 			parts = append(parts, "console/"+f+": "+strings.Join(strings.Fields(strings.ReplaceAll(t, "\n", " | ")), " "))
 		}
@@ -529,24 +529,6 @@ func consoleTail(dir string) string {
 		return ""
 	}
 	return "; " + strings.Join(parts, "; ")
-}
-
-func tailOf(path string, n int64) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return ""
-	}
-	off := max(st.Size()-n, 0)
-	b := make([]byte, st.Size()-off)
-	if _, err := f.ReadAt(b, off); err != nil && !errors.Is(err, io.EOF) {
-		return ""
-	}
-	return string(b)
 }
 
 func writePID(dir string, pid int) error {
@@ -632,13 +614,18 @@ func (s *Supervisor) terminate(ctx context.Context, sp Spec, pid int, done <-cha
 	coord := sp.Coordinate
 	dir := s.Dir(coord)
 	if sp.Stop != "" {
-		sctx, cancel := context.WithTimeout(ctx, s.cfg.Grace)
-		cmd := exec.CommandContext(sctx, filepath.Join(sp.Location, filepath.FromSlash(sp.Stop)), args(dir, sp, false)...)
-		cmd.Dir, cmd.Env = dir, env(dir, sp)
-		out, err := cmd.CombinedOutput()
-		cancel()
+		var out bytes.Buffer
+		_, err := proc.Run(ctx, proc.Cmd{
+			Path: filepath.Join(sp.Location, filepath.FromSlash(sp.Stop)), Args: args(dir, sp, false),
+			Dir: dir, Env: env(dir, sp),
+			Stdout: &out, Stderr: &out,
+			Timeout: s.cfg.Grace,
+			// A stop command may start something that keeps our pipe open;
+			// never wait on it past the grace period.
+			WaitDelay: s.cfg.Grace,
+		})
 		if err != nil {
-			s.log.Warn("stop command", "service", coord, "err", err, "output", strings.TrimSpace(string(out)))
+			s.log.Warn("stop command", "service", coord, "err", err, "output", strings.TrimSpace(out.String()))
 		}
 		if wait(done, s.cfg.Grace) {
 			return nil
@@ -786,7 +773,7 @@ func (s *Supervisor) Adopt(sp Spec) (bool, error) {
 	defer s.mu.Unlock()
 	p := s.procs[sp.Coordinate]
 	if p == nil {
-		p = &proc{spec: sp, state: api.ServiceStopped, since: s.cfg.Now()}
+		p = &supervised{spec: sp, state: api.ServiceStopped, since: s.cfg.Now()}
 		s.procs[sp.Coordinate] = p
 	}
 	if p.done != nil {
