@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/param"
 	"github.com/drover-dev/drover/internal/proc"
 )
 
@@ -204,21 +205,6 @@ func (e *Engine) gcBuilds() error {
 	return errors.Join(errs...)
 }
 
-// paramEnv turns a parameter name into its variable name:
-// DROVER_PARAM_ + upper case, anything but letters and digits as '_'.
-func paramEnv(name string) string {
-	var b strings.Builder
-	b.WriteString("DROVER_PARAM_")
-	for _, r := range strings.ToUpper(name) {
-		if r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' {
-			b.WriteRune(r)
-		} else {
-			b.WriteByte('_')
-		}
-	}
-	return b.String()
-}
-
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // scriptEnv is the whole environment of a script: PATH from the agent's
@@ -247,7 +233,7 @@ func (e *Engine) scriptEnv(r scriptRun) []string {
 	}
 	slices.Sort(names)
 	for _, k := range names {
-		env = append(env, paramEnv(k)+"="+r.params[k])
+		env = append(env, param.EnvName(k)+"="+r.params[k])
 	}
 	return env
 }

@@ -508,3 +508,19 @@ func Describe(p api.Param) string {
 	}
 	return s
 }
+
+// EnvName is the environment variable that carries parameter name to
+// scripts and services: DROVER_PARAM_ and the name in upper case, any
+// character but letters and digits as '_'.
+func EnvName(name string) string {
+	var b strings.Builder
+	b.WriteString("DROVER_PARAM_")
+	for _, r := range strings.ToUpper(name) {
+		if r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('_')
+		}
+	}
+	return b.String()
+}

@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/param"
 	"github.com/drover-dev/drover/internal/proc"
 )
 
@@ -331,23 +332,10 @@ func env(dir string, sp Spec) []string {
 		out = append(out, "HOME="+h)
 	}
 	for k, v := range sp.Params {
-		out = append(out, paramEnv(k)+"="+v)
+		out = append(out, param.EnvName(k)+"="+v)
 	}
 	slices.Sort(out[1:])
 	return out
-}
-
-func paramEnv(name string) string {
-	var b strings.Builder
-	b.WriteString("DROVER_PARAM_")
-	for _, r := range strings.ToUpper(name) {
-		if r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' {
-			b.WriteRune(r)
-		} else {
-			b.WriteByte('_')
-		}
-	}
-	return b.String()
 }
 
 // launchLocked starts p's process and returns a channel closed when it
