@@ -191,6 +191,7 @@ func (a *Agent) runStep(ctx context.Context, s plan.Step, manifests map[string]*
 		}
 	}
 	a.svc.mu.Unlock()
+	a.events().prog.drain() // the step's last progress before its outcome
 	if err != nil {
 		payload := map[string]any{"step": s.String(), "error": err.Error()}
 		var se *install.ScriptError

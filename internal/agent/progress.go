@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"sync"
 	"time"
@@ -73,6 +74,11 @@ func (a *Agent) progressReader(ctx context.Context, digest string, body io.Reade
 	return &countingReader{r: body, fn: func(n int64, eof bool) {
 		t.mu.Lock()
 		t.p.BytesDone += n
+		if _, known := t.sizes[digest]; !known {
+			// Scripts and templates have no size in the manifest: count
+			// them into the total as they arrive.
+			t.p.BytesTotal += n
+		}
 		if eof {
 			t.p.FilesDone++
 		}
@@ -108,9 +114,27 @@ type progressSender struct {
 	last time.Time
 	next *api.Event
 	busy bool
+	kick chan struct{} // a final event cuts the throttle's wait short
 }
 
-func newProgressSender(a *Agent) *progressSender { return &progressSender{a: a} }
+func newProgressSender(a *Agent) *progressSender {
+	return &progressSender{a: a, kick: make(chan struct{}, 1)}
+}
+
+// drain waits, at most a few seconds, until the last offered progress is
+// sent, so a step's final progress comes before its step-done.
+func (s *progressSender) drain() {
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		s.mu.Lock()
+		idle := !s.busy && s.next == nil
+		s.mu.Unlock()
+		if idle {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
 
 // offer records t's state; it is sent now if the throttle allows, else
 // with the next allowed send. final forces it out (the last one of a
@@ -120,11 +144,17 @@ func (s *progressSender) offer(t *transfer, final bool) {
 	payload, _ := json.Marshal(t.p)
 	t.mu.Unlock()
 	ev := api.Event{Time: s.a.now().UTC(), Device: s.a.cfg.Device, Kind: KindStepProgress, Level: api.LevelInfo,
-		Priority: api.PriorityLow, Package: t.pkg, Message: "progress", Payload: payload}
+		Priority: api.PriorityLow, Package: t.pkg, Message: progressMessage(t), Payload: payload}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.next = &ev
 	if s.busy {
+		if final {
+			select {
+			case s.kick <- struct{}{}:
+			default:
+			}
+		}
 		return
 	}
 	wait := progressEvery - time.Since(s.last)
@@ -137,7 +167,12 @@ func (s *progressSender) offer(t *transfer, final bool) {
 
 func (s *progressSender) send(wait time.Duration) {
 	if wait > 0 {
-		time.Sleep(wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-s.kick:
+		}
+		t.Stop()
 	}
 	s.mu.Lock()
 	ev := s.next
@@ -146,6 +181,9 @@ func (s *progressSender) send(wait time.Duration) {
 	s.mu.Unlock()
 	if ev != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		// Queued events (the step-start this progress belongs to) go
+		// first, so a follower sees them in order.
+		s.a.flushEvents(ctx)
 		if err := s.a.srv.PostEvents(ctx, s.a.cfg.Device, []api.Event{*ev}); err != nil {
 			s.a.log.Debug("progress not sent", "err", err)
 		}
@@ -171,4 +209,25 @@ func (a *Agent) installProgress(pkg string) func(filesDone, filesTotal int, byte
 		t.mu.Unlock()
 		a.events().prog.offer(t, filesDone == filesTotal)
 	}
+}
+
+// progressMessage says where a transfer is, for people reading events:
+// "download 3/5 files, 1.2 MB of 4.0 MB".
+func progressMessage(t *transfer) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return fmt.Sprintf("%s %d/%d files, %s of %s", t.p.Phase, t.p.FilesDone, t.p.FilesTotal, byteSize(t.p.BytesDone), byteSize(t.p.BytesTotal))
+}
+
+// byteSize formats n bytes in decimal units.
+func byteSize(n int64) string {
+	switch {
+	case n >= 1e9:
+		return fmt.Sprintf("%.1f GB", float64(n)/1e9)
+	case n >= 1e6:
+		return fmt.Sprintf("%.1f MB", float64(n)/1e6)
+	case n >= 1e3:
+		return fmt.Sprintf("%.1f kB", float64(n)/1e3)
+	}
+	return fmt.Sprintf("%d B", n)
 }
