@@ -93,6 +93,7 @@ type Agent struct {
 	lastErr   string
 	pending   []api.Event
 	dropped   int
+	spool     *spool        // pending, on disk
 	converged chan struct{} // closed and replaced after each convergence run
 	fail      struct {
 		digest string
@@ -181,6 +182,11 @@ func New(cfg Config, srv Server) (*Agent, error) {
 		cfg: cfg, log: cfg.Logger.With("device", cfg.Device), now: cfg.Now, srv: srv,
 		cache: cache, engine: eng, tags: tags, facts: f, converged: make(chan struct{}),
 	}
+	sp, unsent, err := openSpool(filepath.Join(cfg.Home, "system"))
+	if err != nil {
+		return nil, err
+	}
+	a.spool, a.pending = sp, unsent
 	a.nodeDefaults()
 	if err := a.initServices(); err != nil {
 		return nil, err
@@ -328,8 +334,24 @@ func (a *Agent) event(ev api.Event) {
 	if len(a.pending) >= maxPending {
 		a.pending = a.pending[1:]
 		a.dropped++
+		a.spoolRewrite()
 	}
 	a.pending = append(a.pending, ev)
+	if a.spool != nil {
+		if err := a.spool.add(ev); err != nil {
+			a.log.Warn("event spool", "err", err)
+		}
+	}
+}
+
+// spoolRewrite makes the spool hold exactly a.pending; a.mu is held.
+func (a *Agent) spoolRewrite() {
+	if a.spool == nil {
+		return
+	}
+	if err := a.spool.rewrite(a.pending); err != nil {
+		a.log.Warn("event spool", "err", err)
+	}
 }
 
 // flushEvents sends the queued events; on failure they stay queued.
@@ -352,6 +374,7 @@ func (a *Agent) flushEvents(ctx context.Context) {
 		}
 		a.mu.Lock()
 		a.pending = a.pending[min(n, len(a.pending)):]
+		a.spoolRewrite()
 		if dropped > 0 {
 			a.dropped = 0
 			dropped = 0

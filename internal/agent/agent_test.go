@@ -185,3 +185,41 @@ func TestUnsetStateRemovesNothing(t *testing.T) {
 		t.Errorf("an unset desired state left %d apps, want the 1 installed kept", n)
 	}
 }
+
+// downServer refuses every call, as a server that is away.
+type downServer struct{ fakeServer }
+
+func (*downServer) PostEvents(context.Context, string, []api.Event) error {
+	return errors.New("server unreachable")
+}
+
+// TestQueuedEventsSurviveRestart: an event queued while the server is
+// away is still sent, once, by the next agent on the same home.
+func TestQueuedEventsSurviveRestart(t *testing.T) {
+	home := t.TempDir()
+	cfg := Config{Home: home, Device: "d1", Root: filepath.Join(home, "root"), Facts: facts.Facts{"os": "linux", "arch": "amd64"}}
+	a, err := New(cfg, &downServer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.event(api.Event{Kind: api.KindLog, Level: api.LevelInfo, Priority: api.PriorityMedium, Message: "system is now ready"})
+	a.flushEvents(context.Background()) // refused: stays queued
+
+	up := &fakeServer{}
+	b, err := New(cfg, up)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.flushEvents(context.Background())
+	if len(up.events) != 1 || up.events[0].Message != "system is now ready" {
+		t.Fatalf("after a restart the server got %+v, want the queued log event", up.events)
+	}
+	c, err := New(cfg, up)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.flushEvents(context.Background())
+	if len(up.events) != 1 {
+		t.Errorf("a delivered event was sent again after another restart: %+v", up.events)
+	}
+}
