@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"time"
 )
 
@@ -86,5 +87,11 @@ func (e *Event) Normalize() error {
 	if e.Kind == "" {
 		return fmt.Errorf("event has no kind")
 	}
+	if !kindRe.MatchString(e.Kind) {
+		// Kinds name hook directories and routing keys: never a path.
+		return fmt.Errorf("event kind %q: want letters, digits, '-', '_' and '.', at most 64", e.Kind)
+	}
 	return nil
 }
+
+var kindRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$`)
