@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/drover-dev/drover/internal/agent"
+	"github.com/drover-dev/drover/internal/service"
 )
 
 // agentFlags are the flags of `drover agent`.
@@ -135,6 +136,9 @@ func parseLabels(s string) (map[string]string, error) {
 			return nil, usagef("--labels %q: want key=value pairs separated by commas", s)
 		}
 		out[strings.TrimSpace(k)] = strings.TrimSpace(v)
+	}
+	if err := service.CheckLabels(out); err != nil {
+		return nil, usagef("--labels: %v", err)
 	}
 	return out, nil
 }

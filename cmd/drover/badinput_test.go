@@ -39,6 +39,9 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"device", "show"}, "arg"},
 		{[]string{"events", "--min-priority", "urgent"}, "urgent"},
 		{[]string{"server", "--listen", "127.0.0.1:0"}, "--data"},
+		// env and region name service runtime folders: never a path.
+		{[]string{"agent", "--labels", "env=../../etc,region=x"}, "label env"},
+		{[]string{"agent", "--labels", "env=prod,region=eu/west"}, "label region"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, "_"), func(t *testing.T) {

@@ -219,7 +219,7 @@ func (s *Server) observeHTTP(r *http.Request, status int, d time.Duration) {
 func (s *Server) eventsStored(evs []api.Event) {
 	e := s.ev
 	for _, ev := range evs {
-		e.stored.WithLabelValues(ev.Kind).Inc()
+		e.stored.WithLabelValues(metricKind(ev.Kind)).Inc()
 		switch ev.Kind {
 		case api.KindPlan:
 			e.mu.Lock()
@@ -243,6 +243,26 @@ func (s *Server) eventsStored(evs []api.Event) {
 	if e.pub != nil {
 		e.pub.Wake()
 	}
+}
+
+// metricKinds are the event kinds with a series of their own in
+// drover_events_stored_total; any other kind (devices choose theirs) is
+// counted as "other", so a device cannot grow the server's memory with
+// one series per made-up kind.
+var metricKinds = map[string]bool{
+	api.KindDeviceSeen: true, api.KindState: true, api.KindPackage: true, api.KindPlan: true,
+	api.KindStepStart: true, api.KindStepDone: true, api.KindStepFailed: true, api.KindConverged: true,
+	api.KindLog: true, api.KindSend: true, api.KindHealth: true, api.KindHealthCheck: true,
+	api.KindKeepalive: true, api.KindTerminateRequested: true, api.KindTerminateDelayed: true,
+	api.KindTerminating: true, api.KindTerminated: true, api.KindHookFailed: true,
+	api.KindTerminateCleared: true, KindHook: true, KindOutbox: true, "step-progress": true,
+}
+
+func metricKind(kind string) string {
+	if metricKinds[kind] {
+		return kind
+	}
+	return "other"
 }
 
 // hookDone turns failed hooks into events.

@@ -163,6 +163,11 @@ func (s *Server) handleDeviceEvents(w http.ResponseWriter, r *http.Request, p pe
 		return api.Errorf(api.EINVALID, fmt.Sprintf("at most %d events in one call", maxEventBatch))
 	}
 	for i := range evs {
+		if serverKinds[evs[i].Kind] {
+			// Hooks, AMQP consumers and metrics trust these kinds to
+			// come from the server: a device may not forge them.
+			return api.Errorf(api.EINVALID, fmt.Sprintf("event %d: kind %q is the server's; a device may not post it", i, evs[i].Kind))
+		}
 		evs[i].ID = 0
 		evs[i].Device = p.name // a device speaks only for itself
 		if len(evs[i].Message) > 64<<10 {
@@ -174,6 +179,16 @@ func (s *Server) handleDeviceEvents(w http.ResponseWriter, r *http.Request, p pe
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// serverKinds are the event kinds only the server emits: a device that
+// posts one is refused, so an event of these kinds always means what the
+// server saw or did (a converged device, a termination, a push...).
+var serverKinds = map[string]bool{
+	api.KindDeviceSeen: true, api.KindState: true, api.KindPackage: true, api.KindConverged: true,
+	api.KindKeepalive: true, api.KindTerminateRequested: true, api.KindTerminateDelayed: true,
+	api.KindTerminating: true, api.KindTerminated: true, api.KindHookFailed: true,
+	api.KindTerminateCleared: true, KindOutbox: true,
 }
 
 func (s *Server) handleGetBlob(w http.ResponseWriter, r *http.Request) {

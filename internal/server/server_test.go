@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -150,6 +151,12 @@ func TestAuthorization(t *testing.T) {
 		{"device reads another's plan", func() error { _, err := ts.dev["d2"].Desired(ctx, "d1", "", false); return err }, api.EFORBIDDEN},
 		{"device reports for another", func() error { _, err := ts.dev["d2"].Report(ctx, "d1", api.Report{}); return err }, api.EFORBIDDEN},
 		{"device posts events for another", func() error { return ts.dev["d2"].PostEvents(ctx, "d1", []api.Event{{Kind: "log"}}) }, api.EFORBIDDEN},
+		{"device posts its own events", func() error { return ts.dev["d1"].PostEvents(ctx, "d1", []api.Event{{Kind: "log"}, {Kind: "my-kind"}}) }, ""},
+		{"device forges a converged event", func() error {
+			return ts.dev["d1"].PostEvents(ctx, "d1", []api.Event{{Kind: "log"}, {Kind: api.KindConverged}})
+		}, api.EINVALID},
+		{"device forges a termination", func() error { return ts.dev["d1"].PostEvents(ctx, "d1", []api.Event{{Kind: api.KindTerminated}}) }, api.EINVALID},
+		{"device forges a package event", func() error { return ts.dev["d1"].PostEvents(ctx, "d1", []api.Event{{Kind: api.KindPackage}}) }, api.EINVALID},
 		{"device uses operator verb", func() error { _, err := ts.dev["d1"].Devices(ctx); return err }, api.EFORBIDDEN},
 		{"device sets state", func() error {
 			_, err := ts.dev["d1"].SetState(ctx, api.DesiredState{ID: "d1", Apps: []api.DesiredApp{}})
@@ -306,4 +313,40 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// A device chooses its events' kinds: made-up kinds must not each get a
+// series of their own in the server's metrics, or a device could grow
+// the server's memory without bound.
+func TestEventKindMetricsBounded(t *testing.T) {
+	ts := newTestServer(t, time.Second)
+	ctx := context.Background()
+	var evs []api.Event
+	for i := range 200 {
+		evs = append(evs, api.Event{Kind: fmt.Sprintf("made-up-%d", i)})
+	}
+	evs = append(evs, api.Event{Kind: api.KindLog})
+	if err := ts.dev["d1"].PostEvents(ctx, "d1", evs); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := ts.srv.ev.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "drover_events_stored_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "kind" {
+					kinds[l.GetValue()] = m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	if kinds["other"] != 200 || kinds[api.KindLog] != 1 || len(kinds) > 2 {
+		t.Errorf("drover_events_stored_total: %d kinds, log %v, other %v; want log 1 and other 200 only", len(kinds), kinds[api.KindLog], kinds["other"])
+	}
 }

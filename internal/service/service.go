@@ -124,6 +124,21 @@ func Coordinate(pkg, instance, service string, labels map[string]string) string 
 	return c
 }
 
+var labelValueRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}$`)
+
+// CheckLabels checks the labels that go into service coordinates (env
+// and region): each is one word of letters, digits, '-' and '_', so a
+// coordinate stays one name under the runtime root and reads the same
+// way back.
+func CheckLabels(labels map[string]string) error {
+	for _, k := range []string{"env", "region"} {
+		if v, ok := labels[k]; ok && v != "" && !labelValueRe.MatchString(v) {
+			return fmt.Errorf("label %s=%q: want letters, digits, '-' and '_' (at most 64): it names service runtime folders", k, v)
+		}
+	}
+	return nil
+}
+
 // Supervisor runs services. Its methods are safe for concurrent use.
 type Supervisor struct {
 	cfg Config
