@@ -39,7 +39,9 @@ func TestAgentHooks(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Each recording hook keeps its stdin and its DROVER_* variables.
-	record := fmt.Sprintf("#!/bin/sh\nn=\"$DROVER_EVENT_KIND-$(basename \"$0\")\"\ncat > '%s'/\"$n.json\"\nenv | grep '^DROVER_' | sort > '%s'/\"$n.env\"\n", out, out)
+	// The .env file appears whole (written aside, then renamed) and last,
+	// so a test that sees it reads complete files.
+	record := fmt.Sprintf("#!/bin/sh\nn=\"$DROVER_EVENT_KIND-$(basename \"$0\")\"\ncat > '%s'/\"$n.json\"\nenv | grep '^DROVER_' | sort > '%s'/\"$n.env.tmp\"\nmv '%s'/\"$n.env.tmp\" '%s'/\"$n.env\"\n", out, out, out, out)
 	hooks := filepath.Join(a.home, "config", "hooks")
 	for _, h := range []struct {
 		path, body string
