@@ -198,6 +198,11 @@ func TestEndToEnd(t *testing.T) {
 	r := runBin(t, f.adminEnv(), "", "pkg", "rm", "com.example:tool:9.9.9")
 	oneLine(t, "pkg rm of an unknown coordinate", r, 1, "9.9.9")
 
+	// Events as YAML documents, for scripts (DESIGN §4: -o yaml|json).
+	if y := f.op("events", "--device", "beta", "--kind", "step-done", "-o", "yaml"); !strings.Contains(y, "---\n") || !strings.Contains(y, "kind: step-done") || !strings.Contains(y, "device: beta") {
+		t.Errorf("events -o yaml:\n%s", y)
+	}
+
 	// Every step of every plan is an event.
 	evs := f.op("events", "--device", "beta")
 	for _, want := range []string{"step-start", "step-done", "upgrade com.example:tool 1.0.0 -> 1.1.0", "remove com.example:conf"} {

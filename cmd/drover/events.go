@@ -63,7 +63,7 @@ func eventsCmd(e *env) *cobra.Command {
 		Short: "Print stored events, oldest first; --follow streams new ones live",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(format, outText, outJSON); err != nil {
+			if err := checkOutput(format, outText, outYAML, outJSON); err != nil {
 				return err
 			}
 			if q.minPriority != "" && api.PriorityRank(q.minPriority) == 0 {
@@ -334,6 +334,18 @@ type progress struct {
 }
 
 func (p *eventPrinter) print(ev api.Event) error {
+	if p.format == outYAML {
+		// A stream of YAML documents, one an event, payload included.
+		var payload any
+		if len(ev.Payload) > 0 {
+			_ = json.Unmarshal(ev.Payload, &payload)
+		}
+		fmt.Fprintln(p.e.stdout, "---")
+		return printAs(p.e.stdout, outYAML, struct {
+			api.Event `yaml:",inline"`
+			Payload   any `yaml:"payload,omitempty"`
+		}{ev, payload})
+	}
 	if p.format == outJSON {
 		return printAs(p.e.stdout, outJSON, ev)
 	}

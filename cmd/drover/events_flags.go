@@ -23,7 +23,7 @@ func (f *eventFlags) register(c *cobra.Command) {
 	fl := c.Flags()
 	fl.StringVar(&f.amqpURL, "amqp-url", "", "publish every event to this AMQP broker (amqp://user:pass@host:5672/vhost)")
 	fl.StringVar(&f.amqpExchange, "amqp-exchange", "drover.events", "AMQP topic exchange for events")
-	fl.StringVar(&f.amqpSendPrefix, "amqp-send-prefix", "send", "routing-key prefix of `drover send` messages")
+	fl.StringVar(&f.amqpSendPrefix, "amqp-send-prefix", "send", "routing-key prefix of the messages of drover send")
 	fl.StringVar(&f.retention, "event-retention", "30d", "remove events older than this (e.g. 30d, 12h; 0 = keep by age)")
 	fl.IntVar(&f.keep, "event-keep", 0, "keep at most this many events (0 = no limit)")
 	fl.Int64Var(&f.outboxMax, "outbox-max", 1_000_000, "most events waiting for the AMQP broker; a warning event is emitted past 80%")

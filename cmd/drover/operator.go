@@ -72,7 +72,11 @@ const (
 )
 
 func addOutputFlag(c *cobra.Command, p *string, def string) {
-	c.Flags().StringVarP(p, "output", "o", def, "output format: "+def+", yaml or json")
+	formats := "text, yaml or json"
+	if def != outText {
+		formats = "yaml or json"
+	}
+	c.Flags().StringVarP(p, "output", "o", def, "output format: "+formats)
 }
 
 // printAs writes v as YAML or JSON.
