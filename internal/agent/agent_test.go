@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/drover-dev/drover/internal/api"
 	"github.com/drover-dev/drover/internal/facts"
@@ -221,5 +222,47 @@ func TestQueuedEventsSurviveRestart(t *testing.T) {
 	c.flushEvents(context.Background())
 	if len(up.events) != 1 {
 		t.Errorf("a delivered event was sent again after another restart: %+v", up.events)
+	}
+}
+
+// endless is a server that answers one blob with bytes without end.
+type endless struct {
+	*fakeServer
+	digest string
+}
+
+func (e *endless) Blob(ctx context.Context, digest string) (io.ReadCloser, int64, error) {
+	if digest == e.digest {
+		return io.NopCloser(zeros{}), -1, nil
+	}
+	return e.fakeServer.Blob(ctx, digest)
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// TestDownloadBounded: a server that sends a blob without end cannot fill
+// the disk: the agent stops at the manifest's size and refuses the blob.
+func TestDownloadBounded(t *testing.T) {
+	srv, _ := newFake(t, map[string]string{"share/data": "data"})
+	home := t.TempDir()
+	a, err := New(Config{Home: home, Device: "d1", Root: filepath.Join(home, "root"), Facts: facts.Facts{"os": "linux", "arch": "amd64"}},
+		&endless{fakeServer: srv, digest: digestOf([]byte("data"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Converge(context.Background()) }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "digest") {
+			t.Fatalf("Converge with an endless blob = %v, want a digest error", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Converge kept reading an endless blob")
 	}
 }

@@ -289,13 +289,32 @@ feed:
 	return ctx.Err()
 }
 
+// maxUnsizedBlob bounds blobs whose size no manifest gives: manifests,
+// scripts and templates.
+const maxUnsizedBlob = 64 << 20
+
+// maxDownload is the most bytes the blob digest may have: its size in the
+// step's manifest, else maxUnsizedBlob.
+func maxDownload(ctx context.Context, digest string) int64 {
+	if t, _ := ctx.Value(transferKey{}).(*transfer); t != nil {
+		if n, ok := t.sizes[digest]; ok {
+			return n
+		}
+	}
+	return maxUnsizedBlob
+}
+
 func (a *Agent) download(ctx context.Context, digest string) error {
 	body, _, err := a.srv.Blob(ctx, digest)
 	if err != nil {
 		return fmt.Errorf("download blob %s: %w", digest, err)
 	}
 	defer body.Close()
-	if err := a.cache.Put(ctx, digest, a.progressReader(ctx, digest, body)); err != nil {
+	// Never take more than the blob can be: a server sending without end
+	// would fill the disk. One byte past the limit makes the digest check
+	// fail.
+	limited := io.LimitReader(body, maxDownload(ctx, digest)+1)
+	if err := a.cache.Put(ctx, digest, a.progressReader(ctx, digest, limited)); err != nil {
 		// A mismatch is an error, never a retry loop: the server or the
 		// path to it is not to be trusted with this blob.
 		return fmt.Errorf("download blob %s: %w", digest, err)

@@ -217,7 +217,12 @@ func (s *Server) handleGetBlob(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("ETag", `"`+digest+`"`)
 		http.ServeContent(w, r, "", time.Time{}, f)
 		return nil
-	}, func(p peer, r *http.Request) error { return nil })(w, r)
+	}, func(p peer, r *http.Request) error {
+		if p.role != pki.RoleAdmin && p.role != pki.RoleDevice {
+			return api.Errorf(api.EFORBIDDEN, fmt.Sprintf("%s %q may not read blobs", p.role, p.name))
+		}
+		return nil
+	})(w, r)
 }
 
 func (s *Server) handleMissing(w http.ResponseWriter, r *http.Request, p peer) error {
