@@ -23,7 +23,7 @@ import (
 )
 
 const usage = `usage:
-  drover-bench fleet [-n 100,1000,5000] [-drover PATH] [-dir DIR] [-timeout 120s] [-set-workers 16]
+  drover-bench fleet [-n 100,1000,5000] [-drover PATH] [-dir DIR] [-timeout 120s] [-set-workers 16] [-bulk]
   drover-bench install [-files 5000] [-size 200MB] [-dir DIR] [-runs 3] [-warm]
   drover-bench events -amqp URL [-n 50000] [-probes 500]
 `
@@ -78,6 +78,7 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer) error {
 		dir := fs.String("dir", "", "parent folder of the fleets' folders (default /dev/shm, a tmpfs)")
 		timeout := fs.Duration("timeout", 120*time.Second, "bound of one fleet size")
 		workers := fs.Int("set-workers", 16, "SetState calls in flight at once")
+		bulk := fs.Bool("bulk", false, "set every desired state in one call (state set -f with one document per device)")
 		if err := parse(); err != nil {
 			return err
 		}
@@ -85,7 +86,7 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		return bench.Fleet(ctx, bench.FleetConfig{Sizes: ns, Drover: *drover, Dir: *dir, Timeout: *timeout, SetWorkers: *workers, Out: stdout})
+		return bench.Fleet(ctx, bench.FleetConfig{Sizes: ns, Drover: *drover, Dir: *dir, Timeout: *timeout, SetWorkers: *workers, Bulk: *bulk, Out: stdout})
 	case "install":
 		files := fs.Int("files", 5000, "files in the tree")
 		size := fs.String("size", "200MB", "total size of the tree (MB = 10^6 bytes, MiB = 2^20)")

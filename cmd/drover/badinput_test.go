@@ -107,6 +107,13 @@ func TestServerRefusals(t *testing.T) {
 	if got := f.op("state", "get", "gamma"); !strings.Contains(got, "com.example:tool") || strings.Contains(got, "nope") {
 		t.Errorf("a refused state changed the stored one:\n%s", got)
 	}
+	// Several devices in one file: one bad state refuses them all.
+	r := runBin(t, f.adminEnv(), "", "state", "set", "-f", writeState(t, f, "bulk",
+		"id: gamma\napps: []\n---\nid: zeta\napps:\n  - name: com.example:nope\n"))
+	oneLine(t, "bulk state set with a bad state", r, 1, "zeta")
+	if got := f.op("state", "get", "gamma"); !strings.Contains(got, "com.example:tool") {
+		t.Errorf("a refused bulk state set changed gamma's state:\n%s", got)
+	}
 
 	// A pushed build never changes: other content under the same
 	// coordinate and tags is refused.

@@ -97,8 +97,13 @@ func TestEndToEnd(t *testing.T) {
 	f.waitFor("beta", "reported", func(d deviceJSON) bool { return len(d.SystemTags) > 0 })
 
 	// Install: both get tool 1.0.0, alpha the edge build (most specific wins).
+	// One file, one document per device: both states are set in one call.
+	var docs []string
 	for _, a := range []*agentProc{alpha, beta} {
-		f.op("state", "set", "-f", writeState(t, f, a.id, "id: "+a.id+"\napps:\n  - name: com.example:tool\n    version: 1.0.0\n  - name: com.example:conf\n    version: \">=1.0.0, <2.0.0\"\n"))
+		docs = append(docs, "id: "+a.id+"\napps:\n  - name: com.example:tool\n    version: 1.0.0\n  - name: com.example:conf\n    version: \">=1.0.0, <2.0.0\"\n")
+	}
+	if out := f.op("state", "set", "-f", writeState(t, f, "both", strings.Join(docs, "---\n"))); strings.Count(out, "desired state of") != 2 {
+		t.Errorf("state set of two documents said:\n%s", out)
 	}
 	f.waitConverged("alpha", "com.example:conf=1.0.0", "com.example:tool=1.0.0")
 	f.waitConverged("beta", "com.example:conf=1.0.0", "com.example:tool=1.0.0")

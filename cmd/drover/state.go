@@ -54,7 +54,7 @@ func stateSetCmd(e *env, conn *connFlags) *cobra.Command {
 	var file string
 	c := &cobra.Command{
 		Use:   "set -f FILE",
-		Short: "Set a device's desired state from a YAML file ('-' reads stdin)",
+		Short: "Set desired states from a YAML file, one document per device ('-' reads stdin)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if file == "" {
@@ -70,7 +70,7 @@ func stateSetCmd(e *env, conn *connFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			st, err := parseState(data)
+			sts, err := parseStates(data)
 			if err != nil {
 				return fmt.Errorf("%s: %w", file, err)
 			}
@@ -79,18 +79,25 @@ func stateSetCmd(e *env, conn *connFlags) *cobra.Command {
 				return err
 			}
 			defer cl.Close()
+			if len(sts) > 1 {
+				// Many devices: one call, all or nothing.
+				res, err := cl.SetStates(cmd.Context(), sts)
+				if err != nil {
+					return err
+				}
+				for i, st := range sts {
+					fmt.Fprintf(e.stdout, "desired state of %s set (%d apps)\n", st.ID, len(st.Apps))
+					printResolved(e, res[i])
+				}
+				return nil
+			}
+			st := sts[0]
 			res, err := cl.SetState(cmd.Context(), st)
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(e.stdout, "desired state of %s set (%d apps)\n", st.ID, len(st.Apps))
-			for _, a := range res.Apps {
-				note := ""
-				if a.Dependency {
-					note = " (dependency)"
-				}
-				fmt.Fprintf(e.stdout, "  %s %s%s\n", a.Name, a.Version, note)
-			}
+			printResolved(e, *res)
 			return nil
 		},
 	}
@@ -98,32 +105,66 @@ func stateSetCmd(e *env, conn *connFlags) *cobra.Command {
 	return c
 }
 
-// parseState reads the desired-state YAML strictly: unknown fields and
-// trailing documents are errors, so a typo never silently changes a fleet.
+// printResolved lists what a state resolved to (nothing for a device that
+// has not reported yet).
+func printResolved(e *env, res api.Resolved) {
+	for _, a := range res.Apps {
+		note := ""
+		if a.Dependency {
+			note = " (dependency)"
+		}
+		fmt.Fprintf(e.stdout, "  %s %s%s\n", a.Name, a.Version, note)
+	}
+}
+
+// parseState reads one desired state (see parseStates).
 func parseState(data []byte) (api.DesiredState, error) {
-	var st api.DesiredState
+	sts, err := parseStates(data)
+	if err != nil {
+		return api.DesiredState{}, err
+	}
+	if len(sts) != 1 {
+		return api.DesiredState{}, errors.New("malformed desired state: more than one YAML document")
+	}
+	return sts[0], nil
+}
+
+// parseStates reads desired-state YAML strictly: unknown fields are
+// errors, so a typo never silently changes a fleet. Several documents
+// (separated by ---) are several devices' states.
+func parseStates(data []byte) ([]api.DesiredState, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
-	if err := dec.Decode(&st); err != nil {
+	var out []api.DesiredState
+	seen := map[string]bool{}
+	for {
+		var st api.DesiredState
+		err := dec.Decode(&st)
 		if errors.Is(err, io.EOF) {
-			return st, errors.New("empty desired state")
+			break
 		}
-		return st, fmt.Errorf("malformed desired state: %w", err)
-	}
-	var extra any
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return st, errors.New("malformed desired state: more than one YAML document")
-	}
-	if st.ID == "" {
-		return st, errors.New("desired state has no id")
-	}
-	for i, a := range st.Apps {
-		if a.Name == "" {
-			return st, fmt.Errorf("apps[%d]: no name", i)
+		if err != nil {
+			return nil, fmt.Errorf("malformed desired state: %w", err)
 		}
-		if _, _, err := api.ParsePackageName(a.Name); err != nil {
-			return st, fmt.Errorf("apps[%d]: %w", i, err)
+		if st.ID == "" {
+			return nil, fmt.Errorf("desired state %d has no id", len(out)+1)
 		}
+		if seen[st.ID] {
+			return nil, fmt.Errorf("device %s has two desired states", st.ID)
+		}
+		seen[st.ID] = true
+		for i, a := range st.Apps {
+			if a.Name == "" {
+				return nil, fmt.Errorf("%s: apps[%d]: no name", st.ID, i)
+			}
+			if _, _, err := api.ParsePackageName(a.Name); err != nil {
+				return nil, fmt.Errorf("%s: apps[%d]: %w", st.ID, i, err)
+			}
+		}
+		out = append(out, st)
 	}
-	return st, nil
+	if len(out) == 0 {
+		return nil, errors.New("empty desired state")
+	}
+	return out, nil
 }

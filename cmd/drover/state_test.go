@@ -19,6 +19,7 @@ func TestParseState(t *testing.T) {
 		{"bad name", "id: d\napps:\n  - name: openvpn\n", "group:name", 0},
 		{"empty", "", "empty", 0},
 		{"two documents", "id: d\napps: []\n---\nid: e\n", "more than one", 0},
+		{"second document unknown field", "id: d\napps: []\n---\nid: e\ncolour: red\n", "colour", 0},
 		{"not yaml", "id: [d\n", "malformed", 0},
 	}
 	for _, tt := range tests {
@@ -37,6 +38,16 @@ func TestParseState(t *testing.T) {
 				t.Errorf("parseState(%q) has %d apps, want %d", tt.yaml, len(st.Apps), tt.apps)
 			}
 		})
+	}
+}
+
+func TestParseStates(t *testing.T) {
+	sts, err := parseStates([]byte("id: a\napps: []\n---\nid: b\napps:\n  - name: com.example:x\n"))
+	if err != nil || len(sts) != 2 || sts[0].ID != "a" || sts[1].ID != "b" || len(sts[1].Apps) != 1 {
+		t.Fatalf("parseStates(two documents) = %+v, %v", sts, err)
+	}
+	if _, err := parseStates([]byte("id: a\napps: []\n---\nid: a\napps: []\n")); err == nil || !strings.Contains(err.Error(), "two desired states") {
+		t.Errorf("parseStates(the same device twice) = %v, want an error", err)
 	}
 }
 

@@ -19,7 +19,6 @@ import (
 // when the server has taken some.
 type spool struct {
 	path string
-	f    *os.File // open for appending; nil if the file could not be opened
 }
 
 // openSpool opens the spool and returns the events it holds, oldest first.
@@ -47,21 +46,27 @@ func openSpool(dir string) (*spool, []api.Event, error) {
 }
 
 // add appends one event. The agent goes on without the spool if the disk
-// refuses: the event is still queued in memory.
+// refuses: the event is still queued in memory. The file is not kept
+// open: an agent holds no descriptor for it between events (thousands of
+// agents in one process, in the benchmarks, would run out).
 func (s *spool) add(ev api.Event) error {
-	if s.f == nil {
-		return errors.New("event spool is not open")
-	}
 	line, err := json.Marshal(ev)
 	if err != nil {
 		return err
 	}
-	_, err = s.f.Write(append(line, '\n'))
+	f, err := os.OpenFile(s.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(append(line, '\n'))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
 	return err
 }
 
 // rewrite replaces the spool's content with evs (temp file and rename, so
-// a crash leaves the old or the new list) and reopens it for appending.
+// a crash leaves the old or the new list).
 func (s *spool) rewrite(evs []api.Event) error {
 	var buf bytes.Buffer
 	for _, ev := range evs {
@@ -79,14 +84,5 @@ func (s *spool) rewrite(evs []api.Event) error {
 	if err := os.Rename(tmp, s.path); err != nil {
 		return fmt.Errorf("write event spool: %w", err)
 	}
-	if s.f != nil {
-		s.f.Close()
-	}
-	f, err := os.OpenFile(s.path, os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		s.f = nil
-		return fmt.Errorf("open event spool: %w", err)
-	}
-	s.f = f
 	return nil
 }

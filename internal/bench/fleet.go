@@ -46,6 +46,8 @@ type FleetConfig struct {
 	// SetWorkers is how many SetState calls are in flight at once, as a
 	// script or a rollout tool would send them; 0 = 16.
 	SetWorkers int
+	// Bulk sets every state in one call instead of one call per device.
+	Bulk bool
 	// Out receives the figures.
 	Out io.Writer
 }
@@ -272,7 +274,13 @@ func runFleet(parent context.Context, cfg FleetConfig, bin string, n int) (res F
 	serverCPU0, benchCPU0 := procCPU(srv.cmd.Process.Pid), procCPU(os.Getpid())
 	t0 := time.Now()
 	applied := fl.watchApplied(ctx, before, t0)
-	setAt, setLatency, err := setStates(ctx, admin, ids, cfg.SetWorkers)
+	var setAt []time.Time
+	var setLatency []time.Duration
+	if cfg.Bulk {
+		setAt, setLatency, err = setStatesBulk(ctx, admin, ids)
+	} else {
+		setAt, setLatency, err = setStates(ctx, admin, ids, cfg.SetWorkers)
+	}
 	if err != nil {
 		return res, fl.explain(err)
 	}
@@ -737,6 +745,26 @@ func waitRegistered(ctx context.Context, admin *client.Client, fl *fleet) error 
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+}
+
+// setStatesBulk declares the fleet package as every device's desired
+// state in one call (drover state set -f with one document per device).
+func setStatesBulk(ctx context.Context, admin *client.Client, ids []string) ([]time.Time, []time.Duration, error) {
+	sts := make([]api.DesiredState, len(ids))
+	for i, id := range ids {
+		sts[i] = api.DesiredState{ID: id, Apps: []api.DesiredApp{{Name: fleetPackage, Version: fleetVersion, Tags: []string{}}}}
+	}
+	start := time.Now()
+	if _, err := admin.SetStates(ctx, sts); err != nil {
+		return nil, nil, fmt.Errorf("set states: %w", err)
+	}
+	done := time.Now()
+	at := make([]time.Time, len(ids))
+	took := make([]time.Duration, len(ids))
+	for i := range ids {
+		at[i], took[i] = done, done.Sub(start)
+	}
+	return at, took, nil
 }
 
 // setStates declares the fleet package as every device's desired state,

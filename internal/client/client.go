@@ -303,6 +303,14 @@ func (c *Client) SetState(ctx context.Context, s api.DesiredState) (*api.Resolve
 	return &out, err
 }
 
+// SetStates declares the desired states of many devices at once; the
+// server stores all of them or none.
+func (c *Client) SetStates(ctx context.Context, sts []api.DesiredState) ([]api.Resolved, error) {
+	var out []api.Resolved
+	err := c.doJSON(ctx, http.MethodPut, "/v1/states", nil, sts, &out)
+	return out, err
+}
+
 // EventQuery filters stored events.
 type EventQuery struct {
 	After       int64

@@ -157,6 +157,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/devices/{id}", s.admin(s.handleDevice))
 	mux.HandleFunc("GET /v1/devices/{id}/state", s.admin(s.handleGetState))
 	mux.HandleFunc("PUT /v1/devices/{id}/state", s.admin(s.handleSetState))
+	mux.HandleFunc("PUT /v1/states", s.admin(s.handleSetStates))
 	mux.HandleFunc("GET /v1/events", s.admin(s.handleEvents))
 	s.eventRoutes(mux)
 	s.nodeRoutes(mux)

@@ -119,9 +119,9 @@ type Store interface {
 
 // Write is one change for Commit.
 type Write struct {
-	Device  *api.Device       // replaces the device's record (as PutDevice)
-	Desired *api.DesiredState // replaces its desired state (as SetDesired)
-	Events  []api.Event       // appended after the changes (as AppendEvents)
+	Device  *api.Device        // replaces the device's record (as PutDevice)
+	Desired []api.DesiredState // replace these devices' desired states (as SetDesired)
+	Events  []api.Event        // appended after the changes (as AppendEvents)
 }
 
 // NormalizeTags returns tags sorted and without duplicates, as a new

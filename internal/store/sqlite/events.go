@@ -27,7 +27,8 @@ func (db *DB) Commit(ctx context.Context, w store.Write) ([]api.Event, error) {
 		}
 		out[i] = e
 	}
-	var device, desired []byte
+	var device []byte
+	var desired [][]byte
 	var err error
 	if w.Device != nil {
 		if w.Device.ID == "" {
@@ -37,15 +38,17 @@ func (db *DB) Commit(ctx context.Context, w store.Write) ([]api.Event, error) {
 			return nil, fmt.Errorf("commit: device %s: %w", w.Device.ID, err)
 		}
 	}
-	if w.Desired != nil {
-		if w.Desired.ID == "" {
+	for _, st := range w.Desired {
+		if st.ID == "" {
 			return nil, errors.New("commit: desired state with an empty device id")
 		}
-		if desired, err = json.Marshal(w.Desired); err != nil {
-			return nil, fmt.Errorf("commit: desired state %s: %w", w.Desired.ID, err)
+		data, err := json.Marshal(st)
+		if err != nil {
+			return nil, fmt.Errorf("commit: desired state %s: %w", st.ID, err)
 		}
+		desired = append(desired, data)
 	}
-	if len(out) == 0 && device == nil && desired == nil {
+	if len(out) == 0 && device == nil && len(desired) == 0 {
 		return out, nil
 	}
 	tx, err := db.write.BeginTx(ctx, nil)
@@ -58,9 +61,9 @@ func (db *DB) Commit(ctx context.Context, w store.Write) ([]api.Event, error) {
 			return nil, fmt.Errorf("commit: device %s: %w", w.Device.ID, err)
 		}
 	}
-	if desired != nil {
-		if _, err := tx.ExecContext(ctx, upsertDesired, w.Desired.ID, string(desired)); err != nil {
-			return nil, fmt.Errorf("commit: desired state %s: %w", w.Desired.ID, err)
+	for i, data := range desired {
+		if _, err := tx.ExecContext(ctx, upsertDesired, w.Desired[i].ID, string(data)); err != nil {
+			return nil, fmt.Errorf("commit: desired state %s: %w", w.Desired[i].ID, err)
 		}
 	}
 	if len(out) > 0 {

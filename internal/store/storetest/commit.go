@@ -21,7 +21,7 @@ func testCommitTogether(t *testing.T, open func(t *testing.T) store.Store) {
 	s := open(t)
 	d := api.Device{ID: "c1", Tags: []string{"linux"}, LastSeen: t0, Installed: []api.InstalledApp{}}
 	st := api.DesiredState{ID: "c1", Apps: []api.DesiredApp{{Name: "com.example:a", Version: "1.0.0", Tags: []string{}}}}
-	evs, err := s.Commit(ctx, store.Write{Device: &d, Desired: &st, Events: []api.Event{
+	evs, err := s.Commit(ctx, store.Write{Device: &d, Desired: []api.DesiredState{st}, Events: []api.Event{
 		{Time: t0, Device: "c1", Kind: "state", Message: "one"},
 		{Time: t0, Device: "c1", Kind: "converged", Message: "two"},
 	}})
