@@ -30,24 +30,55 @@ var ErrAgentDown = errors.New("the drover agent is not running")
 // Listen listens on the socket at path with mode 0660. A stale socket left
 // by a crashed agent is replaced; one that another agent still answers on
 // is an error.
+//
+// The socket is made in a private (0700) folder beside path, given its
+// mode there, and only then renamed into place: under a permissive umask
+// it is never reachable with a wider mode, even for an instant.
 func Listen(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		c.Close()
 		return nil, fmt.Errorf("another agent is running on %s", path)
 	}
-	_ = os.Remove(path)
-	ln, err := net.Listen("unix", path)
+	private, err := os.MkdirTemp(dir, ".sock-")
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
-	if err := os.Chmod(path, 0o660); err != nil {
+	defer os.RemoveAll(private)
+	tmp := filepath.Join(private, "s")
+	ln, err := net.Listen("unix", tmp)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	ul := ln.(*net.UnixListener)
+	// The listener would unlink its first name on Close; it lives on
+	// under path, which unixListener removes itself.
+	ul.SetUnlinkOnClose(false)
+	if err := os.Chmod(tmp, 0o660); err != nil {
 		ln.Close()
 		return nil, err
 	}
-	return ln, nil
+	if err := os.Rename(tmp, path); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	return &unixListener{UnixListener: ul, path: path}, nil
+}
+
+// unixListener removes its socket file when closed.
+type unixListener struct {
+	*net.UnixListener
+	path string
+}
+
+// Close stops listening and removes the socket file.
+func (l *unixListener) Close() error {
+	err := l.UnixListener.Close()
+	_ = os.Remove(l.path)
+	return err
 }
 
 // Serve answers h on ln until ctx is done.
