@@ -9,8 +9,10 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/drover-dev/drover/internal/agent"
+	"github.com/drover-dev/drover/internal/agentfile"
 	"github.com/drover-dev/drover/internal/service"
 )
 
@@ -30,9 +32,14 @@ func agentCmd(e *env) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "agent --home DIR --addr URL --ca-cert F --client-cert F --client-key F",
 		Short: "Run the node agent: report, converge, install",
-		Args:  cobra.NoArgs,
+		Long: "Run the node agent: report, converge, install.\n\n" +
+			"A flag not given comes from its environment variable (DROVER_ADDR, DROVER_CACERT, DROVER_CLIENT_CERT,\n" +
+			"DROVER_CLIENT_KEY), else from <home>/config/agent.yaml (the flag's name with '_': addr, ca_cert,\n" +
+			"tags: [a, b], labels: {k: v}, health_interval: 30s ...; relative paths are relative to the home),\n" +
+			"else from its default.",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := agentConfig(e, &f)
+			cfg, err := agentConfig(e, cmd.Flags(), &f)
 			if err != nil {
 				return err
 			}
@@ -55,6 +62,14 @@ func agentCmd(e *env) *cobra.Command {
 			return a.Run(cmd.Context())
 		},
 	}
+	f.register(c)
+	c.AddCommand(agentInstallCmd(e, c), agentUninstallCmd(e))
+	return c
+}
+
+// register adds the flags of `drover agent` to c. Each but --home and
+// --recover-only also has a key in <home>/config/agent.yaml (agentconfig.go).
+func (f *agentFlags) register(c *cobra.Command) {
 	f.conn.register(c)
 	fl := c.Flags()
 	fl.StringVar(&f.home, "home", "", "agent home folder (env DROVER_HOME, default /opt/drover)")
@@ -69,12 +84,15 @@ func agentCmd(e *env) *cobra.Command {
 	fl.DurationVar(&f.reportInterval, "report-interval", 30*time.Second, "how often the agent reports when nothing happens")
 	fl.DurationVar(&f.hookTimeout, "hook-timeout", 60*time.Second, "time limit of each hook in <home>/config/hooks/<phase>-post.d/")
 	f.node.register(c)
-	c.AddCommand(agentInstallCmd(e, c), agentUninstallCmd(e))
-	return c
 }
 
-func agentConfig(e *env, f *agentFlags) (agent.Config, error) {
+// agentConfig turns the flags, the environment and agent.yaml into the
+// agent's Config.
+func agentConfig(e *env, fl *pflag.FlagSet, f *agentFlags) (agent.Config, error) {
 	home := orEnv(f.home, "DROVER_HOME", "/opt/drover")
+	if err := applyAgentFile(fl, home); err != nil {
+		return agent.Config{}, err
+	}
 	labels, err := parseLabels(f.labels)
 	if err != nil {
 		return agent.Config{}, err
@@ -87,7 +105,7 @@ func agentConfig(e *env, f *agentFlags) (agent.Config, error) {
 	}
 	certFile := orEnv(f.conn.clientCert, "DROVER_CLIENT_CERT", "")
 	if certFile == "" {
-		return agent.Config{}, usagef("agent: --client-cert is required: the device id is its certificate's name")
+		return agent.Config{}, usagef("agent: --client-cert (or client_cert in %s) is required: the device id is its certificate's name", agentfile.Path(home))
 	}
 	id, err := certName(certFile)
 	if err != nil {

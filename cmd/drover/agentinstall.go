@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/drover-dev/drover/internal/agentfile"
 	"github.com/drover-dev/drover/internal/systemd"
 )
 
@@ -19,44 +20,29 @@ type installFlags struct {
 	purge, removeUser               bool
 }
 
-// agentPathFlags hold paths: the unit gets them absolute.
-var agentPathFlags = map[string]bool{
-	"home": true, "software-root": true, "runtime-root": true, "root": true,
-	"ca-cert": true, "client-cert": true, "client-key": true,
-}
-
 func agentInstallCmd(e *env, agentCmd *cobra.Command) *cobra.Command {
 	var f installFlags
 	c := &cobra.Command{
 		Use:   "install --home DIR --addr URL --ca-cert F --client-cert F --client-key F [agent flags] [--user U --create-user] [--dry-run]",
-		Short: "Install the agent as a systemd service: home folders, unit, DROVER_HOME; never touches the firewall",
+		Short: "Install the agent as a systemd service: home folders, config/agent.yaml, unit, DROVER_HOME; never touches the firewall",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			own := map[string]bool{"home": true, "recover-only": true, "name": true, "user": true, "group": true,
-				"create-user": true, "dest-dir": true, "bin": true, "no-start": true, "dry-run": true}
 			for _, name := range []string{"addr", "ca-cert", "client-cert", "client-key"} {
 				if fl := cmd.Flags().Lookup(name); fl == nil || !fl.Changed {
 					return usagef("agent install: --%s is needed by the agent it installs", name)
 				}
 			}
-			var agentArgs []string
-			var err error
-			cmd.Flags().Visit(func(fl *pflag.Flag) {
-				if own[fl.Name] || err != nil {
-					return
-				}
-				v := fl.Value.String()
-				if agentPathFlags[fl.Name] {
-					v, err = filepath.Abs(v)
-				}
-				agentArgs = append(agentArgs, "--"+fl.Name, v)
-			})
-			if err != nil {
-				return err
-			}
 			home, err := filepath.Abs(orEnv(cmd.Flags().Lookup("home").Value.String(), "DROVER_HOME", "/opt/drover"))
 			if err != nil {
 				return err
+			}
+			agentYAML, err := agentFileYAML(cmd.Flags())
+			if err != nil {
+				return usagef("agent install: %v", err)
+			}
+			// The agent must take the file it will read.
+			if _, err := agentfile.Parse(agentfile.Path(home), []byte(agentYAML), home); err != nil {
+				return usagef("agent install: %v", err)
 			}
 			bin := f.bin
 			if bin == "" {
@@ -64,7 +50,7 @@ func agentInstallCmd(e *env, agentCmd *cobra.Command) *cobra.Command {
 					return fmt.Errorf("agent install: where is drover? give --bin: %w", err)
 				}
 			}
-			cfg := systemd.Config{Name: f.name, Home: home, Binary: bin, Args: agentArgs, User: f.user, Group: f.group,
+			cfg := systemd.Config{Name: f.name, Home: home, Binary: bin, AgentYAML: agentYAML, User: f.user, Group: f.group,
 				CreateUser: f.createUser, DestDir: f.destDir, NoStart: f.noStart}
 			plan, err := systemd.InstallPlan(cfg)
 			if err != nil {
@@ -73,7 +59,7 @@ func agentInstallCmd(e *env, agentCmd *cobra.Command) *cobra.Command {
 			return applyPlan(e, cmd, f, plan)
 		},
 	}
-	// The agent's own flags, so the unit runs it with them.
+	// The agent's own flags, written to <home>/config/agent.yaml.
 	agentCmd.Flags().VisitAll(func(fl *pflag.Flag) { c.Flags().AddFlag(fl) })
 	fl := c.Flags()
 	fl.StringVar(&f.name, "name", "drover-agent", "systemd unit name")

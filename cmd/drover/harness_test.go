@@ -213,6 +213,7 @@ func (f *fleet) op(args ...string) string {
 type agentProc struct {
 	id, home, software, root string
 	args                     []string
+	dir                      string // working directory; "" = the test's
 	cmd                      *exec.Cmd
 	logs                     *syncBuffer
 	f                        *fleet
@@ -242,6 +243,7 @@ func (a *agentProc) start() {
 	a.f.t.Helper()
 	a.logs = &syncBuffer{}
 	a.cmd = exec.Command(droverBin, a.args...)
+	a.cmd.Dir = a.dir
 	a.cmd.Stdout, a.cmd.Stderr = a.logs, a.logs
 	if err := a.cmd.Start(); err != nil {
 		a.f.t.Fatalf("start agent %s: %v", a.id, err)

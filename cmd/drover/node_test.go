@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/drover-dev/drover/internal/agentfile"
 )
 
 // nodeDevice is the part of `device show -o json` the node tests read.
@@ -346,7 +348,7 @@ func TestAgentInstallDryRun(t *testing.T) {
 	dest := t.TempDir()
 	args := []string{"agent", "install", "--home", "/opt/drover", "--addr", "https://fleet.example:8443",
 		"--ca-cert", "/etc/drover/ca.crt", "--client-cert", "/etc/drover/node-1.crt", "--client-key", "/etc/drover/node-1.key",
-		"--labels", "rack=a1", "--health-interval", "30s", "--health-consecutive", "3",
+		"--labels", "rack=a1", "--tags", "edge,lab", "--health-interval", "30s", "--health-consecutive", "3",
 		"--user", "drover", "--create-user", "--bin", "/usr/local/bin/drover"}
 	r := runBin(t, nil, "", append(args, "--dry-run")...)
 	if r.code != 0 {
@@ -369,9 +371,17 @@ func TestAgentInstallDryRun(t *testing.T) {
 		t.Fatalf("agent install --dest-dir: exit %d: %s", r.code, r.stderr)
 	}
 	unit := readFile(t, filepath.Join(dest, "etc/systemd/system/drover-agent.service"))
+	if !strings.Contains(unit, "ExecStart=/usr/bin/drover agent --home /opt/drover\n") || !strings.Contains(unit, "Restart=always") {
+		t.Errorf("unit written:\n%s\nwant just --home and a restart", unit)
+	}
+	// The flags are in agent.yaml, paths made absolute, and the agent takes it.
 	cwd, _ := os.Getwd()
-	if !strings.Contains(unit, "--client-cert "+filepath.Join(cwd, "n.crt")) || !strings.Contains(unit, "Restart=always") {
-		t.Errorf("unit written:\n%s\nwant absolute certificate paths and a restart", unit)
+	agentYAML := readFile(t, filepath.Join(dest, "opt/drover/config/agent.yaml"))
+	if !strings.Contains(agentYAML, "client_cert: "+filepath.Join(cwd, "n.crt")+"\n") || !strings.Contains(agentYAML, "addr: https://h:1\n") {
+		t.Errorf("agent.yaml written:\n%s\nwant the flags with absolute certificate paths", agentYAML)
+	}
+	if _, err := agentfile.Parse("agent.yaml", []byte(agentYAML), "/opt/drover"); err != nil {
+		t.Errorf("agent.yaml written is refused: %v", err)
 	}
 	if env := readFile(t, filepath.Join(dest, "etc/default/drover-agent")); !strings.Contains(env, "DROVER_HOME=/opt/drover") {
 		t.Errorf("environment file = %q", env)

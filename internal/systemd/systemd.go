@@ -1,7 +1,7 @@
 // Package systemd installs the drover agent as a systemd service, the way
-// Jetpack's installer does (DESIGN §5): the agent home's folders, a unit
-// that runs `drover agent` with the operator's flags and restarts it, an
-// environment file and a profile script setting DROVER_HOME, and a system
+// Jetpack's installer does (DESIGN §5): the agent home's folders, the
+// operator's agent settings in <home>/config/agent.yaml, a unit that runs
+// `drover agent --home DIR` and restarts it, an environment file and a profile script setting DROVER_HOME, and a system
 // user when asked. Uninstall reverses it. It never changes firewall rules.
 //
 // Everything is first a Plan (a list of Actions) that can be printed
@@ -32,9 +32,13 @@ type Config struct {
 	Home string
 	// Binary is the absolute path of the drover executable.
 	Binary string
-	// Args are the flags of `drover agent` after the subcommand, e.g.
-	// ["--addr", "https://..."]; --home is added from Home.
+	// Args are more flags of `drover agent` after the subcommand, e.g.
+	// ["--log-level", "debug"]; --home is added from Home. Settings an
+	// operator may edit belong in AgentYAML instead.
 	Args []string
+	// AgentYAML is written to <home>/config/agent.yaml (mode 0640, owned
+	// by User), the defaults of the agent's flags; empty = no file.
+	AgentYAML string
 	// User and Group run the agent; empty = root. CreateUser makes User a
 	// system user (useradd) when it does not exist.
 	User, Group string
@@ -133,6 +137,9 @@ func InstallPlan(cfg Config) ([]Action, error) {
 	}
 	for _, d := range homeDirs {
 		acts = append(acts, Action{Kind: KindDir, Path: path.Join(cfg.Home, d.rel), Mode: d.mode, Owner: owner})
+	}
+	if cfg.AgentYAML != "" {
+		acts = append(acts, Action{Kind: KindWrite, Path: path.Join(cfg.Home, "config", "agent.yaml"), Mode: 0o640, Owner: owner, Content: cfg.AgentYAML})
 	}
 	acts = append(acts,
 		Action{Kind: KindWrite, Path: cfg.envPath(), Mode: 0o644, Content: EnvFile(cfg)},
@@ -241,13 +248,9 @@ func Describe(w io.Writer, destDir string, acts []Action) error {
 		case KindUser:
 			_, err = fmt.Fprintf(w, "create system user %s unless it exists: %s\n", a.Argv[len(a.Argv)-1], strings.Join(a.Argv, " "))
 		case KindDir:
-			own := ""
-			if a.Owner != "" {
-				own = ", owner " + a.Owner
-			}
-			_, err = fmt.Fprintf(w, "mkdir %s (mode %04o%s)\n", filepath.Join(destDir, a.Path), a.Mode, own)
+			_, err = fmt.Fprintf(w, "mkdir %s (mode %04o%s)\n", filepath.Join(destDir, a.Path), a.Mode, ownerNote(a))
 		case KindWrite:
-			_, err = fmt.Fprintf(w, "write %s (mode %04o):\n", filepath.Join(destDir, a.Path), a.Mode)
+			_, err = fmt.Fprintf(w, "write %s (mode %04o%s):\n", filepath.Join(destDir, a.Path), a.Mode, ownerNote(a))
 			for _, line := range strings.Split(strings.TrimSuffix(a.Content, "\n"), "\n") {
 				if err == nil {
 					_, err = fmt.Fprintln(w, strings.TrimRight("  | "+line, " "))
@@ -267,6 +270,13 @@ func Describe(w io.Writer, destDir string, acts []Action) error {
 		}
 	}
 	return nil
+}
+
+func ownerNote(a Action) string {
+	if a.Owner == "" {
+		return ""
+	}
+	return ", owner " + a.Owner
 }
 
 // Runner runs a command; tests replace it.
@@ -313,6 +323,11 @@ func Apply(ctx context.Context, destDir string, acts []Action, run Runner) error
 		case KindWrite:
 			if err := writeFile(p, []byte(a.Content), a.Mode); err != nil {
 				return err
+			}
+			if a.Owner != "" {
+				if err := chown(p, a.Owner); err != nil {
+					return err
+				}
 			}
 		case KindRemove:
 			var err error

@@ -33,7 +33,8 @@ func golden(t *testing.T, name, got string) {
 
 var fullConfig = Config{
 	Home: "/opt/drover", Binary: "/usr/local/bin/drover", User: "drover", CreateUser: true,
-	Args: []string{"--addr", "https://fleet.example:8443", "--labels", "room=a b", "--tags", "x%y"},
+	Args:      []string{"--labels", "room=a b", "--tags", "x%y"},
+	AgentYAML: "addr: https://fleet.example:8443\nlabels:\n  room: a b\n",
 }
 
 func TestPlansGolden(t *testing.T) {
@@ -84,7 +85,7 @@ func TestBadConfig(t *testing.T) {
 
 func TestApplyUnderDestDir(t *testing.T) {
 	dest := t.TempDir()
-	cfg := Config{Home: "/opt/drover", Binary: "/usr/local/bin/drover", Args: []string{"--addr", "https://h:1"}, DestDir: dest}
+	cfg := Config{Home: "/opt/drover", Binary: "/usr/local/bin/drover", AgentYAML: "addr: https://h:1\n", DestDir: dest}
 	plan, err := InstallPlan(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -106,8 +107,14 @@ func TestApplyUnderDestDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(unit), "ExecStart=/usr/local/bin/drover agent --home /opt/drover --addr https://h:1\n") || !strings.Contains(string(unit), "Restart=always") {
+	if !strings.Contains(string(unit), "ExecStart=/usr/local/bin/drover agent --home /opt/drover\n") || !strings.Contains(string(unit), "Restart=always") {
 		t.Errorf("unit:\n%s", unit)
+	}
+	agentYAML := filepath.Join(dest, "opt/drover/config/agent.yaml")
+	if st, err := os.Stat(agentYAML); err != nil || st.Mode().Perm() != 0o640 {
+		t.Errorf("agent.yaml: %v, %v; want mode 0640", st, err)
+	} else if data, _ := os.ReadFile(agentYAML); string(data) != cfg.AgentYAML {
+		t.Errorf("agent.yaml = %q, want %q", data, cfg.AgentYAML)
 	}
 	env, _ := os.ReadFile(filepath.Join(dest, "etc/default/drover-agent"))
 	if !strings.Contains(string(env), "DROVER_HOME=/opt/drover\n") {
