@@ -74,20 +74,11 @@ type Store interface {
 	// them; blobs are the caller's to collect.
 	DeleteBuilds(ctx context.Context, coordinate string, tags []string) (int, error)
 
-	// PutDevice stores the whole record d, replacing any earlier one with
-	// its ID. It is called for every report of every device (thousands
-	// a second), so implementations keep it one cheap statement.
-	PutDevice(ctx context.Context, d api.Device) error
-
 	// Device returns the device with this ID. ErrNotFound if unknown.
 	Device(ctx context.Context, id string) (api.Device, error)
 
 	// Devices returns every device, ordered by ID.
 	Devices(ctx context.Context) ([]api.Device, error)
-
-	// SetDesired stores a device's desired state, replacing any earlier
-	// one with its ID. The device need not have reported yet.
-	SetDesired(ctx context.Context, s api.DesiredState) error
 
 	// Desired returns the desired state of a device. ErrNotFound if none
 	// was set.
@@ -103,11 +94,14 @@ type Store interface {
 	// Events returns stored events matching f, ID ascending.
 	Events(ctx context.Context, f EventFilter) ([]api.Event, error)
 
-	// Commit stores a change of a device's record and/or desired state
+	// Commit stores a change of a device's record and/or desired states
 	// together with the events that describe it, in one transaction: a
 	// crash keeps all of it or none, so no event of a stored change is
 	// ever lost (and none is told of a change that was not stored). It
 	// returns the events as AppendEvents does. An empty Write is a no-op.
+	// It is the only way to write devices and desired states: a device
+	// record is written for every report of every device (thousands a
+	// second), so implementations keep that write one cheap statement.
 	Commit(ctx context.Context, w Write) ([]api.Event, error)
 
 	// Close releases the store. No method may be called after it.
@@ -119,8 +113,8 @@ type Store interface {
 
 // Write is one change for Commit.
 type Write struct {
-	Device  *api.Device        // replaces the device's record (as PutDevice)
-	Desired []api.DesiredState // replace these devices' desired states (as SetDesired)
+	Device  *api.Device        // replaces the device's whole record
+	Desired []api.DesiredState // replace these devices' desired states
 	Events  []api.Event        // appended after the changes (as AppendEvents)
 }
 

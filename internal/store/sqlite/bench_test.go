@@ -36,7 +36,7 @@ func BenchmarkPutDevice(b *testing.B) {
 	for b.Loop() {
 		d.ID = fmt.Sprintf("device-%04d", i%5000)
 		d.LastSeen = t0.Add(time.Duration(i) * time.Millisecond)
-		if err := db.PutDevice(ctx, d); err != nil {
+		if err := commitDevice(db, d); err != nil {
 			b.Fatal(err)
 		}
 		i++

@@ -11,21 +11,6 @@ import (
 	"github.com/drover-dev/drover/internal/store"
 )
 
-// PutDevice implements store.Store with one prepared upsert.
-func (db *DB) PutDevice(ctx context.Context, d api.Device) error {
-	if d.ID == "" {
-		return errors.New("put device: empty id")
-	}
-	data, err := json.Marshal(d)
-	if err != nil {
-		return fmt.Errorf("put device %s: %w", d.ID, err)
-	}
-	if _, err := db.putDevice.ExecContext(ctx, d.ID, formatTime(d.LastSeen), string(data)); err != nil {
-		return fmt.Errorf("put device %s: %w", d.ID, err)
-	}
-	return nil
-}
-
 // Device implements store.Store.
 func (db *DB) Device(ctx context.Context, id string) (api.Device, error) {
 	var d api.Device
@@ -58,22 +43,6 @@ func (db *DB) Devices(ctx context.Context) ([]api.Device, error) {
 		return nil, fmt.Errorf("list devices: %w", err)
 	}
 	return out, nil
-}
-
-// SetDesired implements store.Store.
-func (db *DB) SetDesired(ctx context.Context, s api.DesiredState) error {
-	if s.ID == "" {
-		return errors.New("set desired state: empty device id")
-	}
-	data, err := json.Marshal(s)
-	if err != nil {
-		return fmt.Errorf("set desired state %s: %w", s.ID, err)
-	}
-	_, err = db.write.ExecContext(ctx, upsertDesired, s.ID, string(data))
-	if err != nil {
-		return fmt.Errorf("set desired state %s: %w", s.ID, err)
-	}
-	return nil
 }
 
 // upsertDesired stores one desired state (id, data).

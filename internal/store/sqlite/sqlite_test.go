@@ -39,8 +39,8 @@ func TestReopenKeepsData(t *testing.T) {
 	}
 	seen := time.Date(2025, 1, 2, 3, 4, 5, 6, time.UTC)
 	dev := api.Device{ID: "dev-1", Tags: []string{"linux"}, LastSeen: seen}
-	if err := db.PutDevice(ctx, dev); err != nil {
-		t.Fatalf("PutDevice = %v", err)
+	if err := commitDevice(db, dev); err != nil {
+		t.Fatalf("commit device = %v", err)
 	}
 	evs, err := db.AppendEvents(ctx, []api.Event{{Time: seen, Kind: api.KindDeviceSeen}})
 	if err != nil {
@@ -205,8 +205,8 @@ func TestOpenPathWithQuestionMark(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "odd?name#x%20.db")
 	db := open(t, path)
-	if err := db.PutDevice(ctx, api.Device{ID: "d"}); err != nil {
-		t.Fatalf("PutDevice = %v", err)
+	if err := commitDevice(db, api.Device{ID: "d"}); err != nil {
+		t.Fatalf("commit device = %v", err)
 	}
 	db.Close()
 	matches, _ := filepath.Glob(filepath.Join(dir, "odd*"))
@@ -217,4 +217,10 @@ func TestOpenPathWithQuestionMark(t *testing.T) {
 	if _, err := db.Device(ctx, "d"); err != nil {
 		t.Errorf("Device after reopen of %q = %v, want nil", path, err)
 	}
+}
+
+// commitDevice writes a device record alone.
+func commitDevice(db *DB, d api.Device) error {
+	_, err := db.Commit(context.Background(), store.Write{Device: &d})
+	return err
 }

@@ -386,8 +386,8 @@ func testDevices(t *testing.T, open func(t *testing.T) store.Store) {
 	}
 	d1 := device("dev-1", t0)
 	for _, d := range []api.Device{d1, device("dev-2", t0), device("dev-0", t0)} {
-		if err := s.PutDevice(ctx, d); err != nil {
-			t.Fatalf("PutDevice(%s) = %v", d.ID, err)
+		if err := putDevice(s, d); err != nil {
+			t.Fatalf("putDevice(%s) = %v", d.ID, err)
 		}
 	}
 	got, err := s.Device(ctx, "dev-1")
@@ -400,8 +400,8 @@ func testDevices(t *testing.T, open func(t *testing.T) store.Store) {
 
 	// A report replaces the whole record: what it lacks is gone.
 	d1b := api.Device{ID: "dev-1", Tags: []string{"linux"}, LastSeen: t0.Add(5 * time.Second), Error: "unpack: disk full"}
-	if err := s.PutDevice(ctx, d1b); err != nil {
-		t.Fatalf("PutDevice(update) = %v", err)
+	if err := putDevice(s, d1b); err != nil {
+		t.Fatalf("putDevice(update) = %v", err)
 	}
 	got, err = s.Device(ctx, "dev-1")
 	if err != nil {
@@ -422,7 +422,7 @@ func testDevices(t *testing.T, open func(t *testing.T) store.Store) {
 	if diff := cmp.Diff([]string{"dev-0", "dev-1", "dev-2"}, ids); diff != "" {
 		t.Errorf("Devices order mismatch (-want +got):\n%s", diff)
 	}
-	checkErr(t, "PutDevice(empty id)", s.PutDevice(ctx, api.Device{}), errInvalid)
+	checkErr(t, "Commit(device with an empty id)", putDevice(s, api.Device{}), errInvalid)
 }
 
 func testDesired(t *testing.T, open func(t *testing.T) store.Store) {
@@ -438,16 +438,16 @@ func testDesired(t *testing.T, open func(t *testing.T) store.Store) {
 			{Name: "org.a:core", Tags: []string{}},
 		},
 	}
-	if err := s.SetDesired(ctx, want); err != nil {
-		t.Fatalf("SetDesired = %v", err)
+	if err := setDesired(s, want); err != nil {
+		t.Fatalf("setDesired = %v", err)
 	}
 	got, err := s.Desired(ctx, "dev-1")
 	if err != nil || !cmp.Equal(want, got) {
 		t.Errorf("Desired = %+v, %v, want %+v, nil\n%s", got, err, want, cmp.Diff(want, got))
 	}
 	replaced := api.DesiredState{ID: "dev-1", Apps: []api.DesiredApp{{Name: "org.a:core", Version: "2.0.0", Tags: []string{}}}}
-	if err := s.SetDesired(ctx, replaced); err != nil {
-		t.Fatalf("SetDesired(replace) = %v", err)
+	if err := setDesired(s, replaced); err != nil {
+		t.Fatalf("setDesired(replace) = %v", err)
 	}
 	got, err = s.Desired(ctx, "dev-1")
 	if diff := cmp.Diff(replaced, got); err != nil || diff != "" {
@@ -456,7 +456,7 @@ func testDesired(t *testing.T, open func(t *testing.T) store.Store) {
 	if _, err := s.Desired(ctx, "dev-2"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("Desired(other device) = %v, want ErrNotFound", err)
 	}
-	checkErr(t, "SetDesired(empty id)", s.SetDesired(ctx, api.DesiredState{}), errInvalid)
+	checkErr(t, "Commit(desired state with an empty id)", setDesired(s, api.DesiredState{}), errInvalid)
 }
 
 func ids(evs []api.Event) []int64 {
@@ -684,8 +684,8 @@ func testCancelled(t *testing.T, open func(t *testing.T) store.Store) {
 	s := open(t)
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	if err := s.PutDevice(cctx, device("dev-1", t0)); !errors.Is(err, context.Canceled) {
-		t.Errorf("PutDevice(cancelled) = %v, want context.Canceled", err)
+	if err := commitCtx(cctx, s, store.Write{Device: ptr(device("dev-1", t0))}); !errors.Is(err, context.Canceled) {
+		t.Errorf("Commit(cancelled) = %v, want context.Canceled", err)
 	}
 	if _, err := s.AppendEvents(cctx, []api.Event{{Time: t0, Kind: api.KindLog}}); !errors.Is(err, context.Canceled) {
 		t.Errorf("AppendEvents(cancelled) = %v, want context.Canceled", err)
@@ -707,3 +707,22 @@ func testCancelled(t *testing.T, open func(t *testing.T) store.Store) {
 		t.Errorf("Builds after cancelled put = %d, %v, want none", len(bs), err)
 	}
 }
+
+// putDevice writes a device record alone.
+func putDevice(s store.Store, d api.Device) error {
+	_, err := s.Commit(ctx, store.Write{Device: &d})
+	return err
+}
+
+// setDesired writes one desired state alone.
+func setDesired(s store.Store, st api.DesiredState) error {
+	_, err := s.Commit(ctx, store.Write{Desired: []api.DesiredState{st}})
+	return err
+}
+
+func commitCtx(c context.Context, s store.Store, w store.Write) error {
+	_, err := s.Commit(c, w)
+	return err
+}
+
+func ptr[T any](v T) *T { return &v }
