@@ -90,18 +90,7 @@ func (e *Engine) applyPrefix(ctx context.Context, s *step) (postrmErr, err error
 			return nil, err
 		}
 	}
-	if s.old != nil {
-		if err := e.run(ctx, s, "prerm", s.old, s.oldM, s.old.Prefix); err != nil {
-			return nil, e.undoStaging(j, err)
-		}
-	}
-	if err := e.point("prerm"); err != nil {
-		return nil, err
-	}
-	if err := e.setPhase(j, phaseCommit); err != nil {
-		return nil, e.undoStaging(j, err)
-	}
-	if err := e.point("journal-committed"); err != nil {
+	if err := e.retireOld(ctx, s, j); err != nil {
 		return nil, err
 	}
 	if err := switchCurrent(pkgDir, filepath.Base(j.Dest)); err != nil {

@@ -58,18 +58,7 @@ func (e *Engine) applyRoot(ctx context.Context, s *step) (postrmErr, err error) 
 	if err := e.point("synced"); err != nil {
 		return nil, err
 	}
-	if s.old != nil {
-		if err := e.run(ctx, s, "prerm", s.old, s.oldM, s.old.Prefix); err != nil {
-			return nil, e.undoStaging(j, err)
-		}
-	}
-	if err := e.point("prerm"); err != nil {
-		return nil, err
-	}
-	if err := e.setPhase(j, phaseCommit); err != nil {
-		return nil, e.undoStaging(j, err)
-	}
-	if err := e.point("journal-committed"); err != nil {
+	if err := e.retireOld(ctx, s, j); err != nil {
 		return nil, err
 	}
 	if err := e.commitRoot(j); err != nil {
@@ -471,11 +460,37 @@ func (e *Engine) commitRoot(j *journal) error {
 			return err
 		}
 	}
+	return e.removeObsolete(j, "obsolete")
+}
+
+// retireOld runs the old version's prerm, then marks the journal
+// committed: from there on recovery finishes or undoes the step as a
+// whole. Before the mark, a failure undoes the staging. Shared by both
+// install modes.
+func (e *Engine) retireOld(ctx context.Context, s *step, j *journal) error {
+	if s.old != nil {
+		if err := e.run(ctx, s, "prerm", s.old, s.oldM, s.old.Prefix); err != nil {
+			return e.undoStaging(j, err)
+		}
+	}
+	if err := e.point("prerm"); err != nil {
+		return err
+	}
+	if err := e.setPhase(j, phaseCommit); err != nil {
+		return e.undoStaging(j, err)
+	}
+	return e.point("journal-committed")
+}
+
+// removeObsolete deletes the paths and then the empty folders the journal
+// lists as obsolete, with a crash point named point-N after each path;
+// idempotent, so recovery may run it again.
+func (e *Engine) removeObsolete(j *journal, point string) error {
 	for i, en := range j.Obsolete {
 		if err := removeIfExists(en.Target); err != nil {
 			return err
 		}
-		if err := e.point(fmt.Sprintf("obsolete-%d", i)); err != nil {
+		if err := e.point(fmt.Sprintf("%s-%d", point, i)); err != nil {
 			return err
 		}
 	}
@@ -709,18 +724,8 @@ func (e *Engine) planRemoveRoot(j *journal, tree []api.File) error {
 
 // removeRootFiles deletes what planRemoveRoot listed; idempotent.
 func (e *Engine) removeRootFiles(j *journal) error {
-	for i, en := range j.Obsolete {
-		if err := removeIfExists(en.Target); err != nil {
-			return err
-		}
-		if err := e.point(fmt.Sprintf("removed-%d", i)); err != nil {
-			return err
-		}
-	}
-	for _, d := range j.ObsoleteDirs {
-		if err := rmdirEmpty(d); err != nil {
-			return err
-		}
+	if err := e.removeObsolete(j, "removed"); err != nil {
+		return err
 	}
 	return syncFS(rootDirs(e.cfg.Root, j), e.syncEach)
 }
