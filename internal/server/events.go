@@ -515,3 +515,60 @@ func mustMarshal(v any) []byte {
 
 // HookDir returns the server's hook directory under its data folder.
 func HookDir(data string) string { return filepath.Join(data, "hooks") }
+
+func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request, p peer) error {
+	q := r.URL.Query()
+	f := store.EventFilter{Device: q.Get("device"), Kind: q.Get("kind"), MinPriority: q.Get("min_priority")}
+	if v := q.Get("after"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return api.Errorf(api.EINVALID, fmt.Sprintf("after %q: want an event id", v))
+		}
+		f.After = n
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 10000 {
+			return api.Errorf(api.EINVALID, fmt.Sprintf("limit %q: want 1 to 10000", v))
+		}
+		f.Limit = n
+	}
+	if f.MinPriority != "" && api.PriorityRank(f.MinPriority) == 0 {
+		return api.Errorf(api.EINVALID, fmt.Sprintf("min_priority %q: want low, medium or high", f.MinPriority))
+	}
+	if v := q.Get("since"); v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			return api.Errorf(api.EINVALID, fmt.Sprintf("since %q: want an RFC 3339 time", v))
+		}
+		f.Since = t
+	}
+	if q.Get("follow") == "1" {
+		return s.followEvents(w, r, p, f)
+	}
+	wait := q.Get("wait") == "1"
+	timer := time.NewTimer(s.cfg.PollTimeout)
+	defer timer.Stop()
+	for {
+		ch, _ := s.hub.wait(eventsKey)
+		evs, err := s.store.Events(r.Context(), f)
+		if err != nil {
+			return err
+		}
+		if len(evs) > 0 || !wait {
+			if evs == nil {
+				evs = []api.Event{}
+			}
+			writeJSON(w, http.StatusOK, evs)
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-timer.C:
+			writeJSON(w, http.StatusOK, []api.Event{})
+			return nil
+		case <-r.Context().Done():
+			return r.Context().Err()
+		}
+	}
+}

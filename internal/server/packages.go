@@ -1,0 +1,144 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/blob"
+	"github.com/drover-dev/drover/internal/pkgfile"
+	"github.com/drover-dev/drover/internal/store"
+)
+
+func (s *Server) handlePush(w http.ResponseWriter, r *http.Request, p peer) error {
+	ctx := r.Context()
+	data, err := io.ReadAll(io.LimitReader(r.Body, s.cfg.MaxManifest+1))
+	if err != nil {
+		return api.Errorf(api.EINVALID, fmt.Sprintf("read manifest: %v", err))
+	}
+	if int64(len(data)) > s.cfg.MaxManifest {
+		return api.Errorf(api.EINVALID, fmt.Sprintf("manifest over %d bytes", s.cfg.MaxManifest))
+	}
+	m, err := pkgfile.DecodeManifest(data)
+	if err != nil {
+		return api.Errorf(api.EINVALID, err.Error())
+	}
+	sum := sha256.Sum256(data)
+	digest := hex.EncodeToString(sum[:])
+	var missing []string
+	var size int64
+	for _, d := range m.Digests() {
+		if _, err := s.blobs.Stat(ctx, d); errors.Is(err, blob.ErrNotFound) {
+			missing = append(missing, d)
+		} else if err != nil {
+			return err
+		}
+	}
+	if len(missing) > 0 {
+		return &api.Error{Code: api.ECONFLICT, Message: fmt.Sprintf("%s: %d blobs are not uploaded", m.Coordinate(), len(missing)), Missing: missing}
+	}
+	for _, f := range m.Files {
+		size += f.Size
+	}
+	// The manifest is a blob too, so agents fetch it by its digest.
+	if err := s.blobs.Put(ctx, digest, strings.NewReader(string(data))); err != nil {
+		return fmt.Errorf("store manifest: %w", err)
+	}
+	b := api.Build{
+		Coordinate: m.Coordinate().String(), Tags: m.Tags, Digest: digest, Install: m.Install,
+		Files: len(m.Files), Size: size, Pushed: s.now().UTC(),
+	}
+	if b.Tags == nil {
+		b.Tags = []string{}
+	}
+	if err := s.store.PutBuild(ctx, b, data); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return api.Errorf(api.ECONFLICT, fmt.Sprintf("%s with tags [%s] was pushed before with other content; a pushed build never changes: give it a new version",
+				b.Coordinate, strings.Join(b.Tags, ",")))
+		}
+		return err
+	}
+	if err := s.packagesChanged(ctx); err != nil {
+		return err
+	}
+	if err := s.emit(ctx, api.Event{Kind: api.KindPackage, Level: api.LevelInfo, Priority: api.PriorityLow, Package: b.Coordinate,
+		Message: fmt.Sprintf("%s [%s] pushed by %s", b.Coordinate, strings.Join(b.Tags, ","), p.name)}); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, b)
+	return nil
+}
+
+// packagesChanged reloads the candidates and wakes every agent: any
+// device's resolution may have changed.
+func (s *Server) packagesChanged(ctx context.Context) error {
+	if err := s.res.loadCandidates(ctx); err != nil {
+		return err
+	}
+	s.hub.notifyAll()
+	return nil
+}
+
+func (s *Server) handlePackages(w http.ResponseWriter, r *http.Request, p peer) error {
+	name := r.URL.Query().Get("name")
+	if name != "" {
+		if _, _, err := api.ParsePackageName(name); err != nil {
+			return api.Errorf(api.EINVALID, err.Error())
+		}
+	}
+	builds, err := s.store.Builds(r.Context(), name)
+	if err != nil {
+		return err
+	}
+	if builds == nil {
+		builds = []api.Build{}
+	}
+	writeJSON(w, http.StatusOK, builds)
+	return nil
+}
+
+func (s *Server) handleDeletePackage(w http.ResponseWriter, r *http.Request, p peer) error {
+	coord := r.PathValue("coordinate")
+	if _, err := api.ParseCoordinate(coord); err != nil {
+		return api.Errorf(api.EINVALID, err.Error())
+	}
+	var tags []string
+	if r.URL.Query().Has("tags") {
+		tags = []string{}
+		for _, t := range strings.Split(r.URL.Query().Get("tags"), ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				tags = append(tags, t)
+			}
+		}
+		tags = sortedUnique(tags)
+	}
+	n, err := s.store.DeleteBuilds(r.Context(), coord, tags)
+	if errors.Is(err, store.ErrNotFound) {
+		return api.Errorf(api.ENOTFOUND, fmt.Sprintf("no build of %s%s", coord, tagsNote(tags)))
+	}
+	if err != nil {
+		return err
+	}
+	if err := s.packagesChanged(r.Context()); err != nil {
+		return err
+	}
+	if err := s.emit(r.Context(), api.Event{Kind: api.KindPackage, Level: api.LevelInfo, Priority: api.PriorityLow, Package: coord,
+		Message: fmt.Sprintf("%s%s removed by %s (%d builds)", coord, tagsNote(tags), p.name, n)}); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]int{"deleted": n})
+	return nil
+}
+
+func tagsNote(tags []string) string {
+	if tags == nil {
+		return ""
+	}
+	return " with tags [" + strings.Join(tags, ",") + "]"
+}

@@ -1,0 +1,183 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/store"
+)
+
+const (
+	maxReport     = 8 << 20
+	maxEventBatch = 1000
+	maxEventsBody = 16 << 20
+	maxStateBody  = 4 << 20
+)
+
+func (s *Server) handleReport(w http.ResponseWriter, r *http.Request, p peer) error {
+	var rep api.Report
+	if err := readJSON(r, maxReport, &rep); err != nil {
+		return err
+	}
+	for _, t := range rep.Tags {
+		if !api.ValidTag(t) {
+			return api.Errorf(api.EINVALID, fmt.Sprintf("report: invalid tag %q", t))
+		}
+	}
+	ctx := r.Context()
+	id := p.name
+	// Reports, keepalives and the termination hook change the same record.
+	defer s.lockDevice(id)()
+	old, err := s.store.Device(ctx, id)
+	isNew := errors.Is(err, store.ErrNotFound)
+	if err != nil && !isNew {
+		return err
+	}
+	tags := sortedUnique(rep.Tags)
+	d := api.Device{
+		ID: id, Tags: tags, Labels: rep.Labels, Facts: rep.Facts, Installed: rep.Installed,
+		LastSeen: s.now().UTC(), Applied: rep.Applied, Error: rep.Error, Health: old.Health,
+		Services: rep.Services,
+	}
+	if d.Installed == nil {
+		d.Installed = []api.InstalledApp{}
+	}
+	// Keep what the server owns (keepalive, termination); health (node.go).
+	nodeEvs, runHook := s.nodeReport(old, &d, rep)
+	tagsChanged := isNew || !slices.Equal(old.Tags, tags)
+	var res *resolution
+	if tagsChanged {
+		// Resolve with the reported tags before they are stored, so the
+		// record and its events go in one commit.
+		res, err = s.res.with(ctx, id, tags)
+	} else {
+		res, err = s.res.get(ctx, id)
+	}
+	if err != nil {
+		return err
+	}
+	converged := rep.Error == "" && rep.Applied == res.r.Digest && !res.r.Unset
+	wasConverged := !isNew && old.Error == "" && old.Applied == res.r.Digest
+	var evs []api.Event
+	if isNew {
+		evs = append(evs, api.Event{Device: id, Kind: api.KindDeviceSeen, Level: api.LevelInfo, Priority: api.PriorityLow,
+			Message: fmt.Sprintf("device %s seen for the first time (%s)", id, strings.Join(tags, ","))})
+	}
+	if converged && !wasConverged {
+		evs = append(evs, api.Event{Device: id, Kind: api.KindConverged, Level: api.LevelInfo, Priority: api.PriorityLow,
+			Message: fmt.Sprintf("device %s converged", id)})
+	}
+	evs = append(evs, nodeEvs...)
+	if err := s.commit(ctx, store.Write{Device: &d, Events: evs}); err != nil {
+		return err
+	}
+	if tagsChanged {
+		s.res.invalidate(id)
+		s.hub.notify(id)
+	}
+	if runHook {
+		s.startHook(d) // after this report's events
+	}
+	writeJSON(w, http.StatusOK, api.ReportResponse{Desired: res.r.Digest})
+	return nil
+}
+
+// emit stores events and wakes event followers.
+func (s *Server) emit(ctx context.Context, evs ...api.Event) error {
+	return s.commit(ctx, store.Write{Events: evs})
+}
+
+// commit stores a change and the events that describe it in one
+// transaction, then wakes event followers and hands the events to hooks
+// and the publisher.
+func (s *Server) commit(ctx context.Context, w store.Write) error {
+	now := s.now().UTC()
+	for i := range w.Events {
+		if w.Events[i].Time.IsZero() {
+			w.Events[i].Time = now
+		}
+		if err := w.Events[i].Normalize(); err != nil {
+			return api.Errorf(api.EINVALID, fmt.Sprintf("event: %v", err))
+		}
+	}
+	stored, err := s.store.Commit(ctx, w)
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	if len(stored) > 0 {
+		s.hub.notify(eventsKey)
+		s.eventsStored(stored)
+	}
+	return nil
+}
+
+func (s *Server) handleDesired(w http.ResponseWriter, r *http.Request, p peer) error {
+	id := r.PathValue("id")
+	after := r.URL.Query().Get("after")
+	wait := r.URL.Query().Get("wait") == "1"
+	timer := time.NewTimer(s.cfg.PollTimeout)
+	defer timer.Stop()
+	for {
+		mine, all := s.hub.wait(id)
+		res, err := s.res.get(r.Context(), id)
+		if err != nil {
+			return err
+		}
+		if !wait || res.r.Digest != after {
+			writeJSON(w, http.StatusOK, res.r)
+			return nil
+		}
+		select {
+		case <-mine:
+		case <-all:
+		case <-timer.C:
+			writeJSON(w, http.StatusOK, res.r)
+			return nil
+		case <-r.Context().Done():
+			return r.Context().Err()
+		}
+	}
+}
+
+func (s *Server) handleDeviceEvents(w http.ResponseWriter, r *http.Request, p peer) error {
+	var evs []api.Event
+	if err := readJSON(r, maxEventsBody, &evs); err != nil {
+		return err
+	}
+	if len(evs) > maxEventBatch {
+		return api.Errorf(api.EINVALID, fmt.Sprintf("at most %d events in one call", maxEventBatch))
+	}
+	for i := range evs {
+		if serverKinds[evs[i].Kind] {
+			// Hooks, AMQP consumers and metrics trust these kinds to
+			// come from the server: a device may not forge them.
+			return api.Errorf(api.EINVALID, fmt.Sprintf("event %d: kind %q is the server's; a device may not post it", i, evs[i].Kind))
+		}
+		evs[i].ID = 0
+		evs[i].Device = p.name // a device speaks only for itself
+		if len(evs[i].Message) > 64<<10 {
+			evs[i].Message = evs[i].Message[:64<<10]
+		}
+	}
+	if err := s.emit(r.Context(), evs...); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// serverKinds are the event kinds only the server emits: a device that
+// posts one is refused, so an event of these kinds always means what the
+// server saw or did (a converged device, a termination, a push...).
+var serverKinds = map[string]bool{
+	api.KindDeviceSeen: true, api.KindState: true, api.KindPackage: true, api.KindConverged: true,
+	api.KindKeepalive: true, api.KindTerminateRequested: true, api.KindTerminateDelayed: true,
+	api.KindTerminating: true, api.KindTerminated: true, api.KindHookFailed: true,
+	api.KindTerminateCleared: true, KindOutbox: true,
+}
