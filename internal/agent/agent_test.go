@@ -162,6 +162,37 @@ func TestConvergeRefusesTamperedBlob(t *testing.T) {
 	}
 }
 
+// A blob corrupted in the agent's own cache (same size, other bytes) is
+// never installed: the install refuses it, the agent drops it and fetches
+// it once more.
+func TestConvergeRefetchesCorruptCachedBlob(t *testing.T) {
+	srv, a := newFake(t, map[string]string{"bin/app": "#!/bin/sh\n", "share/data": "data"})
+	d := digestOf([]byte("data"))
+	p := a.cache.Path(d)
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte("evil"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Converge(context.Background()); err != nil {
+		t.Fatalf("Converge with a corrupt cached blob = %v, want it refetched and installed", err)
+	}
+	got, err := os.ReadFile(filepath.Join(a.cfg.SoftwareRoot, "com", "example", "app", "current", "share", "data"))
+	if err != nil || string(got) != "data" {
+		t.Errorf("installed share/data = %q, %v, want \"data\"", got, err)
+	}
+	n := 0
+	for _, f := range srv.fetched {
+		if f == d {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("fetched the corrupt blob %d times, want once", n)
+	}
+}
+
 func TestConvergeRefusesManifestOfAnotherPackage(t *testing.T) {
 	srv, a := newFake(t, map[string]string{"share/data": "data"})
 	// The server claims the manifest is another package's.

@@ -181,13 +181,26 @@ func (a *Agent) runStep(ctx context.Context, s plan.Step, manifests map[string]*
 		if vals, err = appValues(m, s.To); err == nil {
 			err = a.fetch(ctx, neededDigests(m, have))
 		}
+		t := install.Target{
+			Manifest: m, Digest: s.To.Digest, Have: have, Tags: s.To.Tags,
+			Instance: s.To.Instance, Params: param.Strings(vals),
+			Configure: a.configureHook(m, s.To.Instance, vals),
+			Progress:  a.installProgress(pkg),
+		}
 		if err == nil {
-			err = a.applyWithServices(ctx, install.Target{
-				Manifest: m, Digest: s.To.Digest, Have: have, Tags: s.To.Tags,
-				Instance: s.To.Instance, Params: param.Strings(vals),
-				Configure: a.configureHook(m, s.To.Instance, vals),
-				Progress:  a.installProgress(pkg),
-			}, s.From)
+			err = a.applyWithServices(ctx, t, s.From)
+		}
+		// A blob corrupted in the cache: drop it, fetch it once more,
+		// and try once more. A second mismatch is the error.
+		var ce *install.CorruptBlobError
+		if errors.As(err, &ce) {
+			a.log.Warn("corrupt blob in the cache: fetching it again", "digest", ce.Digest, "package", pkg)
+			if err = a.cache.Delete(ctx, ce.Digest); err == nil {
+				err = a.fetch(ctx, []string{ce.Digest})
+			}
+			if err == nil {
+				err = a.applyWithServices(ctx, t, s.From)
+			}
 		}
 	}
 	a.svc.mu.Unlock()

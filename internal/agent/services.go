@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/blob"
 	"github.com/drover-dev/drover/internal/install"
 	"github.com/drover-dev/drover/internal/local"
 	"github.com/drover-dev/drover/internal/param"
@@ -263,6 +264,13 @@ func (a *Agent) configureHook(m *api.Manifest, instance string, vals map[string]
 	}
 	return func(ctx context.Context, loc string) error {
 		return param.WriteTemplates(ctx, loc, m, data, func(ctx context.Context, d string) (io.ReadCloser, error) {
+			// The cache is not trusted: a template's source is checked
+			// against its digest before it is rendered.
+			if err := blob.Verify(ctx, a.cache, d); errors.Is(err, blob.ErrDigestMismatch) {
+				return nil, &install.CorruptBlobError{Digest: d, Path: "template source"}
+			} else if err != nil {
+				return nil, err
+			}
 			return a.cache.Open(ctx, d)
 		})
 	}

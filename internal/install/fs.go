@@ -3,6 +3,7 @@ package install
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/blob"
 )
 
 // randSuffix returns 8 random hex characters for temporary names.
@@ -107,7 +109,8 @@ func syncFS(dirs []string, each bool) error {
 // writeBlob creates dst (which must not exist) with the content of the
 // file's blob and its mode. The copy goes *os.File to *os.File so the
 // kernel can use copy_file_range; the size is checked against the
-// manifest on both ends. With sync set, the file is fsynced.
+// manifest on both ends and the content against the digest (a mismatch is
+// a *CorruptBlobError). With sync set, the file is fsynced.
 func writeBlob(ctx context.Context, blobs Blobs, f api.File, dst string, sync bool) error {
 	src, err := blobs.Open(ctx, f.Digest)
 	if err != nil {
@@ -125,9 +128,18 @@ func writeBlob(ctx context.Context, blobs Blobs, f api.File, dst string, sync bo
 	if err != nil {
 		return err
 	}
-	n, err := io.Copy(out, src)
+	// The cache is not trusted: hash while copying and refuse content
+	// that is not the blob (a same-size corruption passes every size
+	// check).
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(out, h), src)
 	if err == nil && n != f.Size {
 		err = fmt.Errorf("blob %s of %s: copied %d bytes, manifest says %d", f.Digest, f.Path, n, f.Size)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); err == nil && got != f.Digest {
+		out.Close()
+		_ = os.Remove(dst)
+		return &CorruptBlobError{Digest: f.Digest, Path: f.Path, Got: got}
 	}
 	if err == nil {
 		err = out.Chmod(os.FileMode(f.Mode & 0o777))
@@ -265,3 +277,22 @@ func exists(p string) (bool, error) {
 	}
 	return false, err
 }
+
+// CorruptBlobError is a cached blob whose content does not hash to its
+// digest: the cache is not trusted at install. The caller may drop the
+// blob from its cache and fetch it again.
+type CorruptBlobError struct {
+	Digest string
+	Path   string // the file of the package it was to become
+	Got    string // what the content hashes to, if known
+}
+
+func (e *CorruptBlobError) Error() string {
+	if e.Got == "" {
+		return fmt.Sprintf("blob %s of %s: %v", e.Digest, e.Path, blob.ErrDigestMismatch)
+	}
+	return fmt.Sprintf("blob %s of %s: content hashes to %s: %v", e.Digest, e.Path, e.Got, blob.ErrDigestMismatch)
+}
+
+// Unwrap makes errors.Is(err, blob.ErrDigestMismatch) hold.
+func (e *CorruptBlobError) Unwrap() error { return blob.ErrDigestMismatch }

@@ -430,7 +430,7 @@ func TestOverlayInstall(t *testing.T) {
 
 func TestMissingAndShortBlobs(t *testing.T) {
 	for _, mode := range modes {
-		for _, what := range []string{"missing", "short"} {
+		for _, what := range []string{"missing", "short", "corrupt"} {
 			t.Run(mode+"/"+what, func(t *testing.T) {
 				v := newEnv(t)
 				e := v.engine(nil)
@@ -438,10 +438,13 @@ func TestMissingAndShortBlobs(t *testing.T) {
 				v.apply(e, t1)
 				t2 := v.target(pkg{name: "app", version: "2.0.0", install: mode, files: v2Files()})
 				d := v.putBlob("new")
-				if what == "missing" {
+				switch what {
+				case "missing":
 					os.Remove(filepath.Join(v.blobs.dir, d))
-				} else {
+				case "short":
 					os.WriteFile(filepath.Join(v.blobs.dir, d), []byte("ne"), 0o644)
+				case "corrupt": // same size, other bytes: only the hash tells
+					os.WriteFile(filepath.Join(v.blobs.dir, d), []byte("NEW"), 0o644)
 				}
 				_, err := e.Apply(context.Background(), t2)
 				if err == nil || !strings.Contains(err.Error(), d) {
@@ -449,6 +452,10 @@ func TestMissingAndShortBlobs(t *testing.T) {
 				}
 				if what == "missing" && !errors.Is(err, errBlobNotFound) {
 					t.Errorf("Apply(missing blob) = %v, want it to wrap the cache's not-found error", err)
+				}
+				var ce *CorruptBlobError
+				if what == "corrupt" && (!errors.As(err, &ce) || ce.Digest != d) {
+					t.Errorf("Apply(corrupt blob) = %v, want a *CorruptBlobError naming %s", err, d)
 				}
 				if got := installedDigest(e, "app"); got != t1.Digest {
 					t.Errorf("installed %s, want the old build %s", got, t1.Digest)

@@ -2,6 +2,8 @@ package install
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -128,7 +130,11 @@ func (e *Engine) writeScript(ctx context.Context, digest, dst string) error {
 	if err != nil {
 		return err
 	}
-	_, err = io.Copy(out, src)
+	h := sha256.New()
+	_, err = io.Copy(io.MultiWriter(out, h), src)
+	if got := hex.EncodeToString(h.Sum(nil)); err == nil && got != digest {
+		err = &CorruptBlobError{Digest: digest, Path: "script " + filepath.Base(dst), Got: got}
+	}
 	if err == nil {
 		err = out.Chmod(0o755)
 	}
