@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/drover-dev/drover/internal/api"
 	"github.com/drover-dev/drover/internal/pki"
 )
 
@@ -75,7 +76,7 @@ func pkiIssueCmd(e *env) *cobra.Command {
 			if len(hosts) > 0 && opt.Role != pki.RoleServer {
 				return usagef("pki issue: --host is only for --server")
 			}
-			if !pki.ValidName(opt.Name) {
+			if !api.ValidDeviceID(opt.Name) {
 				return usagef("pki issue: --%s %q: want 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit", opt.Role, opt.Name)
 			}
 			opt.Hosts = hosts

@@ -21,9 +21,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
+
+	"github.com/drover-dev/drover/internal/api"
 )
 
 // ErrExists is returned when a file Init or Issue would write is already
@@ -59,14 +60,6 @@ const (
 	// is a little behind the one that issued it.
 	backdate = time.Hour
 )
-
-// nameRe is what a certificate name may look like. The name becomes a file
-// name and a device id, so no slashes, no leading dot, no spaces.
-var nameRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$`)
-
-// ValidName reports whether name can name a certificate (a server name, a
-// device id or an admin name).
-func ValidName(name string) bool { return nameRe.MatchString(name) }
 
 // IssueOptions says which certificate Issue makes.
 type IssueOptions struct {
@@ -131,7 +124,7 @@ func Init(dir string, now time.Time) error {
 // ErrExists to overwrite either file, and writes nothing when opt is
 // invalid.
 func Issue(dir string, opt IssueOptions, now time.Time) (certPath, keyPath string, err error) {
-	if !ValidName(opt.Name) {
+	if !api.ValidDeviceID(opt.Name) { // the name becomes a file name and a device id
 		return "", "", fmt.Errorf("name %q: want 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit", opt.Name)
 	}
 	if opt.Name == "ca" {

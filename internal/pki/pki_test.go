@@ -230,9 +230,6 @@ func TestIssueRejects(t *testing.T) {
 	if diff := cmp.Diff(before, dirNames(t, dir)); diff != "" {
 		t.Errorf("files in %s changed by rejected Issue calls (-before +after):\n%s", dir, diff)
 	}
-	if !ValidName(strings.Repeat("a", 63)) {
-		t.Errorf("ValidName(63 letters) = false, want true")
-	}
 }
 
 func TestNoOverwrite(t *testing.T) {

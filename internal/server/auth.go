@@ -32,6 +32,12 @@ func peerOf(r *http.Request) (peer, error) {
 	if err != nil {
 		return peer{}, api.Errorf(api.EFORBIDDEN, fmt.Sprintf("certificate %q: %v", cert.Subject.CommonName, err))
 	}
+	// The name is a device id or an admin name: the one rule for ids holds
+	// for it too, whoever signed the certificate, so a name with a
+	// newline or a slash never reaches the store or a listing.
+	if cn := cert.Subject.CommonName; !api.ValidDeviceID(cn) {
+		return peer{}, api.Errorf(api.EFORBIDDEN, fmt.Sprintf("certificate name %.64q is not a valid name: want 1 to 63 letters, digits, '.', '_' or '-'", cn))
+	}
 	return peer{name: cert.Subject.CommonName, role: role}, nil
 }
 
@@ -84,12 +90,24 @@ func (s *Server) guard(h handler, allow func(peer, *http.Request) error) http.Ha
 			err = allow(p, r)
 		}
 		if err == nil {
+			err = checkPathID(r)
+		}
+		if err == nil {
 			err = h(w, r, p)
 		}
 		if err != nil {
 			s.writeError(w, r, err)
 		}
 	}
+}
+
+// checkPathID refuses a route's {id} that is not a valid device id, on
+// every route that has one.
+func checkPathID(r *http.Request) error {
+	if id := r.PathValue("id"); id != "" && !api.ValidDeviceID(id) {
+		return api.Errorf(api.EINVALID, fmt.Sprintf("invalid device id %.64q", id))
+	}
+	return nil
 }
 
 // writeError answers with the one API error type. Anything that is not

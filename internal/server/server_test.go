@@ -26,9 +26,11 @@ import (
 // testServer is a real server over TLS on loopback with a real store, and
 // clients for an admin and two devices.
 type testServer struct {
-	srv   *Server
-	admin *client.Client
-	dev   map[string]*client.Client
+	srv    *Server
+	admin  *client.Client
+	dev    map[string]*client.Client
+	pkiDir string // the fleet CA's folder
+	url    string
 }
 
 func newTestServer(t *testing.T, pollTimeout time.Duration) *testServer {
@@ -83,7 +85,7 @@ func newTestServer(t *testing.T, pollTimeout time.Duration) *testServer {
 		t.Cleanup(cl.Close)
 		return cl
 	}
-	ts := &testServer{srv: srv, admin: cl(pki.RoleAdmin, "ops"), dev: map[string]*client.Client{}}
+	ts := &testServer{srv: srv, admin: cl(pki.RoleAdmin, "ops"), dev: map[string]*client.Client{}, pkiDir: pkiDir, url: hs.URL}
 	for _, id := range []string{"d1", "d2"} {
 		ts.dev[id] = cl(pki.RoleDevice, id)
 	}

@@ -10,7 +10,6 @@ import (
 	"strings"
 
 	"github.com/drover-dev/drover/internal/api"
-	"github.com/drover-dev/drover/internal/pki"
 	"github.com/drover-dev/drover/internal/resolve"
 	"github.com/drover-dev/drover/internal/store"
 )
@@ -76,7 +75,7 @@ func (s *Server) handleSetStates(w http.ResponseWriter, r *http.Request, p peer)
 	evs := make([]api.Event, len(sts))
 	for i := range sts {
 		id := sts[i].ID
-		if !pki.ValidName(id) {
+		if !api.ValidDeviceID(id) {
 			return api.Errorf(api.EINVALID, fmt.Sprintf("state %d: invalid device id %q", i, id))
 		}
 		if seen[id] {
