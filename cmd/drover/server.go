@@ -5,9 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/drover-dev/drover/internal/privdir"
 
 	"github.com/spf13/cobra"
 
@@ -77,7 +78,7 @@ func openServer(ctx context.Context, f serverFlags, log *slog.Logger) (*server.S
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := os.MkdirAll(f.data, 0o700); err != nil {
+	if err := privdir.Make(f.data); err != nil {
 		return nil, nil, fmt.Errorf("data folder: %w", err)
 	}
 	st, err := openStore(ctx, f.db, f.data, log)

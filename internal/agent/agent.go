@@ -23,6 +23,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/drover-dev/drover/internal/privdir"
+
 	"github.com/drover-dev/drover/internal/api"
 	"github.com/drover-dev/drover/internal/blob"
 	"github.com/drover-dev/drover/internal/facts"
@@ -145,6 +147,11 @@ func New(cfg Config, srv Server) (*Agent, error) {
 		if err := os.MkdirAll(p, 0o755); err != nil {
 			return nil, fmt.Errorf("agent home: %w", err)
 		}
+	}
+	// system/ holds the agent's state, journal, cache and event spool:
+	// private whatever the umask or its mode before.
+	if err := privdir.Make(filepath.Join(cfg.Home, "system")); err != nil {
+		return nil, fmt.Errorf("agent home: %w", err)
 	}
 	cache, err := blob.NewFileStore(blob.FileConfig{Dir: filepath.Join(cfg.Home, "system", "blobs")})
 	if err != nil {

@@ -10,6 +10,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/drover-dev/drover/internal/privdir"
 )
 
 // FileConfig configures a FileStore.
@@ -52,11 +54,9 @@ func NewFileStore(cfg FileConfig) (*FileStore, error) {
 		tmp:   filepath.Join(cfg.Dir, "tmp"),
 		sync:  !cfg.NoSync,
 	}
-	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
-		return nil, fmt.Errorf("blob store: %w", err)
-	}
-	for _, d := range []string{s.blobs, s.tmp} {
-		if err := s.mkdir(d); err != nil {
+	// Private folders: a blob folder made before may be open to all.
+	for _, d := range []string{cfg.Dir, s.blobs, s.tmp} {
+		if err := privdir.Make(d); err != nil {
 			return nil, fmt.Errorf("blob store: %w", err)
 		}
 	}
@@ -244,7 +244,7 @@ func (s *FileStore) List(ctx context.Context, fn func(digest string, size int64)
 // mkdir creates dir if missing and, when syncing, makes its entry in the
 // parent durable, so a blob renamed into it cannot vanish with it.
 func (s *FileStore) mkdir(dir string) error {
-	err := os.Mkdir(dir, 0o755)
+	err := os.Mkdir(dir, privdir.Mode)
 	if errors.Is(err, fs.ErrExist) {
 		return nil
 	}

@@ -205,3 +205,26 @@ func FuzzFileStoreDigest(f *testing.F) {
 		}
 	})
 }
+
+// A blob folder made before, open to all, is made private.
+func TestFileStorePrivate(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "blobs")
+	if err := os.MkdirAll(filepath.Join(dir, "sha256"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := blob.NewFileStore(blob.FileConfig{Dir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{dir, filepath.Join(dir, "sha256"), filepath.Join(dir, "tmp")} {
+		fi, err := os.Stat(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := fi.Mode().Perm(); m != 0o700 {
+			t.Errorf("%s has mode %v, want 0700", d, m)
+		}
+	}
+}

@@ -30,6 +30,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/drover-dev/drover/internal/privdir"
+
 	"github.com/Masterminds/semver/v3"
 
 	"github.com/drover-dev/drover/internal/api"
@@ -162,7 +164,7 @@ func New(cfg Config) (*Engine, error) {
 		cfg.ScriptTimeout = 10 * time.Minute
 	}
 	for _, d := range []string{cfg.StateDir, filepath.Join(cfg.StateDir, "manifests"), filepath.Join(cfg.StateDir, "scripts")} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
+		if err := privdir.Make(d); err != nil {
 			return nil, fmt.Errorf("install: %w", err)
 		}
 	}

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/drover-dev/drover/internal/privdir"
+
 	"github.com/drover-dev/drover/internal/api"
 	"github.com/drover-dev/drover/internal/param"
 	"github.com/drover-dev/drover/internal/proc"
@@ -87,7 +89,7 @@ func (e *Engine) saveBuild(ctx context.Context, digest string, m *api.Manifest) 
 		return nil
 	}
 	dir := e.scriptsDir(digest)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := privdir.Make(dir); err != nil {
 		return err
 	}
 	wrote := false

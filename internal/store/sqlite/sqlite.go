@@ -10,8 +10,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/url"
+	"os"
 	"path/filepath"
 	"sync/atomic"
 	"time"
@@ -59,6 +61,12 @@ func Open(ctx context.Context, path string, logger *slog.Logger) (*DB, error) {
 	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
+		return nil, fmt.Errorf("open sqlite store %s: %w", path, err)
+	}
+	// The database is private whatever the umask: create it 0600 before
+	// SQLite does (its log files take the database's mode), and close
+	// one an older drover left open to all.
+	if err := privateFiles(abs); err != nil {
 		return nil, fmt.Errorf("open sqlite store %s: %w", path, err)
 	}
 	// A file: URI, escaped, so no file name can smuggle in parameters.
@@ -119,6 +127,24 @@ func Open(ctx context.Context, path string, logger *slog.Logger) (*DB, error) {
 		return nil, fmt.Errorf("open sqlite store %s: %w", path, err)
 	}
 	return db, nil
+}
+
+// privateFiles creates the database file at path with mode 0600 if it is
+// missing, and sets it and its -wal and -shm files to 0600.
+func privateFiles(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if err := os.Chmod(p, 0o600); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
 }
 
 func cloneValues(v url.Values) url.Values {

@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"testing"
 	"testing/fstest"
@@ -223,4 +224,31 @@ func TestOpenPathWithQuestionMark(t *testing.T) {
 func commitDevice(db *DB, d api.Device) error {
 	_, err := db.Commit(context.Background(), store.Write{Device: &d})
 	return err
+}
+
+// The database holds every device's state and events: private whatever
+// the umask or a file created before (by an older drover).
+func TestDatabaseFilesPrivate(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "drover.db")
+	if err := os.WriteFile(path, nil, 0o644); err != nil { // an older drover's file
+		t.Fatal(err)
+	}
+	db := open(t, path)
+	if err := commitDevice(db, api.Device{ID: "d"}); err != nil {
+		t.Fatal(err)
+	}
+	matches, _ := filepath.Glob(path + "*")
+	if len(matches) < 2 {
+		t.Fatalf("database files %q, want the database and its log", matches)
+	}
+	for _, p := range matches {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := fi.Mode().Perm(); m&0o077 != 0 {
+			t.Errorf("%s has mode %v, want no access for group and others", filepath.Base(p), m)
+		}
+	}
 }
