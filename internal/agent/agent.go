@@ -19,7 +19,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"sync"
 	"time"
 
@@ -177,9 +176,7 @@ func New(cfg Config, srv Server) (*Agent, error) {
 			return nil, fmt.Errorf("detect facts: %w", err)
 		}
 	}
-	tags := append(facts.Tags(f), cfg.Tags...)
-	sort.Strings(tags)
-	tags = slices.Compact(tags)
+	tags := api.NormalizeTags(append(facts.Tags(f), cfg.Tags...))
 	for _, t := range tags {
 		if !api.ValidTag(t) {
 			return nil, fmt.Errorf("tag %q: want letters, digits, '.', '_', '+' and '-'", t)

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -369,14 +369,7 @@ func neededDigests(m *api.Manifest, have []string) []string {
 	return mine.Digests()
 }
 
+// union is the tag set of a and b, normalised.
 func union(a, b []string) []string {
-	out := append(append([]string{}, a...), b...)
-	sort.Strings(out)
-	var u []string
-	for i, s := range out {
-		if i == 0 || s != out[i-1] {
-			u = append(u, s)
-		}
-	}
-	return u
+	return api.NormalizeTags(append(slices.Clone(a), b...))
 }

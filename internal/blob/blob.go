@@ -31,22 +31,6 @@ var (
 	ErrInvalidDigest = errors.New("invalid blob digest")
 )
 
-// ValidDigest reports whether s is a blob digest: 64 lowercase hex
-// characters. Every Store method refuses anything else, which also keeps
-// outside input from naming a path.
-func ValidDigest(s string) bool {
-	if len(s) != sha256.Size*2 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
-}
-
 // Digest returns the digest of data.
 func Digest(data []byte) string {
 	sum := sha256.Sum256(data)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/drover-dev/drover/internal/api"
 	"github.com/drover-dev/drover/internal/privdir"
 )
 
@@ -78,7 +79,7 @@ func NewFileStore(cfg FileConfig) (*FileStore, error) {
 // exists): Dir/sha256/ab/abcd..., fanned out by the first two hex digits
 // so no directory grows too large. It returns "" for an invalid digest.
 func (s *FileStore) Path(digest string) string {
-	if !ValidDigest(digest) {
+	if !api.ValidDigest(digest) {
 		return ""
 	}
 	return filepath.Join(s.blobs, digest[:2], digest)
@@ -89,7 +90,7 @@ func (s *FileStore) Path(digest string) string {
 // then the directory is synced, so a crash never leaves a partial blob
 // under its digest name.
 func (s *FileStore) Put(ctx context.Context, digest string, r io.Reader) error {
-	if !ValidDigest(digest) {
+	if !api.ValidDigest(digest) {
 		return fmt.Errorf("put blob %q: %w", digest, ErrInvalidDigest)
 	}
 	if err := ctx.Err(); err != nil {
@@ -152,7 +153,7 @@ func (s *FileStore) Put(ctx context.Context, digest string, r io.Reader) error {
 
 // Open implements Store.
 func (s *FileStore) Open(ctx context.Context, digest string) (*os.File, error) {
-	if !ValidDigest(digest) {
+	if !api.ValidDigest(digest) {
 		return nil, fmt.Errorf("open blob %q: %w", digest, ErrInvalidDigest)
 	}
 	if err := ctx.Err(); err != nil {
@@ -170,7 +171,7 @@ func (s *FileStore) Open(ctx context.Context, digest string) (*os.File, error) {
 
 // Stat implements Store.
 func (s *FileStore) Stat(ctx context.Context, digest string) (int64, error) {
-	if !ValidDigest(digest) {
+	if !api.ValidDigest(digest) {
 		return 0, fmt.Errorf("stat blob %q: %w", digest, ErrInvalidDigest)
 	}
 	if err := ctx.Err(); err != nil {
@@ -188,7 +189,7 @@ func (s *FileStore) Stat(ctx context.Context, digest string) (int64, error) {
 
 // Delete implements Store.
 func (s *FileStore) Delete(ctx context.Context, digest string) error {
-	if !ValidDigest(digest) {
+	if !api.ValidDigest(digest) {
 		return fmt.Errorf("delete blob %q: %w", digest, ErrInvalidDigest)
 	}
 	if err := ctx.Err(); err != nil {
@@ -223,7 +224,7 @@ func (s *FileStore) List(ctx context.Context, fn func(digest string, size int64)
 				return fmt.Errorf("list blobs: %w", err)
 			}
 			name := e.Name()
-			if !ValidDigest(name) || name[:2] != d.Name() || !e.Type().IsRegular() {
+			if !api.ValidDigest(name) || name[:2] != d.Name() || !e.Type().IsRegular() {
 				continue
 			}
 			fi, err := e.Info()

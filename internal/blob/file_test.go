@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/drover-dev/drover/internal/api"
 	"github.com/drover-dev/drover/internal/blob"
 	"github.com/drover-dev/drover/internal/blob/blobtest"
 )
@@ -156,27 +157,6 @@ func TestNewFileStoreNoDir(t *testing.T) {
 	}
 }
 
-func TestValidDigest(t *testing.T) {
-	good := blob.Digest(nil)
-	tests := []struct {
-		in   string
-		want bool
-	}{
-		{good, true},
-		{"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", true},
-		{strings.ToUpper(good), false},
-		{good[:63], false},
-		{good + "a", false},
-		{"", false},
-		{strings.Repeat("z", 64), false},
-	}
-	for _, tt := range tests {
-		if got := blob.ValidDigest(tt.in); got != tt.want {
-			t.Errorf("ValidDigest(%q) = %v, want %v", tt.in, got, tt.want)
-		}
-	}
-}
-
 // Digests arrive from URLs; a string that passes ValidDigest must map to
 // a path inside the store, and anything else must be refused.
 func FuzzFileStoreDigest(f *testing.F) {
@@ -191,7 +171,7 @@ func FuzzFileStoreDigest(f *testing.F) {
 	root := filepath.Join(dir, "sha256") + string(filepath.Separator)
 	f.Fuzz(func(t *testing.T, digest string) {
 		_, err := s.Stat(context.Background(), digest)
-		if !blob.ValidDigest(digest) {
+		if !api.ValidDigest(digest) {
 			if !errors.Is(err, blob.ErrInvalidDigest) {
 				t.Errorf("Stat(%q) = %v, want ErrInvalidDigest", digest, err)
 			}

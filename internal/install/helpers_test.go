@@ -1,6 +1,7 @@
 package install
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -136,7 +137,9 @@ func D(p string) spec { return spec{path: p, typ: api.TypeDir, mode: 0o750} }
 func L(p, target string) spec {
 	return spec{path: p, typ: api.TypeSymlink, target: target, mode: 0o777}
 }
-func (s spec) on(t ...string) spec { s.overlay = t; return s }
+
+// on puts s in the overlay of tags t, written as the builder does (sorted).
+func (s spec) on(t ...string) spec { s.overlay = api.NormalizeTags(t); return s }
 
 // markScript appends its name and environment to $DROVER_PARAM_MARKS and
 // fails with code 3 when $DROVER_PARAM_FAIL names it.
@@ -167,7 +170,11 @@ type pkg struct {
 // target builds the manifest, stores its blobs and returns the Target.
 func (v *env) target(p pkg) Target {
 	v.t.Helper()
-	m := &api.Manifest{Group: "com.example", Name: p.name, Version: p.version, Tags: []string{}, Install: p.install}
+	mode := p.install
+	if mode == "" {
+		mode = api.InstallPrefix
+	}
+	m := &api.Manifest{Group: "com.example", Name: p.name, Version: p.version, Tags: []string{}, Install: mode}
 	for _, s := range p.files {
 		f := api.File{Path: s.path, Type: s.typ, Mode: s.mode, Target: s.target, Overlay: s.overlay}
 		if s.typ == api.TypeFile {
@@ -176,6 +183,10 @@ func (v *env) target(p pkg) Target {
 		}
 		m.Files = append(m.Files, f)
 	}
+	// Sorted as the builder writes them: by overlay, then path.
+	slices.SortStableFunc(m.Files, func(a, b api.File) int {
+		return cmp.Or(strings.Compare(strings.Join(a.Overlay, ","), strings.Join(b.Overlay, ",")), strings.Compare(a.Path, b.Path))
+	})
 	if len(p.scripts) > 0 {
 		m.Scripts = map[string]string{}
 		for _, n := range p.scripts {

@@ -299,22 +299,17 @@ func (e *Engine) newStep(t Target) (*step, *api.InstalledApp, error) {
 		return nil, nil, fmt.Errorf("apply: no manifest")
 	}
 	c := m.Coordinate()
-	if err := c.Validate(); err != nil {
-		return nil, nil, fmt.Errorf("apply: %w", err)
+	// The server's checks at push, exactly (pkgfile.ValidateManifest):
+	// coordinate, scripts, digests, paths, types, symlinks.
+	tree, err := selectTree(m, t.Have)
+	if err != nil {
+		return nil, nil, fmt.Errorf("apply %s: %w", c, err)
 	}
-	if !validDigest(t.Digest) {
+	if !api.ValidDigest(t.Digest) {
 		return nil, nil, fmt.Errorf("apply %s: digest %q is not a hex SHA-256", c, t.Digest)
 	}
 	if t.Instance != "" && !api.ValidName(t.Instance) {
 		return nil, nil, fmt.Errorf("apply %s: instance %q: want letters, digits, '.', '-' and '_'", c, t.Instance)
-	}
-	for name, d := range m.Scripts {
-		if !slices.Contains(api.ScriptNames, name) {
-			return nil, nil, fmt.Errorf("apply %s: unknown script %q", c, name)
-		}
-		if !validDigest(d) {
-			return nil, nil, fmt.Errorf("apply %s: script %s: digest %q is not a hex SHA-256", c, name, d)
-		}
 	}
 	mode := m.Install
 	if mode == "" {
@@ -326,13 +321,7 @@ func (e *Engine) newStep(t Target) (*step, *api.InstalledApp, error) {
 	if mode == api.InstallPrefix && e.cfg.SoftwareRoot == "" {
 		return nil, nil, fmt.Errorf("apply %s: prefix mode needs a software root", c)
 	}
-	tree, err := selectTree(m, t.Have)
-	if err != nil {
-		return nil, nil, fmt.Errorf("apply %s: %w", c, err)
-	}
-	have := slices.Clone(t.Have)
-	slices.Sort(have)
-	have = slices.Compact(have)
+	have := api.NormalizeTags(t.Have)
 	s := &step{t: t, m: m, tree: tree, action: "install"}
 	name := c.PackageName()
 	if cur := e.state.find(name, t.Instance); cur != nil {
@@ -343,7 +332,11 @@ func (e *Engine) newStep(t Target) (*step, *api.InstalledApp, error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("apply %s: installed build: %w", c, err)
 		}
-		if cur.Digest == t.Digest && slices.Equal(overlays(m, have), overlays(oldM, cur.Have)) {
+		oldTree, err := selectTree(oldM, cur.Have)
+		if err != nil {
+			return nil, nil, fmt.Errorf("apply %s: installed build: %w", c, err)
+		}
+		if cur.Digest == t.Digest && sameTree(tree, oldTree) {
 			if !slices.Equal(cur.Tags, t.Tags) {
 				next := e.state.clone()
 				next.find(name, t.Instance).Tags = slices.Clone(t.Tags)
@@ -355,10 +348,6 @@ func (e *Engine) newStep(t Target) (*step, *api.InstalledApp, error) {
 			}
 			out := cur.public()
 			return nil, &out, nil
-		}
-		oldTree, err := selectTree(oldM, cur.Have)
-		if err != nil {
-			return nil, nil, fmt.Errorf("apply %s: installed build: %w", c, err)
 		}
 		s.old, s.oldM, s.oldTree = cur.clone(), oldM, oldTree
 		s.action = "reinstall"

@@ -480,6 +480,9 @@ func TestHostileManifests(t *testing.T) {
 		{"symlink climbs after a name", []spec{L("s", "."), L("t", "s/..")}},
 		{"file under a symlink", []spec{L("a", "b"), D("b"), F("a/c", "x")}},
 		{"file under a file", []spec{F("a", "x"), F("a/b", "y")}},
+		// What the server refuses at push the engine refuses too: one
+		// validation (pkgfile.ValidateManifest) for both.
+		{"setuid file", []spec{{path: "a", typ: api.TypeFile, content: "x", mode: 0o4755}}},
 	}
 	for _, mode := range modes {
 		for _, c := range cases {

@@ -7,13 +7,13 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/Masterminds/semver/v3"
 
 	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/pkgfile"
 )
 
 // applyPrefix runs a prefix-mode step: new preinst, unpack into a hidden
@@ -36,7 +36,7 @@ func (e *Engine) applyPrefix(ctx context.Context, s *step) (postrmErr, err error
 	// A rollback to the kept previous build reuses its folder: no
 	// unpacking, no blob needed.
 	if p := prevOf(s.old); p != nil && p.Digest == s.t.Digest && p.Prefix != "" &&
-		slices.Equal(overlays(s.m, s.app.Have), overlays(s.m, p.Have)) && isDir(p.Prefix) {
+		sameTree(s.tree, pkgfile.Tree(s.m, p.Have)) && isDir(p.Prefix) {
 		j.Dest, j.Reuse = p.Prefix, true
 	} else {
 		if j.Dest, err = freeName(pkgDir, s.m.Version, s.t.Digest); err != nil {

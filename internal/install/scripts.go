@@ -151,7 +151,7 @@ func (e *Engine) writeScript(ctx context.Context, digest, dst string) error {
 
 // loadManifest reads a kept manifest.
 func (e *Engine) loadManifest(digest string) (*api.Manifest, error) {
-	if !validDigest(digest) {
+	if !api.ValidDigest(digest) {
 		return nil, fmt.Errorf("manifest %q: %w", digest, ErrNotInstalled)
 	}
 	b, err := os.ReadFile(e.manifestPath(digest))

@@ -72,20 +72,6 @@ func checkPath(p string) error {
 	return nil
 }
 
-// validDigest reports whether d is 64 lowercase hex characters.
-func validDigest(d string) bool {
-	if len(d) != 64 {
-		return false
-	}
-	for i := 0; i < len(d); i++ {
-		c := d[i]
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
-}
-
 // overlayKey names a file's tree: "" for the generic tree, else its tags
 // joined by commas. Files are sorted by (overlayKey, path).
 func overlayKey(tags []string) string { return strings.Join(tags, ",") }
@@ -159,7 +145,7 @@ func ValidateManifest(m *api.Manifest) error {
 		if !slices.Contains(api.ScriptNames, name) {
 			return invalidf("manifest: script %q: want one of %s", name, strings.Join(api.ScriptNames, ", "))
 		}
-		if d := m.Scripts[name]; !validDigest(d) {
+		if d := m.Scripts[name]; !api.ValidDigest(d) {
 			return invalidf("manifest: script %s: digest %q: want 64 lowercase hex characters", name, d)
 		}
 	}
@@ -172,7 +158,7 @@ func ValidateManifest(m *api.Manifest) error {
 		if err := validateTemplate(t, seenDest); err != nil {
 			return invalidf("manifest: template: %v", err)
 		}
-		if !validDigest(t.Digest) {
+		if !api.ValidDigest(t.Digest) {
 			return invalidf("manifest: template %s: digest %q: want 64 lowercase hex characters", t.Src, t.Digest)
 		}
 		// A template is rendered into the tree at configure: it must not
@@ -232,7 +218,7 @@ func checkFiles(files []api.File) (map[string]int, error) {
 		switch f.Type {
 		case api.TypeFile:
 			kind = kindFile
-			if !validDigest(f.Digest) {
+			if !api.ValidDigest(f.Digest) {
 				return nil, invalidf("manifest: file %s: digest %q: want 64 lowercase hex characters", ref(f), f.Digest)
 			}
 			if f.Size < 0 {
@@ -319,8 +305,10 @@ func kindName(k int) string {
 // own tree: a path element that is a symlink of the package leads wherever
 // that symlink leads, which is inside the root by the same check; so
 // escaping needs a ".." that climbs above the root, or a ".." after a
-// symlink (where lexical and real parents differ). Both are refused. The
-// link's own directory holds no symlinks (checkFiles saw to that).
+// symlink (where lexical and real parents differ). Both are refused, and
+// so is a ".." after any name: in root mode a name may be a symlink on the
+// device's disk that the package never lists. The link's own directory
+// holds no symlinks (checkFiles saw to that).
 func checkTarget(link, target string, kinds map[string]int) error {
 	switch {
 	case len(target) > maxPathLen:
@@ -338,7 +326,8 @@ func checkTarget(link, target string, kinds map[string]int) error {
 	if i := strings.LastIndexByte(link, '/'); i >= 0 {
 		cur = append(cur, link[:i]...)
 	}
-	via := "" // the first symlink of the package the walk passed through
+	via := ""      // the first symlink of the package the walk passed through
+	named := false // a name came before: on the device it may be a symlink
 	for el := range strings.SplitSeq(target, "/") {
 		switch el {
 		case "", ".":
@@ -346,11 +335,18 @@ func checkTarget(link, target string, kinds map[string]int) error {
 			if via != "" {
 				return fmt.Errorf("target %q uses \"..\" after passing through symlink %q", target, via)
 			}
+			if named {
+				// In root mode the tree is laid over a disk the
+				// package does not own: a name that is a directory
+				// here may be a symlink there.
+				return fmt.Errorf("target %q has \"..\" after a name", target)
+			}
 			if len(cur) == 0 {
 				return fmt.Errorf("target %q leaves the install root", target)
 			}
 			cur = cur[:max(bytes.LastIndexByte(cur, '/'), 0)]
 		default:
+			named = true
 			if len(el) > maxElementLen {
 				return fmt.Errorf("target %q has an element longer than %d bytes", target, maxElementLen)
 			}

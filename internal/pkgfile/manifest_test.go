@@ -121,6 +121,11 @@ func TestValidateManifest(t *testing.T) {
 		{"symlink escapes in overlay", setFiles(api.File{Path: "a", Type: "symlink", Target: "..", Overlay: []string{"x"}}), "leaves the install root"},
 		{"symlink dotdot after symlink", setFiles(link("d", "."), link("e", "d/..")), `after passing through symlink "d"`},
 		{"symlink dotdot after overlay symlink", setFiles(link("e", "d/../x"), api.File{Path: "d", Type: "symlink", Target: "a/b", Overlay: []string{"x"}}), `after passing through symlink "d"`},
+		// The device cannot know that an on-disk "s" is not a symlink
+		// (root mode lays the tree over an operator's disk): ".." after
+		// any name is refused, as the install engine always did.
+		{"symlink dotdot after a name", setFiles(link("t", "s/..")), `".." after a name`},
+		{"symlink dotdot after a dir", setFiles(api.File{Path: "s", Type: "dir"}, link("t", "s/../x")), `".." after a name`},
 		{"symlink NUL", setFiles(link("a", "b\x00")), "NUL"},
 		{"path through symlink", setFiles(link("etc", "x"), file("etc/passwd")), `goes through symlink "etc"`},
 		{"path through deeper symlink", setFiles(api.File{Path: "a", Type: "dir"}, link("a/b", "."), file("a/b/c/d")), `goes through symlink "a/b"`},

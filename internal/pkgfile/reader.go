@@ -290,7 +290,7 @@ func (r *Reader) Next() (digest string, size int64, err error) {
 	switch {
 	case hdr.Name == ManifestName:
 		return "", 0, r.fail(invalidf("package file: entry %q: a second manifest", hdr.Name))
-	case !ok || !validDigest(d):
+	case !ok || !api.ValidDigest(d):
 		return "", 0, r.fail(invalidf("package file: entry %q: want blobs/<sha256 hex>", hdr.Name))
 	case r.seen[d]:
 		return "", 0, r.fail(invalidf("package file: entry %q: blob listed twice", hdr.Name))

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -137,7 +136,7 @@ func (s *Spec) normalize(doc *yaml.Node) error {
 			return fail(fmt.Errorf("tag %q: want letters, digits, '.', '_', '+' and '-'", t), "tags", i)
 		}
 	}
-	s.Tags = sortedTags(s.Tags)
+	s.Tags = api.NormalizeTags(s.Tags)
 	if s.Install == "" {
 		s.Install = api.InstallPrefix
 	}
@@ -230,18 +229,6 @@ func lineOf(doc *yaml.Node, keys ...any) int {
 		line = n.Line
 	}
 	return line
-}
-
-// sortedTags returns tags sorted and without duplicates, never nil, so the
-// manifest says "tags": [] rather than null.
-func sortedTags(tags []string) []string {
-	out := slices.Clone(tags)
-	slices.Sort(out)
-	out = slices.Compact(out)
-	if out == nil {
-		out = []string{}
-	}
-	return out
 }
 
 func validateInstall(mode string) error {

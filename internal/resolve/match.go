@@ -45,20 +45,12 @@ func missingFrom(build []string, have map[string]bool) []string {
 	return slices.Compact(missing)
 }
 
-// normTags returns the tags sorted, once each, never nil: tags are a set,
-// so their order in a desired state must not change the resolved digest.
-func normTags(tags []string) []string {
-	out := append([]string{}, tags...)
-	slices.Sort(out)
-	return slices.Compact(out)
-}
-
 // tagList prints a build's tag set for messages.
 func tagList(tags []string) string {
 	if len(tags) == 0 {
 		return "(no tags)"
 	}
-	return strings.Join(normTags(tags), ",")
+	return strings.Join(api.NormalizeTags(tags), ",")
 }
 
 // Digest returns the hex SHA-256 of the canonical JSON encoding of apps:

@@ -252,7 +252,7 @@ func (r *resolver) explicit(a api.DesiredApp, s spec) (*node, error) {
 	if !ok {
 		return nil, errorf(ErrUnknownPackage, a.Name, "%s: unknown package", display(a.Name, a.Instance))
 	}
-	tags := normTags(a.Tags)
+	tags := api.NormalizeTags(a.Tags)
 	v, b, found, err := r.choose(a.Name, s.allows, tagSet(r.deviceTags, tags), "")
 	if err != nil {
 		return nil, err
@@ -294,7 +294,7 @@ func (r *resolver) choose(name string, allows func(*semver.Version) bool, have m
 			slices.Sort(sets)
 			return nil, Candidate{}, true, errorf(ErrAmbiguous, name,
 				"%s:%s: ambiguous: builds %s all fit %s with %d tags each; push a more specific build or remove one%s",
-				name, v.v, joinAnd(sets), r.deviceName(), len(normTags(best[0].Tags)), neededBy)
+				name, v.v, joinAnd(sets), r.deviceName(), len(api.NormalizeTags(best[0].Tags)), neededBy)
 		}
 	}
 	if newest == nil {
@@ -312,7 +312,7 @@ func fitting(builds []Candidate, have map[string]bool) []Candidate {
 		if len(missingFrom(b.Tags, have)) > 0 {
 			continue
 		}
-		n := len(normTags(b.Tags))
+		n := len(api.NormalizeTags(b.Tags))
 		switch {
 		case n > most:
 			most, best = n, []Candidate{b}
@@ -443,7 +443,7 @@ func (r *resolver) walk(explicit []*node, byName map[string][]*node, chosen map[
 		if len(byName[name]) > 0 {
 			continue
 		}
-		n, err := r.dependency(name, rd.needs[name], normTags(slices.Collect(maps.Keys(tags[name]))))
+		n, err := r.dependency(name, rd.needs[name], api.NormalizeTags(slices.Collect(maps.Keys(tags[name]))))
 		if err != nil {
 			rd.errs = append(rd.errs, err)
 			continue

@@ -14,7 +14,7 @@ import (
 func (s *Server) handleGetBlob(w http.ResponseWriter, r *http.Request) {
 	s.guard(func(w http.ResponseWriter, r *http.Request, p peer) error {
 		digest := r.PathValue("digest")
-		if !blob.ValidDigest(digest) {
+		if !api.ValidDigest(digest) {
 			return api.Errorf(api.EINVALID, fmt.Sprintf("invalid digest %q", digest))
 		}
 		if p.role != pki.RoleAdmin {
@@ -52,7 +52,7 @@ func (s *Server) handleMissing(w http.ResponseWriter, r *http.Request, p peer) e
 	}
 	out := api.MissingResponse{Missing: []string{}}
 	for _, d := range req.Digests {
-		if !blob.ValidDigest(d) {
+		if !api.ValidDigest(d) {
 			return api.Errorf(api.EINVALID, fmt.Sprintf("invalid digest %q", d))
 		}
 		_, err := s.blobs.Stat(r.Context(), d)
@@ -68,7 +68,7 @@ func (s *Server) handleMissing(w http.ResponseWriter, r *http.Request, p peer) e
 
 func (s *Server) handlePutBlob(w http.ResponseWriter, r *http.Request, p peer) error {
 	digest := r.PathValue("digest")
-	if !blob.ValidDigest(digest) {
+	if !api.ValidDigest(digest) {
 		return api.Errorf(api.EINVALID, fmt.Sprintf("invalid digest %q", digest))
 	}
 	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxBlob)

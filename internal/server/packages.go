@@ -33,15 +33,24 @@ func (s *Server) handlePush(w http.ResponseWriter, r *http.Request, p peer) erro
 	digest := hex.EncodeToString(sum[:])
 	var missing []string
 	var size int64
+	stored := map[string]int64{}
 	for _, d := range m.Digests() {
-		if _, err := s.blobs.Stat(ctx, d); errors.Is(err, blob.ErrNotFound) {
+		if n, err := s.blobs.Stat(ctx, d); errors.Is(err, blob.ErrNotFound) {
 			missing = append(missing, d)
 		} else if err != nil {
 			return err
+		} else {
+			stored[d] = n
 		}
 	}
 	if len(missing) > 0 {
 		return &api.Error{Code: api.ECONFLICT, Message: fmt.Sprintf("%s: %d blobs are not uploaded", m.Coordinate(), len(missing)), Missing: missing}
+	}
+	// A size the blob does not have would fail on every device.
+	for _, f := range m.Files {
+		if f.Type == api.TypeFile && stored[f.Digest] != f.Size {
+			return api.Errorf(api.EINVALID, fmt.Sprintf("%s: file %s: the manifest says %d bytes, blob %s has %d", m.Coordinate(), f.Path, f.Size, f.Digest, stored[f.Digest]))
+		}
 	}
 	for _, f := range m.Files {
 		size += f.Size
@@ -116,7 +125,7 @@ func (s *Server) handleDeletePackage(w http.ResponseWriter, r *http.Request, p p
 				tags = append(tags, t)
 			}
 		}
-		tags = sortedUnique(tags)
+		tags = api.NormalizeTags(tags)
 	}
 	n, err := s.store.DeleteBuilds(r.Context(), coord, tags)
 	if errors.Is(err, store.ErrNotFound) {

@@ -39,7 +39,7 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request, p peer) er
 	if err != nil && !isNew {
 		return err
 	}
-	tags := sortedUnique(rep.Tags)
+	tags := api.NormalizeTags(rep.Tags)
 	d := api.Device{
 		ID: id, Tags: tags, Labels: rep.Labels, Facts: rep.Facts, Installed: rep.Installed,
 		LastSeen: s.now().UTC(), Applied: rep.Applied, Error: rep.Error, Health: old.Health,

@@ -226,6 +226,26 @@ func TestPushRefusals(t *testing.T) {
 		t.Errorf("push changed build: %v, want conflict", err)
 	}
 
+	// A manifest whose size for a stored blob is not the blob's is
+	// refused: the device would fail on it.
+	m.Version = "1.0.2"
+	m.Files[0].Size = 5
+	data, _ = json.Marshal(m)
+	if _, err := ts.admin.PushManifest(ctx, data); code(err) != api.EINVALID {
+		t.Errorf("push with a wrong blob size: %v, want invalid", err)
+	}
+	m.Files[0].Size = 2
+
+	// The server checks a manifest as the device does: a symlink that
+	// climbs after a name is refused on both.
+	m.Version = "1.0.3"
+	m.Files = append(m.Files, api.File{Path: "t", Type: api.TypeSymlink, Mode: 0o777, Target: "s/.."})
+	data, _ = json.Marshal(m)
+	if _, err := ts.admin.PushManifest(ctx, data); code(err) != api.EINVALID {
+		t.Errorf("push with symlink target s/..: %v, want invalid", err)
+	}
+	m.Files = m.Files[:1]
+
 	// A manifest with a path leaving the install root is invalid.
 	m.Version = "1.0.1"
 	m.Files[0].Path = "../../etc/passwd"

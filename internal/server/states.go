@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
-	"sort"
 	"strings"
 
 	"github.com/drover-dev/drover/internal/api"
@@ -157,14 +155,4 @@ func stateEvent(st api.DesiredState, by string) api.Event {
 	}
 	return api.Event{Device: st.ID, Kind: api.KindState, Level: api.LevelInfo, Priority: api.PriorityLow,
 		Message: fmt.Sprintf("desired state of %s set by %s: %s", st.ID, by, strings.Join(names, ", "))}
-}
-
-func sortedUnique(in []string) []string {
-	out := slices.Clone(in)
-	sort.Strings(out)
-	out = slices.Compact(out)
-	if out == nil {
-		out = []string{}
-	}
-	return out
 }

@@ -8,16 +8,16 @@ import (
 )
 
 // CheckBuild validates a build for PutBuild and returns it in canonical
-// form: tags normalized (NormalizeTags), Pushed in UTC. Every
+// form: tags normalized (api.NormalizeTags), Pushed in UTC. Every
 // implementation calls it so all refuse the same input.
 func CheckBuild(b api.Build, manifest []byte) (api.Build, error) {
 	if _, err := api.ParseCoordinate(b.Coordinate); err != nil {
 		return api.Build{}, fmt.Errorf("build: %w", err)
 	}
-	if !validDigest(b.Digest) {
+	if !api.ValidDigest(b.Digest) {
 		return api.Build{}, fmt.Errorf("build %s: digest %q is not 64 lowercase hex digits", b.Coordinate, b.Digest)
 	}
-	b.Tags = NormalizeTags(b.Tags)
+	b.Tags = api.NormalizeTags(b.Tags)
 	for _, t := range b.Tags {
 		if !api.ValidTag(t) {
 			return api.Build{}, fmt.Errorf("build %s: invalid tag %q", b.Coordinate, t)
@@ -40,19 +40,4 @@ func CheckEvent(e *api.Event) error {
 		return fmt.Errorf("event %s: payload is not JSON", e.Kind)
 	}
 	return nil
-}
-
-// validDigest reports whether s is 64 lowercase hex digits. (The store
-// does not import package blob for this one check.)
-func validDigest(s string) bool {
-	if len(s) != 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
 }

@@ -118,17 +118,6 @@ type Write struct {
 	Events  []api.Event        // appended after the changes (as AppendEvents)
 }
 
-// NormalizeTags returns tags sorted and without duplicates, as a new
-// non-nil slice: the canonical form of a build's tag set.
-func NormalizeTags(tags []string) []string {
-	out := slices.Clone(tags)
-	if out == nil {
-		out = []string{}
-	}
-	slices.Sort(out)
-	return slices.Compact(out)
-}
-
 // SortBuilds sorts builds in the order Builds returns them: package name,
 // then semantic version ascending, then tags (compared element by element).
 // A version that is not semantic sorts after every valid one, by string.

@@ -1,7 +1,6 @@
 package store_test
 
 import (
-	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -50,24 +49,4 @@ func fmtTags(tags []string) string {
 		s += t
 	}
 	return s + "]"
-}
-
-func TestNormalizeTags(t *testing.T) {
-	tests := []struct {
-		in, want []string
-	}{
-		{nil, []string{}},
-		{[]string{}, []string{}},
-		{[]string{"linux", "amd64", "linux"}, []string{"amd64", "linux"}},
-	}
-	for _, tt := range tests {
-		in := slices.Clone(tt.in)
-		got := store.NormalizeTags(tt.in)
-		if diff := cmp.Diff(tt.want, got); diff != "" || got == nil {
-			t.Errorf("NormalizeTags(%v) = %#v, want %#v", tt.in, got, tt.want)
-		}
-		if !cmp.Equal(in, tt.in) {
-			t.Errorf("NormalizeTags changed its input to %v", tt.in)
-		}
-	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/drover-dev/drover/internal/api"
 	"github.com/drover-dev/drover/internal/blob"
 )
 
@@ -160,7 +161,7 @@ func testInvalidDigest(t *testing.T, s blob.Store) {
 	}
 	for _, d := range bad {
 		t.Run(fmt.Sprintf("%q", d), func(t *testing.T) {
-			if blob.ValidDigest(d) {
+			if api.ValidDigest(d) {
 				t.Fatalf("ValidDigest(%q) = true, want false", d)
 			}
 			if err := s.Put(ctx, d, strings.NewReader("x")); !errors.Is(err, blob.ErrInvalidDigest) {
@@ -180,7 +181,7 @@ func testInvalidDigest(t *testing.T, s blob.Store) {
 			}
 		})
 	}
-	if !blob.ValidDigest(good) {
+	if !api.ValidDigest(good) {
 		t.Errorf("ValidDigest(%q) = false, want true", good)
 	}
 	if n := len(list(t, s)); n != 0 {

@@ -13,7 +13,7 @@ import (
 
 // tagKey is the stored form of a tag set: normalized and joined by ','
 // (no valid tag contains one), so that equal sets compare equal in SQL.
-func tagKey(tags []string) string { return strings.Join(store.NormalizeTags(tags), ",") }
+func tagKey(tags []string) string { return strings.Join(api.NormalizeTags(tags), ",") }
 
 func splitTagKey(k string) []string {
 	if k == "" {
@@ -136,7 +136,7 @@ func (db *DB) DeleteBuilds(ctx context.Context, coordinate string, tags []string
 	if tags != nil {
 		q += ` AND tag_key = ?`
 		args = append(args, tagKey(tags))
-		what = fmt.Sprintf("%s %v", coordinate, store.NormalizeTags(tags))
+		what = fmt.Sprintf("%s %v", coordinate, api.NormalizeTags(tags))
 	}
 	res, err := db.write.ExecContext(ctx, q, args...)
 	if err != nil {

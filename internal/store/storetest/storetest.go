@@ -334,7 +334,7 @@ func testDeleteBuilds(t *testing.T, open func(t *testing.T) store.Store) {
 			for i, f := range fixture {
 				b, m := build(f.coord, f.tags, i)
 				mustPut(t, s, b, m)
-				byDesc[fmt.Sprintf("%s %v", b.Coordinate, store.NormalizeTags(b.Tags))] = b.Digest
+				byDesc[fmt.Sprintf("%s %v", b.Coordinate, api.NormalizeTags(b.Tags))] = b.Digest
 			}
 			n, err := s.DeleteBuilds(ctx, tt.coordinate, tt.tags)
 			checkErr(t, fmt.Sprintf("DeleteBuilds(%s, %#v)", tt.coordinate, tt.tags), err, tt.wantErr)
