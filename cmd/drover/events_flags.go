@@ -25,7 +25,7 @@ func (f *eventFlags) register(c *cobra.Command) {
 	fl.StringVar(&f.amqpExchange, "amqp-exchange", "drover.events", "AMQP topic exchange for events")
 	fl.StringVar(&f.amqpSendPrefix, "amqp-send-prefix", "send", "routing-key prefix of the messages of drover send")
 	fl.StringVar(&f.retention, "event-retention", "30d", "remove events older than this (e.g. 30d, 12h; 0 = keep by age)")
-	fl.IntVar(&f.keep, "event-keep", 0, "keep at most this many events (0 = no limit)")
+	fl.IntVar(&f.keep, "event-keep", 1_000_000, "keep at most this many events, the newest (0 = no limit by count)")
 	fl.Int64Var(&f.outboxMax, "outbox-max", 1_000_000, "most events waiting for the AMQP broker; a warning event is emitted past 80%")
 	fl.DurationVar(&f.hookTimeout, "hook-timeout", 30*time.Second, "time limit of each hook in <data>/hooks/<kind>-post.d/")
 }

@@ -8,12 +8,11 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/drover-dev/drover/internal/privdir"
-
 	"github.com/spf13/cobra"
 
 	"github.com/drover-dev/drover/internal/blob"
 	"github.com/drover-dev/drover/internal/pki"
+	"github.com/drover-dev/drover/internal/privdir"
 	"github.com/drover-dev/drover/internal/server"
 	"github.com/drover-dev/drover/internal/store"
 	"github.com/drover-dev/drover/internal/store/sqlite"
@@ -24,6 +23,7 @@ type serverFlags struct {
 	data, listen, tlsCert, tlsKey, caCert, db, logLevel string
 	events                                              eventFlags      // events_flags.go
 	node                                                nodeServerFlags // node.go
+	quota                                               quotaFlags      // quota_flags.go
 }
 
 func serverCmd(e *env) *cobra.Command {
@@ -68,6 +68,7 @@ func serverCmd(e *env) *cobra.Command {
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.events.register(c)
 	f.node.register(c)
+	f.quota.register(c)
 	return c
 }
 
@@ -95,7 +96,12 @@ func openServer(ctx context.Context, f serverFlags, log *slog.Logger) (*server.S
 		st.Close()
 		return nil, nil, err
 	}
-	srv, err := server.New(ctx, server.Config{TLS: tlsCfg, Logger: log, Events: evCfg,
+	quota, err := f.quota.config()
+	if err != nil {
+		st.Close()
+		return nil, nil, err
+	}
+	srv, err := server.New(ctx, server.Config{TLS: tlsCfg, Logger: log, Events: evCfg, Quota: quota,
 		TerminationHook: f.node.hook, TerminationHookTimeout: f.node.hookTimeout}, st, blobs)
 	if err != nil {
 		st.Close()

@@ -95,6 +95,7 @@ type Agent struct {
 	pending   []api.Event
 	dropped   int
 	spool     *spool        // pending, on disk
+	holdUntil time.Time     // the server asked for no events before this (429)
 	converged chan struct{} // closed and replaced after each convergence run
 	fail      struct {
 		digest string
@@ -365,14 +366,28 @@ func (a *Agent) flushEvents(ctx context.Context) {
 	a.mu.Lock()
 	evs := a.pending
 	dropped := a.dropped
+	hold := a.holdUntil
 	a.mu.Unlock()
+	if a.now().Before(hold) {
+		return // over the server's quota: the spool keeps them
+	}
 	if dropped > 0 {
 		evs = append(slices.Clone(evs), api.Event{Time: a.now().UTC(), Device: a.cfg.Device, Kind: api.KindLog, Level: api.LevelWarn,
 			Message: fmt.Sprintf("%d events were dropped while the server was away", dropped)})
 	}
 	for len(evs) > 0 {
 		n := eventBatch(evs)
-		if err := a.srv.PostEvents(ctx, a.cfg.Device, evs[:n]); err != nil {
+		err := a.srv.PostEvents(ctx, a.cfg.Device, evs[:n])
+		var over *api.Error
+		if errors.As(err, &over) && over.Code == api.ETOOMANY {
+			// Past a quota: the first Accepted were stored; the rest
+			// wait in the spool until Retry-After has passed.
+			a.log.Warn("server quota reached: events wait", "retry_after", over.RetryAfter, "waiting", len(evs)-over.Accepted)
+			a.mu.Lock()
+			a.holdUntil = a.now().Add(time.Duration(max(over.RetryAfter, 1)) * time.Second)
+			a.mu.Unlock()
+			n = min(max(over.Accepted, 0), n)
+		} else if err != nil {
 			a.log.Debug("events not sent", "err", err)
 			return
 		}
@@ -385,6 +400,9 @@ func (a *Agent) flushEvents(ctx context.Context) {
 		}
 		a.mu.Unlock()
 		evs = evs[n:]
+		if err != nil {
+			return
+		}
 	}
 }
 

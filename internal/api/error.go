@@ -13,6 +13,9 @@ const (
 	EFORBIDDEN    = "forbidden"
 	EUNAUTHORIZED = "unauthorized"
 	EINTERNAL     = "internal"
+	// ETOOMANY: a device is over one of its quotas (events, reports);
+	// RetryAfter says when to try again.
+	ETOOMANY = "too_many_requests"
 )
 
 // Error is the one error type crossing the wire. Message is shown to users
@@ -23,6 +26,12 @@ type Error struct {
 	// Missing lists blob digests the server lacks, for a push that
 	// forgot some.
 	Missing []string `json:"missing,omitempty"`
+	// RetryAfter is, for ETOOMANY, how many seconds to wait before trying
+	// again (also sent as the Retry-After header).
+	RetryAfter int `json:"retry_after,omitempty"`
+	// Accepted is, for ETOOMANY on a batch of events, how many of the
+	// batch's first events were stored before the quota was reached.
+	Accepted int `json:"accepted,omitempty"`
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -38,6 +47,7 @@ var statusOf = map[string]int{
 	EFORBIDDEN:    http.StatusForbidden,
 	EUNAUTHORIZED: http.StatusUnauthorized,
 	EINTERNAL:     http.StatusInternalServerError,
+	ETOOMANY:      http.StatusTooManyRequests,
 }
 
 // HTTPStatus returns the HTTP status for a code (500 if unknown).

@@ -34,6 +34,9 @@ const (
 	KindConverged  = "converged"
 	KindLog        = "log"
 	KindSend       = "send"
+	// KindQuota: the server refused a device's events or reports past
+	// one of its quotas; one such warning per device and window.
+	KindQuota = "quota-exceeded"
 )
 
 // Event is anything that happened, stored with a monotonically increasing ID.

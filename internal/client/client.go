@@ -133,6 +133,9 @@ func decodeError(resp *http.Response) error {
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	var e api.Error
 	if json.Unmarshal(data, &e) == nil && e.Code != "" {
+		if e.RetryAfter == 0 {
+			e.RetryAfter, _ = strconv.Atoi(resp.Header.Get("Retry-After"))
+		}
 		return &e
 	}
 	msg := strings.TrimSpace(string(data))

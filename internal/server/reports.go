@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/drover-dev/drover/internal/api"
 	"github.com/drover-dev/drover/internal/store"
@@ -21,6 +22,9 @@ const (
 )
 
 func (s *Server) handleReport(w http.ResponseWriter, r *http.Request, p peer) error {
+	if v := s.quota.report(p.name); v.Admit == 0 {
+		return s.overQuota(r.Context(), p.name, "reports", v)
+	}
 	var rep api.Report
 	if err := readJSON(r, maxReport, &rep); err != nil {
 		return err
@@ -161,15 +165,64 @@ func (s *Server) handleDeviceEvents(w http.ResponseWriter, r *http.Request, p pe
 		}
 		evs[i].ID = 0
 		evs[i].Device = p.name // a device speaks only for itself
-		if len(evs[i].Message) > 64<<10 {
-			evs[i].Message = evs[i].Message[:64<<10]
-		}
+		s.boundEvent(&evs[i])
 	}
-	if err := s.emit(r.Context(), evs...); err != nil {
+	sizes := make([]int, len(evs))
+	for i, ev := range evs {
+		sizes[i] = eventSize(ev)
+	}
+	v := s.quota.events(p.name, sizes)
+	if err := s.emit(r.Context(), evs[:v.Admit]...); err != nil {
 		return err
+	}
+	if v.Admit < len(evs) {
+		return s.overQuota(r.Context(), p.name, "events", v)
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// eventSize is what an event counts against the byte quota.
+func eventSize(ev api.Event) int { return len(ev.Message) + len(ev.Payload) }
+
+// boundEvent makes ev fit the one-event limit: a payload that does not
+// fit is dropped (it would not be JSON once cut), then the message cut.
+func (s *Server) boundEvent(ev *api.Event) {
+	limit := s.quota.cfg.MaxEvent
+	if eventSize(*ev) <= limit {
+		return
+	}
+	if len(ev.Payload) > limit/2 {
+		note := fmt.Sprintf(" (payload of %d bytes dropped: an event holds at most %d)", len(ev.Payload), limit)
+		ev.Payload = nil
+		ev.Message = cut(ev.Message, limit-len(note)) + note
+	}
+	ev.Message = cut(ev.Message, limit-len(ev.Payload))
+}
+
+// cut shortens s to at most n bytes without splitting a UTF-8 sequence.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// overQuota answers a device past a quota: 429 with Retry-After, and the
+// window's one warning event.
+func (s *Server) overQuota(ctx context.Context, device, what string, v quotaVerdict) error {
+	if v.Warn {
+		if err := s.emit(ctx, api.Event{Device: device, Kind: api.KindQuota, Level: api.LevelWarn, Priority: api.PriorityMedium,
+			Message: fmt.Sprintf("device %s is over its %s quota: refused until the window ends in %ds", device, what, v.RetryAfter)}); err != nil {
+			s.log.Warn("quota warning event", "device", device, "err", err)
+		}
+		s.log.Warn("device over quota", "device", device, "quota", what)
+	}
+	return &api.Error{Code: api.ETOOMANY, RetryAfter: v.RetryAfter, Accepted: v.Admit,
+		Message: fmt.Sprintf("device %s is over its %s quota; try again in %ds", device, what, v.RetryAfter)}
 }
 
 // serverKinds are the event kinds only the server emits: a device that
@@ -179,5 +232,5 @@ var serverKinds = map[string]bool{
 	api.KindDeviceSeen: true, api.KindState: true, api.KindPackage: true, api.KindConverged: true,
 	api.KindKeepalive: true, api.KindTerminateRequested: true, api.KindTerminateDelayed: true,
 	api.KindTerminating: true, api.KindTerminated: true, api.KindHookFailed: true,
-	api.KindTerminateCleared: true, KindOutbox: true,
+	api.KindTerminateCleared: true, KindOutbox: true, api.KindQuota: true,
 }

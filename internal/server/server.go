@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -42,6 +43,8 @@ type Config struct {
 	// it (node.go); TerminationHookTimeout bounds it, 0 = 5 minutes.
 	TerminationHook        string
 	TerminationHookTimeout time.Duration
+	// Quota bounds each device's events and reports (quota.go).
+	Quota QuotaConfig
 
 	Logger *slog.Logger
 	Now    func() time.Time
@@ -57,6 +60,7 @@ type Server struct {
 	hub   *hub
 	res   *resolver
 	ev    *eventsState // events.go
+	quota *quotas      // quota.go
 	node  nodeServer   // node.go
 
 	mu   sync.Mutex
@@ -80,7 +84,11 @@ func New(ctx context.Context, cfg Config, st store.Store, blobs blob.Store) (*Se
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if err := cfg.Quota.Validate(); err != nil {
+		return nil, fmt.Errorf("server: quota: %w", err)
+	}
 	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, store: st, blobs: blobs, hub: newHub()}
+	s.quota = newQuotas(cfg.Quota, cfg.Now)
 	s.res = newResolver(st)
 	var err error
 	if s.ev, err = s.newEvents(ctx); err != nil {
@@ -168,9 +176,19 @@ func (s *Server) Handler() http.Handler {
 	return s.logRequests(mux)
 }
 
+// maxBody bounds the body of every request but a blob upload (which
+// MaxBlob bounds): no handler, present or future, reads without end.
+// Handlers bound their bodies more tightly still.
+const maxBody = 64 << 20
+
 func (s *Server) logRequests(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		limit := int64(maxBody)
+		if r.Method == http.MethodPut && strings.HasPrefix(r.URL.Path, "/v1/blobs/") {
+			limit = s.cfg.MaxBlob
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		h.ServeHTTP(sw, r)
 		s.observeHTTP(r, sw.status, time.Since(start))
