@@ -188,6 +188,9 @@ func (a *Agent) runStep(ctx context.Context, s plan.Step, manifests map[string]*
 			Progress:  a.installProgress(pkg),
 		}
 		if err == nil {
+			t.Templates, err = a.renderedTemplates(ctx, m, s.To.Instance, vals)
+		}
+		if err == nil {
 			err = a.applyWithServices(ctx, t, s.From)
 		}
 		// A blob corrupted in the cache: drop it, fetch it once more,
@@ -197,6 +200,9 @@ func (a *Agent) runStep(ctx context.Context, s plan.Step, manifests map[string]*
 			a.log.Warn("corrupt blob in the cache: fetching it again", "digest", ce.Digest, "package", pkg)
 			if err = a.cache.Delete(ctx, ce.Digest); err == nil {
 				err = a.fetch(ctx, []string{ce.Digest})
+			}
+			if err == nil {
+				t.Templates, err = a.renderedTemplates(ctx, m, s.To.Instance, vals)
 			}
 			if err == nil {
 				err = a.applyWithServices(ctx, t, s.From)

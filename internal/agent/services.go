@@ -250,30 +250,58 @@ func appValues(m *api.Manifest, app *api.ResolvedApp) (map[string]any, error) {
 	return vals, nil
 }
 
-// configureHook renders the build's templates into the install location
-// at configure (install.Target.Configure), with the app's values.
-func (a *Agent) configureHook(m *api.Manifest, instance string, vals map[string]any) func(ctx context.Context, loc string) error {
-	if len(m.Templates) == 0 {
-		return nil
-	}
-	data := param.Data{
+// templateData is what the build's templates see.
+func (a *Agent) templateData(m *api.Manifest, instance string, vals map[string]any) param.Data {
+	return param.Data{
 		Params:   vals,
 		Device:   param.Device{ID: a.cfg.Device, Labels: a.cfg.Labels},
 		Package:  param.Package{Name: m.Group + ":" + m.Name, Version: m.Version},
 		Instance: instance,
 	}
-	return func(ctx context.Context, loc string) error {
-		return param.WriteTemplates(ctx, loc, m, data, func(ctx context.Context, d string) (io.ReadCloser, error) {
-			// The cache is not trusted: a template's source is checked
-			// against its digest before it is rendered.
-			if err := blob.Verify(ctx, a.cache, d); errors.Is(err, blob.ErrDigestMismatch) {
-				return nil, &install.CorruptBlobError{Digest: d, Path: "template source"}
-			} else if err != nil {
-				return nil, err
-			}
-			return a.cache.Open(ctx, d)
-		})
+}
+
+// renderedTemplates renders a root-mode build's templates for
+// install.Target.Templates: in root mode a template is a file the package
+// owns, installed under the engine's ownership, conflict and journal
+// rules. Prefix-mode builds render at configure (configureHook) into
+// their own version folder.
+func (a *Agent) renderedTemplates(ctx context.Context, m *api.Manifest, instance string, vals map[string]any) ([]install.Template, error) {
+	if m.Install != api.InstallRoot || len(m.Templates) == 0 {
+		return nil, nil
 	}
+	rs, err := param.RenderTemplates(ctx, m, a.templateData(m, instance, vals), a.openTemplate)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]install.Template, len(rs))
+	for i, r := range rs {
+		out[i] = install.Template{Dest: r.Dest, Data: r.Data}
+	}
+	return out, nil
+}
+
+// configureHook renders a prefix-mode build's templates into the install
+// location at configure (install.Target.Configure), with the app's values.
+func (a *Agent) configureHook(m *api.Manifest, instance string, vals map[string]any) func(ctx context.Context, loc string) error {
+	if len(m.Templates) == 0 || m.Install == api.InstallRoot {
+		return nil
+	}
+	data := a.templateData(m, instance, vals)
+	return func(ctx context.Context, loc string) error {
+		return param.WriteTemplates(ctx, loc, m, data, a.openTemplate)
+	}
+}
+
+// openTemplate opens a template's source from the cache.
+func (a *Agent) openTemplate(ctx context.Context, d string) (io.ReadCloser, error) {
+	// The cache is not trusted: a template's source is checked against
+	// its digest before it is rendered.
+	if err := blob.Verify(ctx, a.cache, d); errors.Is(err, blob.ErrDigestMismatch) {
+		return nil, &install.CorruptBlobError{Digest: d, Path: "template source"}
+	} else if err != nil {
+		return nil, err
+	}
+	return a.cache.Open(ctx, d)
 }
 
 // applyWithServices applies a build and handles the app's services: the
@@ -314,6 +342,9 @@ func (a *Agent) applyWithServices(ctx context.Context, t install.Target, from *a
 		Manifest: oldM, Digest: from.Digest, Have: union(a.tags, from.Tags), Tags: from.Tags,
 		Instance: t.Instance, Params: oldParams, Configure: a.configureHook(oldM, t.Instance, vals),
 	}
+	if back.Templates, merr = a.renderedTemplates(ctx, oldM, t.Instance, vals); merr != nil {
+		return fmt.Errorf("%w (and rendering the old build's templates: %v)", err, merr)
+	}
 	if _, rerr := a.engine.Apply(ctx, back); rerr != nil {
 		return fmt.Errorf("%w (and going back to %s: %v)", err, from.Version, rerr)
 	}
@@ -332,6 +363,18 @@ func (a *Agent) reconfigure(ctx context.Context, m *api.Manifest, app *api.Resol
 	}
 	if err := a.fetch(ctx, neededDigests(m, union(a.tags, app.Tags))); err != nil {
 		return err
+	}
+	// Root mode: rendered templates are files the app owns, so new ones
+	// are applied by the engine under its journal (a no-op when they
+	// render the same).
+	if ts, err := a.renderedTemplates(ctx, m, app.Instance, vals); err != nil {
+		return err
+	} else if ts != nil {
+		have := union(a.tags, app.Tags)
+		if _, err := a.engine.Apply(ctx, install.Target{Manifest: m, Digest: app.Digest, Have: have, Tags: app.Tags,
+			Instance: app.Instance, Params: param.Strings(vals), Templates: ts}); err != nil {
+			return err
+		}
 	}
 	if err := a.engine.Reconfigure(ctx, app.Name, app.Instance, param.Strings(vals), a.configureHook(m, app.Instance, vals)); err != nil {
 		return err

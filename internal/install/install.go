@@ -115,6 +115,10 @@ type Target struct {
 	Instance string
 	// Params are exported to scripts as DROVER_PARAM_<NAME>.
 	Params map[string]string
+	// Templates are the build's rendered templates: installed with its
+	// files, as files the app owns (ownership, conflicts, journal,
+	// rollback, removal).
+	Templates []Template
 	// Configure, if set, runs at the configure step just before the
 	// configure script, with the install location (the agent renders
 	// templates here). An error counts as a failed configure: the step
@@ -305,6 +309,11 @@ func (e *Engine) newStep(t Target) (*step, *api.InstalledApp, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("apply %s: %w", c, err)
 	}
+	templates, err := e.keepTemplates(m, t.Templates)
+	if err != nil {
+		return nil, nil, fmt.Errorf("apply %s: %w", c, err)
+	}
+	tree = withTemplates(tree, templates)
 	if !api.ValidDigest(t.Digest) {
 		return nil, nil, fmt.Errorf("apply %s: digest %q is not a hex SHA-256", c, t.Digest)
 	}
@@ -332,7 +341,7 @@ func (e *Engine) newStep(t Target) (*step, *api.InstalledApp, error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("apply %s: installed build: %w", c, err)
 		}
-		oldTree, err := selectTree(oldM, cur.Have)
+		oldTree, err := appTree(oldM, cur.Have, cur.Templates)
 		if err != nil {
 			return nil, nil, fmt.Errorf("apply %s: installed build: %w", c, err)
 		}
@@ -364,10 +373,10 @@ func (e *Engine) newStep(t Target) (*step, *api.InstalledApp, error) {
 	}
 	s.app = &appState{
 		Name: name, Version: m.Version, Digest: t.Digest, Tags: slices.Clone(t.Tags),
-		Instance: t.Instance, Install: mode, Have: have, Params: t.Params,
+		Instance: t.Instance, Install: mode, Have: have, Params: t.Params, Templates: templates,
 	}
 	if s.old != nil {
-		s.app.Previous = &prevState{Version: s.old.Version, Digest: s.old.Digest, Prefix: s.old.Prefix, Have: s.old.Have}
+		s.app.Previous = &prevState{Version: s.old.Version, Digest: s.old.Digest, Prefix: s.old.Prefix, Have: s.old.Have, Templates: s.old.Templates}
 	}
 	return s, nil, nil
 }
@@ -432,7 +441,7 @@ func (e *Engine) Remove(ctx context.Context, name, instance string) error {
 	}
 	j := &journal{Op: opRemove, Mode: app.Install, Phase: phaseCommit, Action: "remove", Package: coord, OldDigest: app.Digest, Old: app}
 	if app.Install == api.InstallRoot {
-		tree, err := selectTree(m, app.Have)
+		tree, err := appTree(m, app.Have, app.Templates)
 		if err != nil {
 			return fmt.Errorf("remove %s: %w", coord, err)
 		}

@@ -36,7 +36,7 @@ func (e *Engine) applyPrefix(ctx context.Context, s *step) (postrmErr, err error
 	// A rollback to the kept previous build reuses its folder: no
 	// unpacking, no blob needed.
 	if p := prevOf(s.old); p != nil && p.Digest == s.t.Digest && p.Prefix != "" &&
-		sameTree(s.tree, pkgfile.Tree(s.m, p.Have)) && isDir(p.Prefix) {
+		sameTree(s.tree, withTemplates(pkgfile.Tree(s.m, p.Have), p.Templates)) && isDir(p.Prefix) {
 		j.Dest, j.Reuse = p.Prefix, true
 	} else {
 		if j.Dest, err = freeName(pkgDir, s.m.Version, s.t.Digest); err != nil {
@@ -189,7 +189,7 @@ func (e *Engine) unpack(ctx context.Context, tree []api.File, dir string, progre
 	if err := e.point("unpack-1"); err != nil {
 		return err
 	}
-	if err := writeBlobs(ctx, e.cfg.Blobs, files, e.syncEach, progress); err != nil {
+	if err := writeBlobs(ctx, engineBlobs{e}, files, e.syncEach, progress); err != nil {
 		return err
 	}
 	// Modes last: a read-only directory must first receive its files.

@@ -438,7 +438,7 @@ func (e *Engine) stageRoot(ctx context.Context, j *journal, tree []api.File, mod
 			}
 		}
 	}
-	if err := writeBlobs(ctx, e.cfg.Blobs, files, e.syncEach, progress); err != nil {
+	if err := writeBlobs(ctx, engineBlobs{e}, files, e.syncEach, progress); err != nil {
 		return err
 	}
 	for _, d := range j.CreatedDirs {
@@ -547,7 +547,7 @@ func (e *Engine) rollbackRoot(ctx context.Context, j *journal) error {
 		if err != nil {
 			return err
 		}
-		tree, err := selectTree(m, j.Old.Have)
+		tree, err := appTree(m, j.Old.Have, j.Old.Templates)
 		if err != nil {
 			return err
 		}
@@ -623,7 +623,7 @@ func (e *Engine) restore(ctx context.Context, oldBy map[string]api.File, en root
 	}
 	switch of.Type {
 	case api.TypeFile:
-		if err := writeBlob(ctx, e.cfg.Blobs, of, tmp, false); err != nil {
+		if err := writeBlob(ctx, engineBlobs{e}, of, tmp, false); err != nil {
 			return fmt.Errorf("restore %s: %w", en.Path, err)
 		}
 	case api.TypeSymlink:

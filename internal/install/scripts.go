@@ -179,11 +179,15 @@ func (e *Engine) gcBuilds() error {
 			keep[a.Previous.Digest] = true
 		}
 	}
-	if j, err := e.readJournal(); err == nil {
+	var errs []error
+	j, jerr := e.readJournal()
+	if jerr == nil {
 		keep[j.OldDigest] = true
 		keep[j.NewDigest] = true
+		errs = append(errs, e.gcRendered(j))
+	} else if errors.Is(jerr, os.ErrNotExist) {
+		errs = append(errs, e.gcRendered(nil))
 	}
-	var errs []error
 	mdir := filepath.Join(e.cfg.StateDir, "manifests")
 	ents, _ := os.ReadDir(mdir)
 	for _, de := range ents {

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/drover-dev/drover/internal/api"
 )
 
 // appState is one installed app as state.json records it.
@@ -29,6 +31,9 @@ type appState struct {
 	// relative slash paths; Dirs the directories it created.
 	Paths []string `json:"paths,omitempty"`
 	Dirs  []string `json:"dirs,omitempty"`
+	// Templates are the app's rendered templates, as tree entries whose
+	// content is in the engine's rendered store.
+	Templates []api.File `json:"templates,omitempty"`
 	// Previous is the build kept for a rollback without download.
 	Previous *prevState `json:"previous,omitempty"`
 }
@@ -39,6 +44,8 @@ type prevState struct {
 	Digest  string   `json:"digest"`
 	Prefix  string   `json:"prefix,omitempty"`
 	Have    []string `json:"have,omitempty"`
+	// Templates are the previous build's rendered templates.
+	Templates []api.File `json:"templates,omitempty"`
 }
 
 func (a *appState) key() string { return a.Name + "\x00" + a.Instance }
@@ -60,6 +67,7 @@ func (a *appState) clone() *appState {
 	b.Have = slices.Clone(a.Have)
 	b.Paths = slices.Clone(a.Paths)
 	b.Dirs = slices.Clone(a.Dirs)
+	b.Templates = slices.Clone(a.Templates)
 	if a.Params != nil {
 		b.Params = make(map[string]string, len(a.Params))
 		for k, v := range a.Params {
@@ -69,6 +77,7 @@ func (a *appState) clone() *appState {
 	if a.Previous != nil {
 		p := *a.Previous
 		p.Have = slices.Clone(a.Previous.Have)
+		p.Templates = slices.Clone(a.Previous.Templates)
 		b.Previous = &p
 	}
 	return &b

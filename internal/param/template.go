@@ -67,33 +67,55 @@ func Render(name string, src []byte, d Data) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-// WriteTemplates renders each template of m (its source read through
-// open, by digest) with d and writes it to its dest under loc, atomically,
-// never outside loc.
-func WriteTemplates(ctx context.Context, loc string, m *api.Manifest, d Data, open func(ctx context.Context, digest string) (io.ReadCloser, error)) error {
+// Rendered is one template of a manifest, rendered.
+type Rendered struct {
+	Dest string // the template's dest, relative to the install location
+	Data []byte
+}
+
+// RenderTemplates renders each template of m (its source read through
+// open, by digest) with d.
+func RenderTemplates(ctx context.Context, m *api.Manifest, d Data, open func(ctx context.Context, digest string) (io.ReadCloser, error)) ([]Rendered, error) {
+	var out []Rendered
 	for _, t := range m.Templates {
 		f, err := open(ctx, t.Digest)
 		if err != nil {
-			return fmt.Errorf("template %s: %w", t.Src, err)
+			return nil, fmt.Errorf("template %s: %w", t.Src, err)
 		}
 		src, err := io.ReadAll(io.LimitReader(f, maxTemplate+1))
 		f.Close()
 		if err != nil {
-			return fmt.Errorf("template %s: %w", t.Src, err)
+			return nil, fmt.Errorf("template %s: %w", t.Src, err)
 		}
-		out, err := Render(t.Src, src, d)
+		data, err := Render(t.Src, src, d)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		dest, err := securejoin.SecureJoin(loc, filepath.FromSlash(t.Dest))
+		out = append(out, Rendered{Dest: t.Dest, Data: data})
+	}
+	return out, nil
+}
+
+// WriteTemplates renders each template of m (its source read through
+// open, by digest) with d and writes it to its dest under loc, atomically,
+// never outside loc. It is for a prefix-mode version folder, which the
+// package owns whole; in root mode templates go through the install
+// engine as files the package owns (install.Target.Templates).
+func WriteTemplates(ctx context.Context, loc string, m *api.Manifest, d Data, open func(ctx context.Context, digest string) (io.ReadCloser, error)) error {
+	rendered, err := RenderTemplates(ctx, m, d, open)
+	if err != nil {
+		return err
+	}
+	for _, r := range rendered {
+		dest, err := securejoin.SecureJoin(loc, filepath.FromSlash(r.Dest))
 		if err != nil {
-			return fmt.Errorf("template %s: dest %s: %w", t.Src, t.Dest, err)
+			return fmt.Errorf("template dest %s: %w", r.Dest, err)
 		}
 		if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
-			return fmt.Errorf("template %s: %w", t.Src, err)
+			return fmt.Errorf("template dest %s: %w", r.Dest, err)
 		}
-		if err := writeNew(dest, out); err != nil {
-			return fmt.Errorf("template %s: %w", t.Src, err)
+		if err := writeNew(dest, r.Data); err != nil {
+			return fmt.Errorf("template dest %s: %w", r.Dest, err)
 		}
 	}
 	return nil
