@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -13,6 +12,7 @@ import (
 	"github.com/vbauerster/mpb/v8/decor"
 
 	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/atomicfile"
 	"github.com/drover-dev/drover/internal/pkgfile"
 	"github.com/drover-dev/drover/internal/push"
 )
@@ -40,7 +40,7 @@ func pkgBuildCmd(e *env) *cobra.Command {
 			if out == "" {
 				out = fmt.Sprintf("%s-%s-%s%s.drover", m.Group, m.Name, m.Version, tagSuffix(m.Tags))
 			}
-			if err := writeFileAtomic(out, buf.Bytes()); err != nil {
+			if err := atomicfile.WriteFile(out, buf.Bytes(), 0o644); err != nil {
 				return err
 			}
 			fmt.Fprintf(e.stdout, "%s\t%s\t[%s]\t%d files\t%s\n", out, m.Coordinate(), strings.Join(m.Tags, ","), len(m.Files), digest)
@@ -56,27 +56,6 @@ func tagSuffix(tags []string) string {
 		return ""
 	}
 	return "-" + strings.Join(tags, "_")
-}
-
-// writeFileAtomic writes data to path through a temporary file, so a
-// failed build never leaves half a package file.
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 func pkgPushCmd(e *env, conn *connFlags) *cobra.Command {

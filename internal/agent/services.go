@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/atomicfile"
 	"github.com/drover-dev/drover/internal/blob"
 	"github.com/drover-dev/drover/internal/install"
 	"github.com/drover-dev/drover/internal/local"
@@ -198,9 +199,8 @@ func (a *Agent) loadPurge() map[string]bool {
 
 func (a *Agent) savePurge(m map[string]bool) {
 	b, _ := json.Marshal(m)
-	tmp := a.purgeFile() + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err == nil {
-		_ = os.Rename(tmp, a.purgeFile())
+	if err := atomicfile.WriteFile(a.purgeFile(), b, 0o600); err != nil {
+		a.log.Warn("purge flags", "err", err)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/atomicfile"
 )
 
 // spool keeps the agent's unsent events on disk, so that an event the
@@ -65,8 +66,8 @@ func (s *spool) add(ev api.Event) error {
 	return err
 }
 
-// rewrite replaces the spool's content with evs (temp file and rename, so
-// a crash leaves the old or the new list).
+// rewrite replaces the spool's content with evs (atomicfile, so a crash
+// leaves the old or the new list).
 func (s *spool) rewrite(evs []api.Event) error {
 	var buf bytes.Buffer
 	for _, ev := range evs {
@@ -77,12 +78,8 @@ func (s *spool) rewrite(evs []api.Event) error {
 		buf.Write(line)
 		buf.WriteByte('\n')
 	}
-	tmp := s.path + ".tmp"
-	if err := os.WriteFile(tmp, buf.Bytes(), 0o600); err != nil {
-		return fmt.Errorf("write event spool: %w", err)
-	}
-	if err := os.Rename(tmp, s.path); err != nil {
-		return fmt.Errorf("write event spool: %w", err)
+	if err := atomicfile.WriteFile(s.path, buf.Bytes(), 0o600); err != nil {
+		return fmt.Errorf("event spool: %w", err)
 	}
 	return nil
 }

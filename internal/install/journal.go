@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/drover-dev/drover/internal/atomicfile"
 )
 
 // Journal phases (docs/install.md). Each is written, fsynced, before the
@@ -86,7 +88,7 @@ func (e *Engine) writeJournal(j *journal) error {
 	if err != nil {
 		return err
 	}
-	if err := atomicWrite(e.journalPath(), b, 0o600); err != nil {
+	if err := atomicfile.WriteFile(e.journalPath(), b, 0o600); err != nil {
 		return fmt.Errorf("journal: %w", err)
 	}
 	return nil
@@ -114,5 +116,5 @@ func (e *Engine) deleteJournal() error {
 	if err := os.Remove(e.journalPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	return syncDir(e.cfg.StateDir)
+	return atomicfile.SyncDir(e.cfg.StateDir)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/Masterminds/semver/v3"
 
 	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/atomicfile"
 	"github.com/drover-dev/drover/internal/pkgfile"
 )
 
@@ -83,7 +84,7 @@ func (e *Engine) applyPrefix(ctx context.Context, s *step) (postrmErr, err error
 		if err := os.Rename(j.Partial, j.Dest); err != nil {
 			return nil, e.undoStaging(j, err)
 		}
-		if err := syncDir(pkgDir); err != nil {
+		if err := atomicfile.SyncDir(pkgDir); err != nil {
 			return nil, e.undoStaging(j, err)
 		}
 		if err := e.point("staged"); err != nil {
@@ -226,7 +227,7 @@ func switchCurrent(pkgDir, name string) error {
 		_ = os.Remove(tmp)
 		return err
 	}
-	return syncDir(pkgDir)
+	return atomicfile.SyncDir(pkgDir)
 }
 
 // configure runs postinst, the Configure hook and the configure script
@@ -346,7 +347,7 @@ func (e *Engine) rollbackPrefix(j *journal) error {
 		if err := removeIfExists(filepath.Join(j.PkgDir, "current")); err != nil {
 			return err
 		}
-		if err := syncDir(j.PkgDir); err != nil {
+		if err := atomicfile.SyncDir(j.PkgDir); err != nil {
 			return err
 		}
 	}
@@ -503,7 +504,7 @@ func (e *Engine) removePrefixFiles(j *journal) error {
 	if err := removeIfExists(filepath.Join(j.PkgDir, "current")); err != nil {
 		return err
 	}
-	if err := syncDir(j.PkgDir); err != nil {
+	if err := atomicfile.SyncDir(j.PkgDir); err != nil {
 		return err
 	}
 	if err := e.point("removed-current"); err != nil {
@@ -520,7 +521,7 @@ func (e *Engine) removePrefixFiles(j *journal) error {
 			}
 		}
 	}
-	if err := syncDir(j.PkgDir); err != nil {
+	if err := atomicfile.SyncDir(j.PkgDir); err != nil {
 		return err
 	}
 	return e.point("removed-files")

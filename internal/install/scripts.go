@@ -15,6 +15,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/drover-dev/drover/internal/atomicfile"
 	"github.com/drover-dev/drover/internal/privdir"
 
 	"github.com/drover-dev/drover/internal/api"
@@ -81,7 +82,7 @@ func (e *Engine) saveBuild(ctx context.Context, digest string, m *api.Manifest) 
 		if err != nil {
 			return err
 		}
-		if err := atomicWrite(mp, b, 0o600); err != nil {
+		if err := atomicfile.WriteFile(mp, b, 0o600); err != nil {
 			return err
 		}
 	}
@@ -115,7 +116,7 @@ func (e *Engine) saveBuild(ctx context.Context, digest string, m *api.Manifest) 
 		wrote = true
 	}
 	if wrote {
-		return syncDir(dir)
+		return atomicfile.SyncDir(dir)
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/atomicfile"
 )
 
 // appState is one installed app as state.json records it.
@@ -160,5 +161,5 @@ func (s *stateFile) write(dir string) error {
 	if err != nil {
 		return err
 	}
-	return atomicWrite(filepath.Join(dir, "state.json"), b, 0o600)
+	return atomicfile.WriteFile(filepath.Join(dir, "state.json"), b, 0o600)
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/atomicfile"
 	"github.com/drover-dev/drover/internal/blob"
 )
 
@@ -56,7 +57,7 @@ func (e *Engine) keepTemplates(m *api.Manifest, ts []Template) ([]api.File, erro
 		if ok, err := exists(p); err != nil {
 			return nil, err
 		} else if !ok {
-			if err := atomicWrite(p, t.Data, 0o600); err != nil {
+			if err := atomicfile.WriteFile(p, t.Data, 0o600); err != nil {
 				return nil, fmt.Errorf("template %s: %w", t.Dest, err)
 			}
 		}

@@ -3,18 +3,16 @@ package param
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"syscall"
 	"text/template"
 
 	securejoin "github.com/cyphar/filepath-securejoin"
 
 	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/atomicfile"
 )
 
 // Data is what a template sees: .Params.NAME, .Device.ID,
@@ -121,35 +119,15 @@ func WriteTemplates(ctx context.Context, loc string, m *api.Manifest, d Data, op
 	return nil
 }
 
-// writeNew replaces dest with data through a temp file of its own that it
-// creates (O_EXCL|O_NOFOLLOW), so nothing planted beside dest (a symlink
-// at a guessable temp name) can redirect the write. Rendered templates
-// hold parameter values, which may be secrets: a new file is 0640, and a
-// file already there keeps its mode (the package's or the operator's).
+// writeNew replaces dest with data (atomicfile: a temp file of its own,
+// O_EXCL|O_NOFOLLOW, so nothing planted beside dest can redirect the
+// write). Rendered templates hold parameter values, which may be secrets:
+// a new file is 0640, and a file already there keeps its mode (the
+// package's or the operator's).
 func writeNew(dest string, data []byte) error {
 	mode := os.FileMode(0o640)
 	if fi, err := os.Lstat(dest); err == nil && fi.Mode().IsRegular() {
 		mode = fi.Mode().Perm()
 	}
-	var rnd [8]byte
-	_, _ = rand.Read(rnd[:])
-	tmp := filepath.Join(filepath.Dir(dest), "."+filepath.Base(dest)+".drover-tmp-"+hex.EncodeToString(rnd[:]))
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, mode)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(mode) // the umask must not widen or narrow it
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, dest)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-	}
-	return err
+	return atomicfile.WriteFile(dest, data, mode)
 }

@@ -8,7 +8,8 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
+
+	"github.com/drover-dev/drover/internal/atomicfile"
 )
 
 // pathErr strips the operation and path from an os error, so that our own
@@ -134,64 +135,13 @@ func writePair(certPath, keyPath string, certDER []byte, key *ecdsa.PrivateKey) 
 }
 
 // writeNew writes data to a new file at path and never replaces an
-// existing one. The data goes to a temporary file first, which is then
-// hard-linked to path: the link fails if path exists, and path never holds
-// a half-written key, even after a crash.
+// existing one (atomicfile.WriteNew: path never holds a half-written key,
+// even after a crash).
 func writeNew(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, pathErr(err))
-	}
-	defer os.Remove(tmp.Name())
-	err = tmp.Chmod(perm)
-	if err == nil {
-		_, err = tmp.Write(data)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, pathErr(err))
-	}
-	if err := os.Link(tmp.Name(), path); err != nil {
+	if err := atomicfile.WriteNew(path, data, perm); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return fmt.Errorf("%s: %w", path, ErrExists)
 		}
-		// Some file systems have no hard links; O_EXCL still refuses to
-		// overwrite, at the cost of atomicity.
-		if err := writeExcl(path, data, perm); err != nil {
-			return err
-		}
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync() // make the new name durable; not all systems allow it
-		_ = d.Close()
-	}
-	return nil
-}
-
-// writeExcl creates path with O_EXCL and writes data to it.
-func writeExcl(path string, data []byte, perm os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
-	if err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%s: %w", path, ErrExists)
-		}
-		return fmt.Errorf("write %s: %w", path, pathErr(err))
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		_ = os.Remove(path)
 		return fmt.Errorf("write %s: %w", path, pathErr(err))
 	}
 	return nil
