@@ -183,6 +183,7 @@ func (a *Agent) runStep(ctx context.Context, s plan.Step, manifests map[string]*
 		}
 		t := install.Target{
 			Manifest: m, Digest: s.To.Digest, Have: have, Tags: s.To.Tags,
+			Action:   string(s.Action), // the plan's kind; the engine takes it
 			Instance: s.To.Instance, Params: param.Strings(vals),
 			Configure: a.configureHook(m, s.To.Instance, vals),
 			Progress:  a.installProgress(pkg),

@@ -30,9 +30,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/drover-dev/drover/internal/plan"
 	"github.com/drover-dev/drover/internal/privdir"
-
-	"github.com/Masterminds/semver/v3"
 
 	"github.com/drover-dev/drover/internal/api"
 )
@@ -111,7 +110,11 @@ type Target struct {
 	// Have is device tags ∪ entry tags: it selects the overlays.
 	Have []string
 	// Tags are the desired-state entry's tags, recorded as is.
-	Tags     []string
+	Tags []string
+	// Action is the step's kind as the plan decided it (install,
+	// upgrade, downgrade, reinstall): scripts see it as DROVER_ACTION.
+	// Empty asks plan.Change, the plan's own rule.
+	Action   string
 	Instance string
 	// Params are exported to scripts as DROVER_PARAM_<NAME>.
 	Params map[string]string
@@ -359,17 +362,17 @@ func (e *Engine) newStep(t Target) (*step, *api.InstalledApp, error) {
 			return nil, &out, nil
 		}
 		s.old, s.oldM, s.oldTree = cur.clone(), oldM, oldTree
-		s.action = "reinstall"
-		nv, err1 := semver.StrictNewVersion(m.Version)
-		ov, err2 := semver.NewVersion(cur.Version)
-		if err1 == nil && err2 == nil {
-			switch nv.Compare(ov) {
-			case 1:
-				s.action = "upgrade"
-			case -1:
-				s.action = "downgrade"
-			}
+		// The plan decides the kind; the engine only checks it fits.
+		switch a := plan.Action(t.Action); a {
+		case plan.Upgrade, plan.Downgrade, plan.Reinstall:
+			s.action = string(a)
+		case "", plan.Install:
+			s.action = string(plan.Change(cur.Version, m.Version))
+		default:
+			return nil, nil, fmt.Errorf("apply %s: step kind %q: want install, upgrade, downgrade or reinstall", c, t.Action)
 		}
+	} else if t.Action != "" && plan.Action(t.Action) != plan.Install {
+		e.log.Warn("nothing installed: the step is an install", "package", c.String(), "action", t.Action)
 	}
 	s.app = &appState{
 		Name: name, Version: m.Version, Digest: t.Digest, Tags: slices.Clone(t.Tags),

@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/plan"
 )
 
 var modes = []string{api.InstallPrefix, api.InstallRoot}
@@ -714,5 +715,38 @@ func TestCheckInstalledDetects(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// The plan decides a step's kind and the engine takes it; without one
+// (a standalone install, the way back after a failed start) the engine
+// asks the plan's rule, never a rule of its own.
+func TestStepKindIsThePlans(t *testing.T) {
+	cases := []struct {
+		name       string
+		from, to   string
+		action     plan.Action
+		wantAction string
+	}{
+		{"given by the plan", "1.0.0", "2.0.0", plan.Upgrade, "upgrade"},
+		{"plan says downgrade", "2.0.0", "1.0.0", plan.Downgrade, "downgrade"},
+		{"plan's rule: other build metadata is an upgrade", "1.0.0+a", "1.0.0+b", "", "upgrade"},
+		{"plan's rule: same version is a reinstall", "1.0.0", "1.0.0", "", "reinstall"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			v := newEnv(t)
+			e := v.engine(nil)
+			v.apply(e, v.target(pkg{name: "app", version: c.from, files: v1Files(), scripts: []string{"preinst"}}))
+			v.readMarks()
+			files := v2Files()
+			tg := v.target(pkg{name: "app", version: c.to, files: files, scripts: []string{"preinst"}})
+			tg.Action = string(c.action)
+			v.apply(e, tg)
+			lines := v.readMarks()
+			if len(lines) != 1 || !strings.Contains(lines[0], " action="+c.wantAction+" ") {
+				t.Errorf("%s -> %s (plan %q): preinst saw %q, want action=%s", c.from, c.to, c.action, lines, c.wantAction)
+			}
+		})
 	}
 }

@@ -123,7 +123,11 @@ func Make(r *api.Resolved, installed []api.InstalledApp, dependsOf func(api.Inst
 			}
 			continue
 		}
-		steps = append(steps, Step{Action: change(from, to), Name: to.Name, Instance: to.Instance, From: from, To: to})
+		act := Install
+		if from != nil {
+			act = Change(from.Version, to.Version)
+		}
+		steps = append(steps, Step{Action: act, Name: to.Name, Instance: to.Instance, From: from, To: to})
 	}
 
 	var gone []*api.InstalledApp
@@ -138,17 +142,17 @@ func Make(r *api.Resolved, installed []api.InstalledApp, dependsOf func(api.Inst
 	return steps
 }
 
-// change tells what replacing from by to is.
-func change(from *api.InstalledApp, to *api.ResolvedApp) Action {
-	if from == nil {
-		return Install
-	}
-	old, err1 := semver.NewVersion(from.Version)
-	nu, err2 := semver.NewVersion(to.Version)
+// Change tells what replacing an installed version by another is:
+// Upgrade, Downgrade or Reinstall. It is the one rule of a step's kind;
+// the install engine takes the plan's kind, and asks Change when it has
+// none.
+func Change(from, to string) Action {
+	old, err1 := semver.NewVersion(from)
+	nu, err2 := semver.NewVersion(to)
 	if err1 != nil || err2 != nil {
 		// An unreadable version on disk is replaced the way an upgrade
 		// replaces anything; only the label is unsure.
-		if from.Version == to.Version {
+		if from == to {
 			return Reinstall
 		}
 		return Upgrade
@@ -158,7 +162,7 @@ func change(from *api.InstalledApp, to *api.ResolvedApp) Action {
 		return Upgrade
 	case c < 0:
 		return Downgrade
-	case from.Version != to.Version:
+	case from != to:
 		// Same precedence, other build metadata (1.0.0+a, 1.0.0+b):
 		// another version all the same.
 		return Upgrade
