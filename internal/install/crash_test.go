@@ -86,9 +86,17 @@ func crashScenarios(mode string) []crashScenario {
 			}
 		}
 	}
+	t1t := func(v *env) Target {
+		return v.target(pkg{name: "app", version: "1.0.0", install: mode, files: v1Files(), templates: map[string]string{"etc/rendered.conf": "port 1\n"}})
+	}
+	t2t := func(v *env) Target {
+		return v.target(pkg{name: "app", version: "2.0.0", install: mode, files: v2Files(), templates: map[string]string{"etc/rendered.conf": "port 2\n", "etc/new.conf": "new\n"}})
+	}
 	d := func(tg func(*env) Target) func(*env) string { return func(v *env) string { return tg(v).Digest } }
 	none := func(*env) string { return "" }
 	return []crashScenario{
+		// Rendered templates are files of the app: the journal covers them.
+		{name: "upgrade with templates", setup: install(t1t), op: apply(t2t), old: d(t1t), new: d(t2t), newFrom: "journal-configured", recoverCrashes: true},
 		{name: "install", setup: install(), op: apply(t1), old: none, new: d(t1), newFrom: "journal-configured"},
 		{name: "install, postinst fails", setup: install(), op: apply(t2fail), old: none},
 		{name: "upgrade", setup: install(t1), op: apply(t2), old: d(t1), new: d(t2), newFrom: "journal-configured", recoverCrashes: true},

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -165,6 +166,8 @@ type pkg struct {
 	instance               string
 	have                   []string
 	params                 map[string]string
+	// templates are rendered templates: dest -> content.
+	templates map[string]string
 }
 
 // target builds the manifest, stores its blobs and returns the Target.
@@ -193,6 +196,11 @@ func (v *env) target(p pkg) Target {
 			m.Scripts[n] = v.putBlob(markScript(n))
 		}
 	}
+	var rendered []Template
+	for _, dest := range slices.Sorted(maps.Keys(p.templates)) {
+		m.Templates = append(m.Templates, api.Template{Src: "templates/" + path.Base(dest), Dest: dest, Digest: v.putBlob("{{/* source of */}}" + dest)})
+		rendered = append(rendered, Template{Dest: dest, Data: []byte(p.templates[dest])})
+	}
 	b, err := json.Marshal(m)
 	if err != nil {
 		v.t.Fatal(err)
@@ -202,7 +210,7 @@ func (v *env) target(p pkg) Target {
 	for k, val := range p.params {
 		params[k] = val
 	}
-	return Target{Manifest: m, Digest: hex.EncodeToString(h[:]), Have: p.have, Tags: []string{"t1"}, Instance: p.instance, Params: params}
+	return Target{Manifest: m, Digest: hex.EncodeToString(h[:]), Have: p.have, Tags: []string{"t1"}, Instance: p.instance, Params: params, Templates: rendered}
 }
 
 func (v *env) apply(e *Engine, t Target) *api.InstalledApp {
@@ -282,6 +290,7 @@ func (v *env) assertConsistent(e *Engine) {
 		wantRoot[p] = true
 	}
 	wantSW := map[string]bool{}
+	rendered := map[string]bool{} // digests the rendered store must hold
 	for _, a := range e.state.Apps {
 		m, err := e.Manifest(a.Digest)
 		if err != nil {
@@ -291,10 +300,25 @@ func (v *env) assertConsistent(e *Engine) {
 		if err := CheckInstalled(v.root, v.sw, pub, m, a.Have); err != nil {
 			v.t.Fatalf("CheckInstalled(%s %s) = %v", a.Name, a.Version, err)
 		}
-		tree, _ := selectTree(m, a.Have)
+		tree, _ := appTree(m, a.Have, a.Templates)
+		for _, f := range a.Templates {
+			rendered[f.Digest] = true
+		}
+		if a.Previous != nil {
+			for _, f := range a.Previous.Templates {
+				rendered[f.Digest] = true
+			}
+		}
 		if a.Install == api.InstallRoot {
 			for _, f := range tree {
 				withAncestors(wantRoot, f.Path)
+			}
+			// Rendered templates are whole, as the build's files are.
+			for _, f := range a.Templates {
+				loc := func(r string, _ bool) (string, error) { return filepath.Join(v.root, filepath.FromSlash(r)), nil }
+				if err := checkOne(f, loc, false); err != nil {
+					v.t.Fatalf("%s %s template %s: %v", a.Name, a.Version, f.Path, err)
+				}
 			}
 			continue
 		}
@@ -310,7 +334,7 @@ func (v *env) assertConsistent(e *Engine) {
 			if err != nil {
 				v.t.Fatalf("Manifest(previous %s) = %v", p.Digest, err)
 			}
-			ptree, err := selectTree(pm, p.Have)
+			ptree, err := appTree(pm, p.Have, p.Templates)
 			if err != nil {
 				v.t.Fatal(err)
 			}
@@ -353,6 +377,9 @@ func (v *env) assertConsistent(e *Engine) {
 	}
 	if got, want := walk(v.t, filepath.Join(v.state, "scripts")), sortedKeys(keptS); !slices.Equal(got, want) {
 		v.t.Fatalf("kept scripts:\n got %q\nwant %q", got, want)
+	}
+	if got, want := walk(v.t, filepath.Join(v.state, "rendered")), sortedKeys(rendered); !slices.Equal(got, want) {
+		v.t.Fatalf("kept rendered templates:\n got %q\nwant %q", got, want)
 	}
 	if got, want := walk(v.t, v.root), sortedKeys(wantRoot); !slices.Equal(got, want) {
 		v.t.Fatalf("files under root:\n got %q\nwant %q", got, want)
