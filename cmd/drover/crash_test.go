@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -92,56 +93,106 @@ func checkWhole(t *testing.T, a *agentProc, from, to string) {
 	}
 }
 
-// TestCrashRecovery kills the agent with SIGKILL at random moments of
-// installs, upgrades and downgrades, then recovers and checks that every
-// package is wholly the old or wholly the new version.
-func TestCrashRecovery(t *testing.T) {
-	f := newFleet(t)
-	f.op(append([]string{"pkg", "push"}, crashPackages(t, f, 400)...)...)
-	a := f.newAgent("crashy")
-	a.start()
-	f.waitFor("crashy", "reported", func(d deviceJSON) bool { return len(d.SystemTags) > 0 })
+// crashRuns is how many kills each of the two agents of TestCrashRecovery
+// takes; DROVER_CRASH_RUNS sets another number (for a long soak).
+const crashRuns = 8
 
-	// Measure one clean install, from its events, to aim the kills at the
-	// time the agent is inside its steps.
-	f.op("state", "set", "-f", writeState(t, f, "crashy", bigState("crashy", "1.0.0")))
-	f.waitConverged("crashy", "com.example:bigprefix=1.0.0", "com.example:bigroot=1.0.0")
-	lead, window := stepWindow(t, f, "crashy")
+// TestCrashRecovery kills the agent with SIGKILL at random moments of
+// installs, upgrades, downgrades and removals, then recovers and checks
+// that every package is wholly the old or wholly the new version.
+//
+// Kills are aimed: each run picks a target, in turn "any moment" (a
+// random delay across the measured step window) or one journal phase
+// (staging, commit, switched, configured), and the agent is killed as soon
+// as its journal shows that phase, so every phase of recovery is met
+// rather than left to timing. Two agents, each with its own server, run at
+// once.
+//
+// The random choices come from a seed that the test logs; to replay a
+// failure, run it again with DROVER_CRASH_SEED=<seed> (and the same
+// DROVER_CRASH_RUNS, if it was set).
+func TestCrashRecovery(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("DROVER_CRASH_SEED"); s != "" {
+		var err error
+		if seed, err = strconv.ParseUint(s, 10, 64); err != nil {
+			t.Fatalf("DROVER_CRASH_SEED=%q: want an unsigned integer", s)
+		}
+	}
+	runs := crashRuns
+	if s := os.Getenv("DROVER_CRASH_RUNS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			t.Fatalf("DROVER_CRASH_RUNS=%q: want a positive number", s)
+		}
+		runs = n
+	}
+	t.Logf("crash seed %d (replay with DROVER_CRASH_SEED=%d), %d kills per agent", seed, seed, runs)
+	for k, name := range []string{"crashy-a", "crashy-b"} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			crashAgent(t, name, rand.New(rand.NewPCG(seed, uint64(k)+7)), runs)
+		})
+	}
+}
+
+// crashTargets are what a run aims its kill at, in turn: "" is any
+// moment; the others are journal phases.
+var crashTargets = []string{"", "staging", "commit", "switched", "configured", ""}
+
+// crashAgent runs the kills of one agent against a server of its own.
+func crashAgent(t *testing.T, id string, rng *rand.Rand, runs int) {
+	f := newFleet(t)
+	f.op(append([]string{"pkg", "push"}, crashPackages(t, f, 250)...)...)
+	a := f.newAgent(id)
+	a.start()
+	f.waitFor(id, "reported", func(d deviceJSON) bool { return len(d.SystemTags) > 0 })
+
+	// Measure one clean install, from its events, to aim the "any
+	// moment" kills at the time the agent is inside its steps.
+	f.op("state", "set", "-f", writeState(t, f, id, bigState(id, "1.0.0")))
+	f.waitConverged(id, "com.example:bigprefix=1.0.0", "com.example:bigroot=1.0.0")
+	lead, window := stepWindow(t, f, id)
 	t.Logf("a clean install: first step starts %v after the state is set and the steps take %v", lead, window)
 
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	current := "1.0.0"
-	const runs = 32
 	interrupted := 0 // kills that left a step half done
+	hit := map[string]int{}
 	for i := range runs {
 		from := current
 		to := map[string]string{"1.0.0": "2.0.0", "2.0.0": "1.0.0"}[current]
+		target := crashTargets[rng.IntN(len(crashTargets))]
+		if i < len(crashTargets) {
+			target = crashTargets[i] // the first runs meet every target once
+		}
 		if i%4 == 3 {
 			// A fresh install: remove everything first (cleanly).
-			f.op("state", "set", "-f", writeState(t, f, "crashy", bigState("crashy", "")))
-			f.waitConverged("crashy")
+			f.op("state", "set", "-f", writeState(t, f, id, bigState(id, "")))
+			f.waitConverged(id)
 			from = ""
 		}
-		f.op("state", "set", "-f", writeState(t, f, "crashy", bigState("crashy", to)))
-		var delay time.Duration
-		if i%3 == 0 {
-			// Any moment: before, inside or after the steps.
-			delay = lead + time.Duration(rng.Int64N(int64(window)*5/4+1))
-			time.Sleep(delay)
+		f.op("state", "set", "-f", writeState(t, f, id, bigState(id, to)))
+		start := time.Now()
+		if target == "" {
+			time.Sleep(lead + time.Duration(rng.Int64N(int64(window)*5/4+1)))
 		} else {
-			// Inside a step: wait until the agent is writing files (after
-			// its downloads), then a random moment of the next 30 ms.
-			// Timing alone misses that phase on a loaded machine.
-			start := time.Now()
-			for !inStep(a) && time.Since(start) < 10*time.Second {
-				time.Sleep(time.Millisecond)
+			// Kill as soon as the journal is in the target phase, or a
+			// later one should the poll miss a short phase; give up
+			// once the steps should long be done.
+			giveUp := 2*(lead+window) + 5*time.Second
+			for time.Since(start) < giveUp {
+				if phaseRank[journalPhase(a)] >= phaseRank[target] {
+					break
+				}
+				time.Sleep(200 * time.Microsecond)
 			}
-			time.Sleep(time.Duration(rng.Int64N(int64(30 * time.Millisecond))))
-			delay = time.Since(start)
 		}
+		delay := time.Since(start)
+		phase := journalPhase(a)
 		a.kill()
 		if inStep(a) {
 			interrupted++
+			hit[phase]++
 		}
 
 		r := runBin(t, nil, "", append(a.args, "--recover-only")...)
@@ -150,14 +201,14 @@ func TestCrashRecovery(t *testing.T) {
 		}
 		checkWhole(t, a, from, to)
 		if t.Failed() {
-			t.Fatalf("run %d (%s -> %s, killed after %v): invariant broken; agent log:\n%s", i, from, to, delay, tail(a.logs.String(), 4000))
+			t.Fatalf("run %d (%s -> %s, aimed at %q, killed in phase %q after %v): invariant broken; agent log:\n%s", i, from, to, target, phase, delay, tail(a.logs.String(), 4000))
 		}
 
 		a.start()
-		f.waitConverged("crashy", "com.example:bigprefix="+to, "com.example:bigroot="+to)
+		f.waitConverged(id, "com.example:bigprefix="+to, "com.example:bigroot="+to)
 		current = to
 	}
-	t.Logf("%d of %d kills interrupted a step in the middle", interrupted, runs)
+	t.Logf("%d of %d kills interrupted a step in the middle; by journal phase: %v", interrupted, runs, hit)
 	if interrupted < runs/4 {
 		t.Errorf("only %d of %d kills landed inside a step: the test did not exercise recovery", interrupted, runs)
 	}
@@ -168,21 +219,49 @@ func TestCrashRecovery(t *testing.T) {
 	}
 }
 
+// phaseRank orders the journal phases of a step ("" is none: rank 0).
+var phaseRank = map[string]int{"staging": 1, "commit": 2, "switched": 3, "rollback": 3, "configured": 4}
+
+// journalPhase is the phase of the agent's install journal, "" if there
+// is none (or it is being replaced).
+func journalPhase(a *agentProc) string {
+	b, err := os.ReadFile(filepath.Join(a.home, "system", "install", "journal.json"))
+	if err != nil {
+		return ""
+	}
+	var j struct {
+		Phase string `json:"phase"`
+	}
+	if json.Unmarshal(b, &j) != nil {
+		return ""
+	}
+	return j.Phase
+}
+
 // stepWindow returns how long after the last `state` event the device's
 // first step started, and how long its steps took.
 func stepWindow(t *testing.T, f *fleet, id string) (lead, window time.Duration) {
 	t.Helper()
 	out := f.op("events", "--device", id, "-o", "json")
-	dec := json.NewDecoder(strings.NewReader(out))
+	type event struct {
+		Kind string    `json:"kind"`
+		Time time.Time `json:"time"`
+	}
+	// One JSON array, or (older output) one object after another.
+	var evs []event
+	if err := json.Unmarshal([]byte(out), &evs); err != nil {
+		evs = nil
+		dec := json.NewDecoder(strings.NewReader(out))
+		for dec.More() {
+			var ev event
+			if err := dec.Decode(&ev); err != nil {
+				t.Fatal(err)
+			}
+			evs = append(evs, ev)
+		}
+	}
 	var set, first, last time.Time
-	for dec.More() {
-		var ev struct {
-			Kind string    `json:"kind"`
-			Time time.Time `json:"time"`
-		}
-		if err := dec.Decode(&ev); err != nil {
-			t.Fatal(err)
-		}
+	for _, ev := range evs {
 		switch ev.Kind {
 		case "state":
 			set = ev.Time
