@@ -297,10 +297,18 @@ func standaloneInstallCmd(e *env) *cobra.Command {
 			}
 			name := m.Group + ":" + m.Name
 			data := param.Data{Params: vals, Device: param.Device{ID: s.device}, Package: param.Package{Name: name, Version: m.Version}, Instance: instance}
+			open := func(ctx context.Context, d string) (io.ReadCloser, error) { return s.cache.Open(ctx, d) }
 			configure := func(ctx context.Context, loc string) error {
-				return param.WriteTemplates(ctx, loc, m, data, func(ctx context.Context, d string) (io.ReadCloser, error) {
-					return s.cache.Open(ctx, d)
-				})
+				return param.WriteTemplates(ctx, loc, m, data, open)
+			}
+			// Root mode: rendered templates are files the package owns,
+			// installed under the engine's ownership and journal rules.
+			var templates []param.Rendered
+			if m.Install == api.InstallRoot && len(m.Templates) > 0 {
+				if templates, err = param.RenderTemplates(ctx, m, data, open); err != nil {
+					return err
+				}
+				configure = nil
 			}
 			strs := param.Strings(vals)
 			var prev *api.InstalledApp
@@ -311,10 +319,16 @@ func standaloneInstallCmd(e *env) *cobra.Command {
 			}
 			s.stopServices(ctx, name, instance)
 			if prev != nil && prev.Digest == digest {
-				err = s.engine.Reconfigure(ctx, name, instance, strs, configure)
+				if templates != nil {
+					_, err = s.engine.Apply(ctx, install.Target{Manifest: m, Digest: digest, Have: s.tags, Tags: []string{},
+						Instance: instance, Params: strs, Templates: templates})
+				}
+				if err == nil {
+					err = s.engine.Reconfigure(ctx, name, instance, strs, configure)
+				}
 			} else {
 				_, err = s.engine.Apply(ctx, install.Target{Manifest: m, Digest: digest, Have: s.tags, Tags: []string{},
-					Instance: instance, Params: strs, Configure: configure})
+					Instance: instance, Params: strs, Configure: configure, Templates: templates})
 			}
 			if err != nil {
 				if prev != nil {

@@ -265,19 +265,11 @@ func (a *Agent) templateData(m *api.Manifest, instance string, vals map[string]a
 // owns, installed under the engine's ownership, conflict and journal
 // rules. Prefix-mode builds render at configure (configureHook) into
 // their own version folder.
-func (a *Agent) renderedTemplates(ctx context.Context, m *api.Manifest, instance string, vals map[string]any) ([]install.Template, error) {
+func (a *Agent) renderedTemplates(ctx context.Context, m *api.Manifest, instance string, vals map[string]any) ([]param.Rendered, error) {
 	if m.Install != api.InstallRoot || len(m.Templates) == 0 {
 		return nil, nil
 	}
-	rs, err := param.RenderTemplates(ctx, m, a.templateData(m, instance, vals), a.openTemplate)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]install.Template, len(rs))
-	for i, r := range rs {
-		out[i] = install.Template{Dest: r.Dest, Data: r.Data}
-	}
-	return out, nil
+	return param.RenderTemplates(ctx, m, a.templateData(m, instance, vals), a.openTemplate)
 }
 
 // configureHook renders a prefix-mode build's templates into the install

@@ -19,6 +19,7 @@ import (
 	"testing"
 
 	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/param"
 )
 
 var errBlobNotFound = errors.New("blob not found")
@@ -196,10 +197,10 @@ func (v *env) target(p pkg) Target {
 			m.Scripts[n] = v.putBlob(markScript(n))
 		}
 	}
-	var rendered []Template
+	var rendered []param.Rendered
 	for _, dest := range slices.Sorted(maps.Keys(p.templates)) {
 		m.Templates = append(m.Templates, api.Template{Src: "templates/" + path.Base(dest), Dest: dest, Digest: v.putBlob("{{/* source of */}}" + dest)})
-		rendered = append(rendered, Template{Dest: dest, Data: []byte(p.templates[dest])})
+		rendered = append(rendered, param.Rendered{Dest: dest, Data: []byte(p.templates[dest])})
 	}
 	b, err := json.Marshal(m)
 	if err != nil {

@@ -30,6 +30,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/drover-dev/drover/internal/param"
 	"github.com/drover-dev/drover/internal/plan"
 	"github.com/drover-dev/drover/internal/privdir"
 
@@ -118,10 +119,11 @@ type Target struct {
 	Instance string
 	// Params are exported to scripts as DROVER_PARAM_<NAME>.
 	Params map[string]string
-	// Templates are the build's rendered templates: installed with its
-	// files, as files the app owns (ownership, conflicts, journal,
-	// rollback, removal).
-	Templates []Template
+	// Templates are the build's rendered templates (param.RenderTemplates):
+	// installed with its files as files the app owns, mode 0640 (they may
+	// hold parameter values), under the same ownership, conflict,
+	// journal, rollback and removal rules.
+	Templates []param.Rendered
 	// Configure, if set, runs at the configure step just before the
 	// configure script, with the install location (the agent renders
 	// templates here). An error counts as a failed configure: the step

@@ -13,16 +13,8 @@ import (
 	"github.com/drover-dev/drover/internal/api"
 	"github.com/drover-dev/drover/internal/atomicfile"
 	"github.com/drover-dev/drover/internal/blob"
+	"github.com/drover-dev/drover/internal/param"
 )
-
-// Template is one rendered template of a build: its content for the
-// manifest's template of the same Dest. The engine installs it as a file
-// the app owns (mode 0640: it may hold parameter values), under the same
-// ownership, conflict, journal and rollback rules as the build's files.
-type Template struct {
-	Dest string // the manifest template's dest, relative to the install location
-	Data []byte
-}
 
 // templateMode is the mode of a rendered template.
 const templateMode = 0o640
@@ -34,7 +26,7 @@ func (e *Engine) renderedDir() string { return filepath.Join(e.cfg.StateDir, "re
 
 // keepTemplates checks t's templates against m, stores their content in
 // the rendered store and returns them as tree entries.
-func (e *Engine) keepTemplates(m *api.Manifest, ts []Template) ([]api.File, error) {
+func (e *Engine) keepTemplates(m *api.Manifest, ts []param.Rendered) ([]api.File, error) {
 	if len(ts) == 0 {
 		return nil, nil
 	}
