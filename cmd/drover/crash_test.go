@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -173,7 +172,7 @@ func TestCrashRecovery(t *testing.T) {
 func stepWindow(t *testing.T, f *fleet, id string) (lead, window time.Duration) {
 	t.Helper()
 	out := f.op("events", "--device", id, "-o", "json")
-	dec := json.NewDecoder(strings.NewReader(out))
+	dec := jsonArray(t, out)
 	var set, first, last time.Time
 	for dec.More() {
 		var ev struct {

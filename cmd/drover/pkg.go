@@ -5,14 +5,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
 
 	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/output"
 	"github.com/drover-dev/drover/internal/pkgfile"
 	"github.com/drover-dev/drover/internal/push"
 )
@@ -80,30 +81,63 @@ func writeFileAtomic(path string, data []byte) error {
 }
 
 func pkgPushCmd(e *env, conn *connFlags) *cobra.Command {
-	return &cobra.Command{
+	var format string
+	c := &cobra.Command{
 		Use:   "push FILE...",
 		Short: "Upload package files; only the blobs the server lacks are sent",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(format, outText, outYAML, outJSON); err != nil {
+				return err
+			}
 			cl, err := conn.client()
 			if err != nil {
 				return err
 			}
 			defer cl.Close()
+			results := []pushed{}
 			for _, path := range args {
-				if err := pushOne(cmd, e, cl, path); err != nil {
+				r, err := pushOne(cmd, e, cl, path)
+				if err != nil {
 					return err
 				}
+				if format == outText {
+					printPushed(e, r)
+				}
+				results = append(results, r)
+			}
+			if format != outText {
+				return printAs(e.stdout, format, results)
 			}
 			return nil
 		},
 	}
+	addOutputFlag(c, &format, outText)
+	return c
 }
 
-func pushOne(cmd *cobra.Command, e *env, cl push.Uploader, path string) error {
+// pushed is what `pkg push -o json|yaml` prints of each file.
+type pushed struct {
+	api.Build     `yaml:",inline"`
+	Blobs         int   `json:"blobs" yaml:"blobs"`
+	Uploaded      int   `json:"uploaded" yaml:"uploaded"`
+	UploadedBytes int64 `json:"uploaded_bytes" yaml:"uploaded_bytes"`
+}
+
+func printPushed(e *env, r pushed) {
+	b := r.Build
+	if b.AlreadyPushed {
+		fmt.Fprintf(e.stdout, "already pushed %s [%s] %s: nothing changed\n", b.Coordinate, strings.Join(b.Tags, ","), b.Digest[:12])
+		return
+	}
+	fmt.Fprintf(e.stdout, "pushed %s [%s] %s (%d of %d blobs uploaded, %s)\n",
+		b.Coordinate, strings.Join(b.Tags, ","), b.Digest[:12], r.Uploaded, r.Blobs, output.Bytes(r.UploadedBytes))
+}
+
+func pushOne(cmd *cobra.Command, e *env, cl push.Uploader, path string) (pushed, error) {
 	var progress push.Progress
 	var bars *mpb.Progress
-	if isTerminal(e.stderr) {
+	if output.IsTerminal(e.stderr) {
 		// The bar goes to stderr so stdout stays a clean record for scripts.
 		bars = mpb.New(mpb.WithOutput(e.stderr), mpb.WithWidth(40))
 		var bar *mpb.Bar
@@ -125,12 +159,9 @@ func pushOne(cmd *cobra.Command, e *env, cl push.Uploader, path string) error {
 	}
 	res, err := push.File(cmd.Context(), cl, path, progress)
 	if err != nil {
-		return err
+		return pushed{}, err
 	}
-	b := res.Build
-	fmt.Fprintf(e.stdout, "pushed %s [%s] %s (%d of %d blobs uploaded, %d bytes)\n",
-		b.Coordinate, strings.Join(b.Tags, ","), b.Digest[:12], res.Sent, res.Blobs, res.SentBytes)
-	return nil
+	return pushed{Build: res.Build, Blobs: res.Blobs, Uploaded: res.Sent, UploadedBytes: res.SentBytes}, nil
 }
 
 func pkgLsCmd(e *env, conn *connFlags) *cobra.Command {
@@ -162,12 +193,11 @@ func pkgLsCmd(e *env, conn *connFlags) *cobra.Command {
 			if format != outText {
 				return printAs(e.stdout, format, builds)
 			}
-			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "COORDINATE\tTAGS\tINSTALL\tFILES\tSIZE\tDIGEST")
+			tb := output.NewTable(e.stdout, "COORDINATE", "TAGS", "INSTALL", "FILES", "SIZE", "DIGEST")
 			for _, b := range builds {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", b.Coordinate, strings.Join(b.Tags, ","), b.Install, b.Files, b.Size, b.Digest[:12])
+				tb.Row(b.Coordinate, strings.Join(b.Tags, ","), b.Install, strconv.Itoa(b.Files), output.Bytes(b.Size), b.Digest[:12])
 			}
-			return tw.Flush()
+			return tb.Flush()
 		},
 	}
 	addOutputFlag(c, &format, outText)
