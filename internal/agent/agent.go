@@ -88,6 +88,7 @@ type Agent struct {
 	facts  facts.Facts
 	node   nodeState // node-local verbs and health (node.go)
 	svc    *services // package services (services.go)
+	sup    supersede // newer desired states (supersede.go)
 
 	mu        sync.Mutex
 	applied   string // digest of the resolved state last converged to
@@ -293,6 +294,7 @@ func (a *Agent) watch(ctx context.Context, wake chan *api.Resolved) {
 			continue
 		}
 		after = res.Digest
+		a.sup.announced(res.Digest)
 		// Keep only the newest: a converge run picks up what is latest.
 		select {
 		case <-wake:
