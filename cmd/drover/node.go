@@ -19,6 +19,7 @@ import (
 	"github.com/drover-dev/drover/internal/api"
 	"github.com/drover-dev/drover/internal/health"
 	"github.com/drover-dev/drover/internal/local"
+	"github.com/drover-dev/drover/internal/output"
 )
 
 // nodeCmds are the node-local verbs answered by the agent on this machine
@@ -119,6 +120,10 @@ func convergeCmd(e *env) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var last agent.ConvergeLine
+			var bars *output.Bars
+			if output.IsTerminal(e.stdout) {
+				bars = output.NewBars(e.stdout)
+			}
 			err := home.client().Stream(cmd.Context(), http.MethodPost, "/v1/converge", nil, func(raw json.RawMessage) error {
 				var l agent.ConvergeLine
 				if err := json.Unmarshal(raw, &l); err != nil {
@@ -128,9 +133,26 @@ func convergeCmd(e *env) *cobra.Command {
 					last = l
 					return nil
 				}
-				fmt.Fprintf(e.stdout, "%-11s %s\n", l.Kind, l.Message)
-				return nil
+				if l.Progress != nil {
+					// Progress is for a terminal only: bars, else nothing.
+					if bars != nil && l.Progress.BytesTotal > 0 {
+						bars.Update(l.Package, l.Progress.Phase, l.Progress.BytesDone, l.Progress.BytesTotal)
+					}
+					return nil
+				}
+				line := fmt.Sprintf("%-11s %s", l.Kind, l.Message)
+				if bars == nil {
+					fmt.Fprintln(e.stdout, line)
+					return nil
+				}
+				if l.Kind == api.KindStepDone || l.Kind == api.KindStepFailed {
+					bars.Finish(l.Package, l.Kind == api.KindStepDone)
+				}
+				return bars.Println(line)
 			})
+			if bars != nil {
+				bars.Close()
+			}
 			if err != nil {
 				return err
 			}

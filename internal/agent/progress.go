@@ -183,6 +183,7 @@ func (s *progressSender) send(wait time.Duration) {
 	s.last = time.Now()
 	s.mu.Unlock()
 	if ev != nil {
+		s.a.tapEvent(*ev) // drover converge shows it as a bar
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		// Queued events (the step-start this progress belongs to) go
 		// first, so a follower sees them in order.

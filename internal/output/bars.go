@@ -18,9 +18,12 @@ func IsTerminal(w any) bool {
 
 // Bars shows the progress of steps as one bar per package and phase
 // (download, install) on a terminal, with other lines printed above them.
-// It is not safe for concurrent use.
+// A set of bars is drawn while any runs; once the last one ends, lines
+// are printed after them as plain lines. It is not safe for concurrent
+// use.
 type Bars struct {
-	p     *mpb.Progress
+	w     io.Writer
+	p     *mpb.Progress // nil while no bar runs
 	byPkg map[string]*phaseBar
 }
 
@@ -29,9 +32,9 @@ type phaseBar struct {
 	bar   *mpb.Bar
 }
 
-// NewBars starts progress bars on w, a terminal.
+// NewBars prepares progress bars on w, a terminal.
 func NewBars(w io.Writer) *Bars {
-	return &Bars{p: mpb.New(mpb.WithOutput(w), mpb.WithWidth(40), mpb.WithAutoRefresh()), byPkg: map[string]*phaseBar{}}
+	return &Bars{w: w, byPkg: map[string]*phaseBar{}}
 }
 
 // Update sets the bar of pkg's phase to done of total bytes; a new phase
@@ -43,6 +46,9 @@ func (b *Bars) Update(pkg, phase string, done, total int64) {
 		pb = nil
 	}
 	if pb == nil {
+		if b.p == nil {
+			b.p = mpb.New(mpb.WithOutput(b.w), mpb.WithWidth(40), mpb.WithAutoRefresh())
+		}
 		name := pkg + " " + phase
 		pb = &phaseBar{phase: phase, bar: b.p.AddBar(max(total, 1),
 			mpb.PrependDecorators(decor.Name(name, decor.WCSyncSpaceR)),
@@ -56,6 +62,7 @@ func (b *Bars) Update(pkg, phase string, done, total int64) {
 }
 
 // Finish ends pkg's bar: complete if ok, else aborted where it stopped.
+// When it was the last bar running, the bars are drawn a last time.
 func (b *Bars) Finish(pkg string, ok bool) {
 	pb := b.byPkg[pkg]
 	if pb == nil {
@@ -67,11 +74,20 @@ func (b *Bars) Finish(pkg string, ok bool) {
 		pb.bar.Abort(false)
 	}
 	delete(b.byPkg, pkg)
+	if len(b.byPkg) == 0 {
+		b.p.Wait()
+		b.p = nil
+	}
 }
 
-// Println prints line above the bars.
+// Println prints line above the running bars, or as a plain line when
+// none runs.
 func (b *Bars) Println(line string) error {
-	_, err := io.WriteString(b.p, line+"\n")
+	var w io.Writer = b.w
+	if b.p != nil {
+		w = b.p
+	}
+	_, err := io.WriteString(w, line+"\n")
 	return err
 }
 
@@ -80,5 +96,4 @@ func (b *Bars) Close() {
 	for pkg := range b.byPkg {
 		b.Finish(pkg, false)
 	}
-	b.p.Wait()
 }
