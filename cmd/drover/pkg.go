@@ -127,7 +127,8 @@ type pushed struct {
 func printPushed(e *env, r pushed) {
 	b := r.Build
 	if b.AlreadyPushed {
-		fmt.Fprintf(e.stdout, "already pushed %s [%s] %s: nothing changed\n", b.Coordinate, strings.Join(b.Tags, ","), b.Digest[:12])
+		fmt.Fprintf(e.stdout, "already pushed %s [%s] %s: nothing changed (%d of %d blobs uploaded)\n",
+			b.Coordinate, strings.Join(b.Tags, ","), b.Digest[:12], r.Uploaded, r.Blobs)
 		return
 	}
 	fmt.Fprintf(e.stdout, "pushed %s [%s] %s (%d of %d blobs uploaded, %s)\n",
