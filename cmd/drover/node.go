@@ -114,20 +114,34 @@ func lookupKey(v any, key string) (any, bool) {
 
 func convergeCmd(e *env) *cobra.Command {
 	var home homeFlag
+	var format string
 	c := &cobra.Command{
 		Use:   "converge",
 		Short: "Converge now instead of at the next tick; prints the steps, exit 1 if one failed",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(format, outText, outYAML, outJSON); err != nil {
+				return err
+			}
 			var last agent.ConvergeLine
 			var bars *output.Bars
-			if output.IsTerminal(e.stdout) {
+			var stream *output.Stream
+			if format != outText {
+				stream, _ = output.NewStream(e.stdout, format)
+			} else if output.IsTerminal(e.stdout) {
 				bars = output.NewBars(e.stdout)
 			}
 			err := home.client().Stream(cmd.Context(), http.MethodPost, "/v1/converge", nil, func(raw json.RawMessage) error {
 				var l agent.ConvergeLine
 				if err := json.Unmarshal(raw, &l); err != nil {
 					return fmt.Errorf("converge: the agent answered %q: %w", raw, err)
+				}
+				if stream != nil {
+					// Every line, the last (done) one included.
+					if l.Done {
+						last = l
+					}
+					return stream.Write(l)
 				}
 				if l.Done {
 					last = l
@@ -162,11 +176,14 @@ func convergeCmd(e *env) *cobra.Command {
 			if !last.Converged {
 				return fmt.Errorf("converge: %s", last.Error)
 			}
-			fmt.Fprintln(e.stdout, "converged")
+			if stream == nil {
+				fmt.Fprintln(e.stdout, "converged")
+			}
 			return nil
 		},
 	}
 	home.register(c)
+	addOutputFlag(c, &format, outText)
 	return c
 }
 
@@ -174,12 +191,16 @@ func keepaliveCmd(e *env) *cobra.Command {
 	var (
 		home   homeFlag
 		cancel bool
+		format string
 	)
 	c := &cobra.Command{
 		Use:   "keepalive [DURATION|forever]",
 		Short: "Delay a health-check termination of this machine: 1h by default, 30m, 2d, or forever; --cancel ends it",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(format, outText, outYAML, outJSON); err != nil {
+				return err
+			}
 			var req api.KeepaliveRequest
 			switch {
 			case cancel && len(args) > 0:
@@ -205,6 +226,9 @@ func keepaliveCmd(e *env) *cobra.Command {
 			if err := home.client().Do(cmd.Context(), http.MethodPut, "/v1/keepalive", req, &ans); err != nil {
 				return err
 			}
+			if format != outText {
+				return printAs(e.stdout, format, ans)
+			}
 			if !ans.Sent {
 				fmt.Fprintf(e.stderr, "drover: keepalive queued: %s\n", ans.Error)
 				return nil
@@ -225,6 +249,7 @@ func keepaliveCmd(e *env) *cobra.Command {
 	}
 	home.register(c)
 	c.Flags().BoolVar(&cancel, "cancel", false, "cancel the keepalive: a pending termination goes ahead")
+	addOutputFlag(c, &format, outText)
 	return c
 }
 

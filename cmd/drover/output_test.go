@@ -65,6 +65,31 @@ func TestOutputRules(t *testing.T) {
 		t.Errorf("state set -o json: %v\n%s", err, set)
 	}
 
+	// converge -o json: JSON Lines, the last one says it is done.
+	conv := f.mustOK(nil, "converge", "--home", dev.home, "-o", "json")
+	clines := strings.Split(strings.TrimSuffix(conv, "\n"), "\n")
+	var lastLine struct {
+		Done      bool `json:"done"`
+		Converged bool `json:"converged"`
+	}
+	for _, l := range clines {
+		if err := json.Unmarshal([]byte(l), &lastLine); err != nil {
+			t.Errorf("converge -o json line %q: %v", l, err)
+		}
+	}
+	if !lastLine.Done || !lastLine.Converged {
+		t.Errorf("converge -o json ends with %+v:\n%s", lastLine, conv)
+	}
+
+	// pkg rm -o json: one object.
+	var rm struct {
+		Coordinate string `json:"coordinate"`
+		Removed    int    `json:"removed"`
+	}
+	if err := json.Unmarshal([]byte(f.op("pkg", "rm", "com.example:lib:1.0.0", "-o", "json")), &rm); err != nil || rm.Removed != 1 {
+		t.Errorf("pkg rm -o json: %v %+v", err, rm)
+	}
+
 	// events: a header and aligned columns; one JSON array; one YAML list.
 	text := f.op("events")
 	lines := strings.Split(strings.TrimSuffix(text, "\n"), "\n")
@@ -88,6 +113,10 @@ func TestOutputRules(t *testing.T) {
 
 	if v := f.mustOK(nil, "version"); !regexp.MustCompile(`^drover \d+\.\d+\.\d+\n$`).MatchString(v) {
 		t.Errorf("drover version = %q", v)
+	}
+	var ver struct{ Version string }
+	if err := json.Unmarshal([]byte(f.mustOK(nil, "version", "-o", "json")), &ver); err != nil || ver.Version == "" {
+		t.Errorf("version -o json: %v %+v", err, ver)
 	}
 	if v := f.mustOK(nil, "--version"); !strings.HasPrefix(v, "drover ") {
 		t.Errorf("drover --version = %q", v)

@@ -206,7 +206,7 @@ func pkgLsCmd(e *env, conn *connFlags) *cobra.Command {
 }
 
 func pkgRmCmd(e *env, conn *connFlags) *cobra.Command {
-	var tags string
+	var tags, format string
 	c := &cobra.Command{
 		Use:   "rm COORDINATE [--tags a,b]",
 		Short: "Remove the builds of a coordinate (only the build with exactly --tags, when given)",
@@ -214,6 +214,9 @@ func pkgRmCmd(e *env, conn *connFlags) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if _, err := api.ParseCoordinate(args[0]); err != nil {
 				return usageError{err}
+			}
+			if err := checkOutput(format, outText, outYAML, outJSON); err != nil {
+				return err
 			}
 			var tl []string
 			if cmd.Flags().Changed("tags") {
@@ -231,11 +234,18 @@ func pkgRmCmd(e *env, conn *connFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if format != outText {
+				return printAs(e.stdout, format, struct {
+					Coordinate string `json:"coordinate" yaml:"coordinate"`
+					Removed    int    `json:"removed" yaml:"removed"`
+				}{args[0], n})
+			}
 			fmt.Fprintf(e.stdout, "removed %d build(s) of %s\n", n, args[0])
 			return nil
 		},
 	}
 	c.Flags().StringVar(&tags, "tags", "", "remove only the build with exactly these tags (comma separated)")
+	addOutputFlag(c, &format, outText)
 	return c
 }
 

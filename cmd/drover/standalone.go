@@ -59,7 +59,7 @@ func stdinIsTerminal(r io.Reader) bool {
 
 func standaloneInstallCmd(e *env) *cobra.Command {
 	var f standaloneFlags
-	var repo, instance string
+	var repo, instance, format string
 	var params []string
 	c := &cobra.Command{
 		Use:   "install FILE|COORDINATE",
@@ -67,6 +67,9 @@ func standaloneInstallCmd(e *env) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			if err := checkOutput(format, outText, outYAML, outJSON); err != nil {
+				return err
+			}
 			given, err := parseAssignments(params)
 			if err != nil {
 				return err
@@ -97,6 +100,9 @@ func standaloneInstallCmd(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if format != outText {
+				return printAs(e.stdout, format, res)
+			}
 			fmt.Fprintf(e.stdout, "installed %s in %s\n", m.Coordinate(), res.Location)
 			for _, sv := range res.Services {
 				fmt.Fprintf(e.stdout, "service %s started: %s\n", sv.Coordinate, sv.Dir)
@@ -108,6 +114,7 @@ func standaloneInstallCmd(e *env) *cobra.Command {
 	c.Flags().StringVar(&repo, "repo", "", "folder of package files to find a COORDINATE (or group:name, newest) in")
 	c.Flags().StringVar(&instance, "instance", "", "instance name: the same package may be installed several times")
 	c.Flags().StringArrayVar(&params, "param", nil, "parameter value NAME=VALUE (repeatable)")
+	addOutputFlag(c, &format, outText)
 	return c
 }
 

@@ -9,15 +9,26 @@ import (
 )
 
 func versionCmd(e *env) *cobra.Command {
-	return &cobra.Command{
+	var format string
+	c := &cobra.Command{
 		Use:   "version",
 		Short: "Print drover's version (also drover --version)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(format, outText, outYAML, outJSON); err != nil {
+				return err
+			}
+			if format != outText {
+				return printAs(e.stdout, format, struct {
+					Version string `json:"version" yaml:"version"`
+				}{agent.Version})
+			}
 			_, err := fmt.Fprintf(e.stdout, "drover %s\n", agent.Version)
 			return err
 		},
 	}
+	addOutputFlag(c, &format, outText)
+	return c
 }
 
 func completionCmd(e *env) *cobra.Command {

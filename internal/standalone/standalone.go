@@ -239,14 +239,15 @@ type Request struct {
 
 // Started is a service started by Install.
 type Started struct {
-	Coordinate string
-	Dir        string
+	Coordinate string `json:"coordinate" yaml:"coordinate"`
+	Dir        string `json:"dir" yaml:"dir"`
 }
 
 // Result is what Install did.
 type Result struct {
-	Location string
-	Services []Started
+	Coordinate string    `json:"coordinate" yaml:"coordinate"`
+	Location   string    `json:"location" yaml:"location"`
+	Services   []Started `json:"services" yaml:"services"`
 }
 
 // Install stops the package's running services, installs (or, for the
@@ -289,7 +290,7 @@ func (s *Standalone) Install(ctx context.Context, req Request) (Result, error) {
 	if err := s.startServices(ctx, name, instance); err != nil {
 		return Result{}, err
 	}
-	var res Result
+	res := Result{Coordinate: m.Coordinate().String(), Services: []Started{}}
 	res.Location, _ = s.engine.Location(name, instance)
 	for _, sp := range s.specs(name, instance) {
 		res.Services = append(res.Services, Started{Coordinate: sp.Coordinate, Dir: s.sup.Dir(sp.Coordinate)})
