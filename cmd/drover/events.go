@@ -24,7 +24,7 @@ func eventsCmd(e *env) *cobra.Command {
 		format string
 	)
 	c := &cobra.Command{
-		Use:   "events [--follow] [--device ID] [--kind K] [--min-priority P] [--since ID|DURATION] [-o json]",
+		Use:   "events [--follow] [--device ID] [--kind K] [--min-priority P] [--since ID|DURATION] [-o text|yaml|json]",
 		Short: "Print stored events, oldest first; --follow streams new ones live",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -1,11 +1,15 @@
 package client
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/drover-dev/drover/internal/api"
@@ -60,6 +64,24 @@ func TestTLSReason(t *testing.T) {
 		got := tlsReason(fmt.Errorf("wrapped: %w", tt.err))
 		if tt.want == "" && got != "" || !strings.Contains(got, tt.want) {
 			t.Errorf("tlsReason(%v) = %q, want it to say %q", tt.err, got, tt.want)
+		}
+	}
+}
+
+func TestDroppedAfterHandshake(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want bool
+	}{
+		{&net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}, false},
+		{&net.DNSError{Err: "no such host", Name: "x"}, false},
+		{context.DeadlineExceeded, false},
+		{&net.OpError{Op: "write", Err: syscall.ECONNRESET}, true},
+		{errors.New("http2: client conn could not be established"), true},
+		{io.EOF, true},
+	} {
+		if got := droppedAfterHandshake(fmt.Errorf("x: %w", tt.err)); got != tt.want {
+			t.Errorf("droppedAfterHandshake(%v) = %v, want %v", tt.err, got, tt.want)
 		}
 	}
 }

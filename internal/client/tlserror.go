@@ -6,11 +6,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -100,11 +98,21 @@ func alertText(s string) string {
 	return "the server refused the TLS handshake: " + s
 }
 
-// droppedAfterHandshake reports whether err is a connection closed or
-// reset by the server, which is how a refused client certificate can
-// look under TLS 1.3.
+// droppedAfterHandshake reports whether err is a failure after the
+// connection was made (reset, closed, an HTTP/2 connection that could not
+// be set up), which is how a refused client certificate can look under
+// TLS 1.3; a failure to connect at all (refused, no route, no such host,
+// timeout) is not.
 func droppedAfterHandshake(err error) bool {
-	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "dial" {
+		return false
+	}
+	var de *net.DNSError
+	if errors.As(err, &de) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return false
+	}
+	return true
 }
 
 // probeTLS makes one TLS connection to the server and waits briefly for
