@@ -4,8 +4,9 @@ import (
 	"errors"
 	"log/slog"
 
-	"github.com/drover-dev/drover/internal/servermain"
 	"github.com/spf13/cobra"
+
+	"github.com/drover-dev/drover/internal/servermain"
 )
 
 // serverFlags are the flags of `drover server`.
