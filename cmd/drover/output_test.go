@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
+	"os"
+	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
@@ -109,6 +112,28 @@ func TestOutputRules(t *testing.T) {
 	var ylist []map[string]any
 	if err := yaml.Unmarshal([]byte(f.op("events", "-o", "yaml")), &ylist); err != nil || len(ylist) != len(evs) {
 		t.Errorf("events -o yaml: %v (%d items, want %d)", err, len(ylist), len(evs))
+	}
+
+	// events --follow -o json: JSON Lines, one event per line.
+	fol := exec.Command(droverBin, "events", "--follow", "-o", "json")
+	fol.Env = append(os.Environ(), f.adminEnv()...)
+	stdout, err := fol.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fol.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = fol.Process.Kill(); _ = fol.Wait() }()
+	sc := bufio.NewScanner(stdout)
+	for i := range evs {
+		if !sc.Scan() {
+			t.Fatalf("events --follow -o json ended after %d lines: %v", i, sc.Err())
+		}
+		var ev api.Event
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil || ev.ID != evs[i].ID {
+			t.Fatalf("events --follow -o json line %d = %q (%v), want event %d on one line", i, sc.Text(), err, evs[i].ID)
+		}
 	}
 
 	if v := f.mustOK(nil, "version"); !regexp.MustCompile(`^drover \d+\.\d+\.\d+\n$`).MatchString(v) {
