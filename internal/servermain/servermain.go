@@ -44,9 +44,15 @@ type Config struct {
 	Logger                 *slog.Logger
 }
 
-// ErrBadDB is a database URL that is not supported; the caller shows it
-// as bad usage.
+// ErrBadDB is a database URL that is not supported (errors.Is); the
+// caller shows it as bad usage.
 var ErrBadDB = errors.New("unsupported database URL")
+
+// badDB says which URL is not supported and why; it is ErrBadDB.
+type badDB struct{ msg string }
+
+func (e badDB) Error() string        { return e.msg }
+func (e badDB) Is(target error) bool { return target == ErrBadDB }
 
 // Main is one server process. Create it with New, start it with Run and
 // stop it with Close.
@@ -165,9 +171,9 @@ func dbPath(url, data string) (string, error) {
 	case strings.HasPrefix(url, "sqlite:"):
 		return strings.TrimPrefix(strings.TrimPrefix(url, "sqlite:"), "//"), nil
 	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
-		return "", fmt.Errorf("%w: --db %s: PostgreSQL is not supported yet; use the embedded SQLite store", ErrBadDB, Redact(url))
+		return "", badDB{fmt.Sprintf("--db %s: PostgreSQL is not supported yet; use the embedded SQLite store", Redact(url))}
 	}
-	return "", fmt.Errorf("%w: --db %q: want sqlite:PATH", ErrBadDB, Redact(url))
+	return "", badDB{fmt.Sprintf("--db %q: want sqlite:PATH", Redact(url))}
 }
 
 // Redact hides a password in a database or broker URL.
