@@ -72,11 +72,12 @@ const (
 
 // addOutputFlag gives a verb -o; def is text for verbs with a text form.
 func addOutputFlag(c *cobra.Command, p *string, def string) {
-	formats := "text, yaml or json"
+	formats, values := "text, yaml or json", []string{outText, outYAML, outJSON}
 	if def != outText {
-		formats = "yaml or json"
+		formats, values = "yaml or json", []string{outYAML, outJSON}
 	}
 	c.Flags().StringVarP(p, "output", "o", def, "output format: "+formats)
+	_ = c.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(values, cobra.ShellCompDirectiveNoFileComp))
 }
 
 // printAs writes v, one object or one list, as one YAML or JSON document.

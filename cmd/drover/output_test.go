@@ -146,6 +146,9 @@ func TestOutputRules(t *testing.T) {
 	if v := f.mustOK(nil, "--version"); !strings.HasPrefix(v, "drover ") {
 		t.Errorf("drover --version = %q", v)
 	}
+	if c := f.mustOK(nil, "__complete", "events", "-o", ""); !strings.HasPrefix(c, "text\nyaml\njson\n") {
+		t.Errorf("completion of -o = %q", c)
+	}
 	for _, sh := range []string{"bash", "zsh", "fish"} {
 		if s := f.mustOK(nil, "completion", sh); !strings.Contains(s, "drover") || len(s) < 500 {
 			t.Errorf("completion %s: %d bytes", sh, len(s))
