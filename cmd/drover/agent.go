@@ -13,6 +13,7 @@ import (
 
 	"github.com/drover-dev/drover/internal/agent"
 	"github.com/drover-dev/drover/internal/agentfile"
+	"github.com/drover-dev/drover/internal/pki"
 	"github.com/drover-dev/drover/internal/service"
 )
 
@@ -141,6 +142,15 @@ func certName(path string) (string, error) {
 	}
 	if cert.Subject.CommonName == "" {
 		return "", fmt.Errorf("client certificate %s has no common name", path)
+	}
+	// An admin or server certificate would be refused by the server at
+	// every call: say so now instead of retrying forever.
+	role, err := pki.RoleOf(cert)
+	if err != nil {
+		return "", fmt.Errorf("client certificate %s: %w", path, err)
+	}
+	if role != pki.RoleDevice {
+		return "", fmt.Errorf("client certificate %s is a certificate of role %s (%q): the agent needs a device certificate (drover pki issue --device ID)", path, role, cert.Subject.CommonName)
 	}
 	return cert.Subject.CommonName, nil
 }

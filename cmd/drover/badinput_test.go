@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -21,7 +22,16 @@ func oneLine(t *testing.T, what string, r result, code int, want string) {
 	if !strings.Contains(strings.ToLower(r.stderr), strings.ToLower(want)) {
 		t.Errorf("%s: stderr %q does not mention %q", what, r.stderr, want)
 	}
+	if !strings.HasPrefix(r.stderr, "drover: ") || strings.Contains(r.stderr, "drover: drover") {
+		t.Errorf("%s: stderr %q: want one 'drover:' prefix", what, r.stderr)
+	}
+	if goType.MatchString(r.stderr) {
+		t.Errorf("%s: stderr %q names a Go type", what, r.stderr)
+	}
 }
+
+// goType matches a Go type name as the standard library prints it.
+var goType = regexp.MustCompile(`\b(api|main|store|server|agent|client)\.[A-Z]|in type `)
 
 func TestUsageErrors(t *testing.T) {
 	tests := []struct {
@@ -30,6 +40,12 @@ func TestUsageErrors(t *testing.T) {
 	}{
 		{[]string{"frobnicate"}, "unknown command"},
 		{[]string{"pkg"}, "verb"},
+		{[]string{"device"}, "device: a verb is needed"},
+		{[]string{"device", "frob"}, `device: unknown verb "frob"`},
+		{[]string{"state", "set", "-f", "x.yaml", "-o", "xml"}, `output format "xml": want text, yaml or json`},
+		{[]string{"pkg", "push", "x.drover", "-o", "xml"}, `output format "xml"`},
+		{[]string{"events", "-o", "csv"}, `output format "csv"`},
+		{[]string{"completion", "ksh"}, "bash, zsh or fish"},
 		{[]string{"pkg", "build"}, "arg"},
 		{[]string{"pkg", "build", "a", "b"}, "arg"},
 		{[]string{"pkg", "ls", "--bogus"}, "bogus"},
@@ -98,7 +114,8 @@ func TestServerRefusals(t *testing.T) {
 		{"unknown package", "id: gamma\napps:\n  - name: com.example:nope\n    version: 1.0.0\n", "com.example:nope"},
 		{"no version fits", "id: gamma\napps:\n  - name: com.example:tool\n    version: \">=5.0.0\"\n", ">=5.0.0"},
 		{"no build fits", "id: gamma\napps:\n  - name: com.example:tool\n    version: 1.0.0\n    tags: []\n  - name: com.example:conf\n    version: 9.9.9\n", "9.9.9"},
-		{"unknown field", "id: gamma\napps:\n  - name: com.example:tool\n    versoin: 1.0.0\n", "versoin"},
+		{"unknown field", "id: gamma\napps:\n  - name: com.example:tool\n    versoin: 1.0.0\n", `bad.yaml: malformed desired state: document 1, line 4: unknown field "versoin"`},
+		{"unknown field, second document", "id: gamma\napps: []\n---\nid: zeta\napps:\n  - name: com.example:tool\n    tags: linux\n", `document 2, line 7: "linux" where a list is wanted`},
 		{"malformed", "id: gamma\napps: [\n", "malformed"},
 	} {
 		r := runBin(t, f.adminEnv(), "", "state", "set", "-f", writeState(t, f, "bad", tt.yaml))
@@ -136,5 +153,22 @@ func TestServerRefusals(t *testing.T) {
 		"DROVER_CLIENT_CERT=" + filepath.Join(otherPKI, "mallory.crt"),
 		"DROVER_CLIENT_KEY=" + filepath.Join(otherPKI, "mallory.key"),
 	}
-	oneLine(t, "cert of another CA", runBin(t, env, "", "device", "ls"), 1, "unreachable")
+	oneLine(t, "cert of another CA", runBin(t, env, "", "device", "ls"), 1, "TLS failure")
+	oneLine(t, "cert of another CA", runBin(t, env, "", "device", "ls"), 1, "signed by an authority the server does not know")
+	// A server not signed by the CA the operator trusts.
+	env = []string{
+		"DROVER_ADDR=" + f.addr,
+		"DROVER_CACERT=" + filepath.Join(otherPKI, "ca.crt"),
+		"DROVER_CLIENT_CERT=" + filepath.Join(f.pki, "ops.crt"),
+		"DROVER_CLIENT_KEY=" + filepath.Join(f.pki, "ops.key"),
+	}
+	oneLine(t, "server of another CA", runBin(t, env, "", "events", "--follow"), 1, "signed by an unknown authority")
+	// A server certificate where a client one is wanted.
+	env = []string{
+		"DROVER_ADDR=" + f.addr,
+		"DROVER_CACERT=" + filepath.Join(f.pki, "ca.crt"),
+		"DROVER_CLIENT_CERT=" + filepath.Join(f.pki, "gamma.crt"),
+		"DROVER_CLIENT_KEY=" + filepath.Join(f.pki, "gamma.key"),
+	}
+	oneLine(t, "device cert on operator verb", runBin(t, env, "", "events"), 1, "an admin certificate is needed")
 }

@@ -247,18 +247,9 @@ func stepWindow(t *testing.T, f *fleet, id string) (lead, window time.Duration) 
 		Kind string    `json:"kind"`
 		Time time.Time `json:"time"`
 	}
-	// One JSON array, or (older output) one object after another.
-	var evs []event
+	var evs []event // -o json of a list is one JSON array
 	if err := json.Unmarshal([]byte(out), &evs); err != nil {
-		evs = nil
-		dec := json.NewDecoder(strings.NewReader(out))
-		for dec.More() {
-			var ev event
-			if err := dec.Decode(&ev); err != nil {
-				t.Fatal(err)
-			}
-			evs = append(evs, ev)
-		}
+		t.Fatalf("events -o json: %v\n%s", err, out)
 	}
 	var set, first, last time.Time
 	for _, ev := range evs {

@@ -1,14 +1,14 @@
 package main
 
 import (
-	"fmt"
+	"sort"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/output"
 )
 
 func deviceCmd(e *env) *cobra.Command {
@@ -44,8 +44,7 @@ func deviceLsCmd(e *env, conn *connFlags) *cobra.Command {
 				}
 				return printAs(e.stdout, format, out)
 			}
-			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tTAGS\tLAST SEEN\tCONVERGED\tHEALTH")
+			tb := output.NewTable(e.stdout, "ID", "TAGS", "LABELS", "LAST SEEN", "CONVERGED", "HEALTH")
 			now := time.Now()
 			for _, d := range devs {
 				conv := "yes"
@@ -62,10 +61,10 @@ func deviceLsCmd(e *env, conn *connFlags) *cobra.Command {
 				if d.Termination != nil {
 					health += " (" + d.Termination.State + ")"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s ago\t%s\t%s\n", d.ID, strings.Join(d.Tags, ","),
-					now.Sub(d.LastSeen).Round(time.Second), conv, health)
+				tb.Row(d.ID, strings.Join(d.Tags, ","), labelList(d.Labels),
+					now.Sub(d.LastSeen).Round(time.Second).String()+" ago", conv, health)
 			}
-			return tw.Flush()
+			return tb.Flush()
 		},
 	}
 	addOutputFlag(c, &format, outText)
@@ -145,4 +144,17 @@ func deviceShowCmd(e *env, conn *connFlags) *cobra.Command {
 	}
 	addOutputFlag(c, &format, outYAML)
 	return c
+}
+
+// labelList is labels as k=v,k2=v2, by key.
+func labelList(labels map[string]string) string {
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for i, k := range keys {
+		keys[i] = k + "=" + labels[k]
+	}
+	return strings.Join(keys, ",")
 }

@@ -203,8 +203,8 @@ func TestEndToEnd(t *testing.T) {
 	r := runBin(t, f.adminEnv(), "", "pkg", "rm", "com.example:tool:9.9.9")
 	oneLine(t, "pkg rm of an unknown coordinate", r, 1, "9.9.9")
 
-	// Events as YAML documents, for scripts (DESIGN §4: -o yaml|json).
-	if y := f.op("events", "--device", "beta", "--kind", "step-done", "-o", "yaml"); !strings.Contains(y, "---\n") || !strings.Contains(y, "kind: step-done") || !strings.Contains(y, "device: beta") {
+	// Events as one YAML list, for scripts (-o yaml|json).
+	if y := f.op("events", "--device", "beta", "--kind", "step-done", "-o", "yaml"); !strings.HasPrefix(y, "- ") || !strings.Contains(y, "kind: step-done") || !strings.Contains(y, "device: beta") {
 		t.Errorf("events -o yaml:\n%s", y)
 	}
 

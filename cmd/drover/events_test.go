@@ -35,7 +35,7 @@ func newFleetWith(t *testing.T, serverArgs ...string) *fleet {
 func storedEvents(t *testing.T, f *fleet) []api.Event {
 	t.Helper()
 	out := f.op("events", "-o", "json")
-	dec := json.NewDecoder(strings.NewReader(out))
+	dec := jsonArray(t, out)
 	var evs []api.Event
 	for dec.More() {
 		var ev api.Event

@@ -383,3 +383,14 @@ func readFile(t *testing.T, path string) string {
 	}
 	return string(data)
 }
+
+// jsonArray returns a decoder inside the one JSON array out must be (what
+// -o json prints of a list): dec.More and dec.Decode walk its elements.
+func jsonArray(t *testing.T, out string) *json.Decoder {
+	t.Helper()
+	dec := json.NewDecoder(strings.NewReader(out))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('[') {
+		t.Fatalf("-o json of a list is not one JSON array: %v %v\n%s", tok, err, out)
+	}
+	return dec
+}

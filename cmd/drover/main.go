@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/drover-dev/drover/internal/agent"
 	"github.com/spf13/cobra"
 )
 
@@ -62,6 +63,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	// One line, whatever the error: YAML and other parsers report several.
 	msg := strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
+	// One prefix: a message that names the program already is not
+	// prefixed again.
+	msg = strings.TrimPrefix(msg, "drover: ")
 	fmt.Fprintf(stderr, "drover: %s\n", msg)
 	var ue usageError
 	if errors.As(err, &ue) {
@@ -100,6 +104,8 @@ func newRootCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.CompletionOptions.DisableDefaultCmd = true
+	root.Version = agent.Version
+	root.SetVersionTemplate("drover {{.Version}}\n")
 	for _, add := range []func(*env) *cobra.Command{
 		// One constructor per noun; each lives in its own file.
 		pkiCmd,
@@ -110,6 +116,8 @@ func newRootCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		deviceCmd,
 		stateCmd,
 		eventsCmd,
+		versionCmd,
+		completionCmd,
 	} {
 		root.AddCommand(add(e))
 	}
@@ -146,10 +154,11 @@ func groupCmd(use, short string) *cobra.Command {
 		Short: short,
 		Args:  cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			noun := strings.TrimPrefix(cmd.CommandPath(), cmd.Root().Name()+" ")
 			if len(args) > 0 {
-				return usagef("%s: unknown verb %q", cmd.CommandPath(), args[0])
+				return usagef("%s: unknown verb %q; see '%s --help'", noun, args[0], cmd.CommandPath())
 			}
-			return usagef("%s: a verb is needed; see '%s --help'", cmd.CommandPath(), cmd.CommandPath())
+			return usagef("%s: a verb is needed; see '%s --help'", noun, cmd.CommandPath())
 		},
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/drover-dev/drover/internal/api"
 	"github.com/drover-dev/drover/internal/health"
 	"github.com/drover-dev/drover/internal/local"
+	"github.com/drover-dev/drover/internal/output"
 )
 
 // nodeCmds are the node-local verbs answered by the agent on this machine
@@ -113,24 +114,59 @@ func lookupKey(v any, key string) (any, bool) {
 
 func convergeCmd(e *env) *cobra.Command {
 	var home homeFlag
+	var format string
 	c := &cobra.Command{
 		Use:   "converge",
 		Short: "Converge now instead of at the next tick; prints the steps, exit 1 if one failed",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(format, outText, outYAML, outJSON); err != nil {
+				return err
+			}
 			var last agent.ConvergeLine
+			var bars *output.Bars
+			var stream *output.Stream
+			if format != outText {
+				stream, _ = output.NewStream(e.stdout, format)
+			} else if output.IsTerminal(e.stdout) {
+				bars = output.NewBars(e.stdout)
+			}
 			err := home.client().Stream(cmd.Context(), http.MethodPost, "/v1/converge", nil, func(raw json.RawMessage) error {
 				var l agent.ConvergeLine
 				if err := json.Unmarshal(raw, &l); err != nil {
 					return fmt.Errorf("converge: the agent answered %q: %w", raw, err)
 				}
+				if stream != nil {
+					// Every line, the last (done) one included.
+					if l.Done {
+						last = l
+					}
+					return stream.Write(l)
+				}
 				if l.Done {
 					last = l
 					return nil
 				}
-				fmt.Fprintf(e.stdout, "%-11s %s\n", l.Kind, l.Message)
-				return nil
+				if l.Progress != nil {
+					// Progress is for a terminal only: bars, else nothing.
+					if bars != nil && l.Progress.BytesTotal > 0 {
+						bars.Update(l.Package, l.Progress.Phase, l.Progress.BytesDone, l.Progress.BytesTotal)
+					}
+					return nil
+				}
+				line := fmt.Sprintf("%-11s %s", l.Kind, l.Message)
+				if bars == nil {
+					fmt.Fprintln(e.stdout, line)
+					return nil
+				}
+				if l.Kind == api.KindStepDone || l.Kind == api.KindStepFailed {
+					bars.Finish(l.Package, l.Kind == api.KindStepDone)
+				}
+				return bars.Println(line)
 			})
+			if bars != nil {
+				bars.Close()
+			}
 			if err != nil {
 				return err
 			}
@@ -140,11 +176,14 @@ func convergeCmd(e *env) *cobra.Command {
 			if !last.Converged {
 				return fmt.Errorf("converge: %s", last.Error)
 			}
-			fmt.Fprintln(e.stdout, "converged")
+			if stream == nil {
+				fmt.Fprintln(e.stdout, "converged")
+			}
 			return nil
 		},
 	}
 	home.register(c)
+	addOutputFlag(c, &format, outText)
 	return c
 }
 
@@ -152,12 +191,16 @@ func keepaliveCmd(e *env) *cobra.Command {
 	var (
 		home   homeFlag
 		cancel bool
+		format string
 	)
 	c := &cobra.Command{
 		Use:   "keepalive [DURATION|forever]",
 		Short: "Delay a health-check termination of this machine: 1h by default, 30m, 2d, or forever; --cancel ends it",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(format, outText, outYAML, outJSON); err != nil {
+				return err
+			}
 			var req api.KeepaliveRequest
 			switch {
 			case cancel && len(args) > 0:
@@ -183,6 +226,9 @@ func keepaliveCmd(e *env) *cobra.Command {
 			if err := home.client().Do(cmd.Context(), http.MethodPut, "/v1/keepalive", req, &ans); err != nil {
 				return err
 			}
+			if format != outText {
+				return printAs(e.stdout, format, ans)
+			}
 			if !ans.Sent {
 				fmt.Fprintf(e.stderr, "drover: keepalive queued: %s\n", ans.Error)
 				return nil
@@ -203,6 +249,7 @@ func keepaliveCmd(e *env) *cobra.Command {
 	}
 	home.register(c)
 	c.Flags().BoolVar(&cancel, "cancel", false, "cancel the keepalive: a pending termination goes ahead")
+	addOutputFlag(c, &format, outText)
 	return c
 }
 

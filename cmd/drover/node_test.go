@@ -70,7 +70,7 @@ func (f *fleet) events(args ...string) []eventJSON {
 	f.t.Helper()
 	out := f.op(append([]string{"events", "-o", "json"}, args...)...)
 	var evs []eventJSON
-	dec := json.NewDecoder(strings.NewReader(out))
+	dec := jsonArray(f.t, out)
 	for dec.More() {
 		var ev eventJSON
 		if err := dec.Decode(&ev); err != nil {

@@ -1,15 +1,14 @@
 package main
 
 import (
-	"encoding/json"
-	"fmt"
+	"errors"
 	"io"
 	"os"
 
 	"github.com/spf13/cobra"
-	"go.yaml.in/yaml/v3"
 
 	"github.com/drover-dev/drover/internal/client"
+	"github.com/drover-dev/drover/internal/output"
 	"github.com/drover-dev/drover/internal/pki"
 )
 
@@ -64,47 +63,39 @@ func operatorCmd(use, short string, f *connFlags) *cobra.Command {
 	return c
 }
 
-// output formats for -o.
+// output formats for -o (internal/output holds the rules).
 const (
-	outText = "text"
-	outYAML = "yaml"
-	outJSON = "json"
+	outText = output.Text
+	outYAML = output.YAML
+	outJSON = output.JSON
 )
 
+// addOutputFlag gives a verb -o; def is text for verbs with a text form.
 func addOutputFlag(c *cobra.Command, p *string, def string) {
-	formats := "text, yaml or json"
+	formats, values := "text, yaml or json", []string{outText, outYAML, outJSON}
 	if def != outText {
-		formats = "yaml or json"
+		formats, values = "yaml or json", []string{outYAML, outJSON}
 	}
 	c.Flags().StringVarP(p, "output", "o", def, "output format: "+formats)
+	_ = c.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(values, cobra.ShellCompDirectiveNoFileComp))
 }
 
-// printAs writes v as YAML or JSON.
+// printAs writes v, one object or one list, as one YAML or JSON document.
 func printAs(w io.Writer, format string, v any) error {
-	switch format {
-	case outJSON:
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(v)
-	case outYAML:
-		enc := yaml.NewEncoder(w)
-		enc.SetIndent(2)
-		if err := enc.Encode(v); err != nil {
-			return err
+	if err := output.Print(w, format, v); err != nil {
+		var ue *output.UnknownFormatError
+		if errors.As(err, &ue) {
+			return usageError{err}
 		}
-		return enc.Close()
+		return err
 	}
-	return usagef("output format %q: want yaml or json", format)
+	return nil
 }
 
 // checkOutput refuses an unknown -o before anything is done.
 func checkOutput(format string, allowed ...string) error {
-	for _, a := range allowed {
-		if format == a {
-			return nil
-		}
+	if err := output.Check(format, allowed...); err != nil {
+		return usageError{err}
 	}
-	return usagef("output format %q: want one of %v", format, allowed)
+	return nil
 }
-
-var _ = fmt.Sprint

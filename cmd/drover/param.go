@@ -82,7 +82,7 @@ func paramSetCmd(e *env, conn *connFlags) *cobra.Command {
 }
 
 func paramUnsetCmd(e *env, conn *connFlags) *cobra.Command {
-	var device string
+	var device, format string
 	c := &cobra.Command{
 		Use:   "unset [--device ID] PACKAGE NAME...",
 		Short: "Remove parameter values of a package for the fleet or one device",
@@ -91,19 +91,27 @@ func paramUnsetCmd(e *env, conn *connFlags) *cobra.Command {
 			if err := checkPackageArg(args[0]); err != nil {
 				return err
 			}
+			if err := checkOutput(format, outText, outYAML, outJSON); err != nil {
+				return err
+			}
 			cl, err := conn.client()
 			if err != nil {
 				return err
 			}
 			defer cl.Close()
-			if _, err := cl.SetParams(cmd.Context(), device, args[0], nil, args[1:]); err != nil {
+			out, err := cl.SetParams(cmd.Context(), device, args[0], nil, args[1:])
+			if err != nil {
 				return err
+			}
+			if format != outText {
+				return printAs(e.stdout, format, out)
 			}
 			fmt.Fprintf(e.stdout, "parameters of %s unset for %s: %s\n", args[0], scopeName(device), strings.Join(args[1:], ", "))
 			return nil
 		},
 	}
 	c.Flags().StringVar(&device, "device", "", "unset the values of this device only (default: fleet-wide)")
+	addOutputFlag(c, &format, outText)
 	return c
 }
 

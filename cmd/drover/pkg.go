@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 	"github.com/vbauerster/mpb/v8"
@@ -13,6 +13,7 @@ import (
 
 	"github.com/drover-dev/drover/internal/api"
 	"github.com/drover-dev/drover/internal/atomicfile"
+	"github.com/drover-dev/drover/internal/output"
 	"github.com/drover-dev/drover/internal/pkgfile"
 	"github.com/drover-dev/drover/internal/push"
 )
@@ -59,30 +60,64 @@ func tagSuffix(tags []string) string {
 }
 
 func pkgPushCmd(e *env, conn *connFlags) *cobra.Command {
-	return &cobra.Command{
+	var format string
+	c := &cobra.Command{
 		Use:   "push FILE...",
 		Short: "Upload package files; only the blobs the server lacks are sent",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(format, outText, outYAML, outJSON); err != nil {
+				return err
+			}
 			cl, err := conn.client()
 			if err != nil {
 				return err
 			}
 			defer cl.Close()
+			results := []pushed{}
 			for _, path := range args {
-				if err := pushOne(cmd, e, cl, path); err != nil {
+				r, err := pushOne(cmd, e, cl, path)
+				if err != nil {
 					return err
 				}
+				if format == outText {
+					printPushed(e, r)
+				}
+				results = append(results, r)
+			}
+			if format != outText {
+				return printAs(e.stdout, format, results)
 			}
 			return nil
 		},
 	}
+	addOutputFlag(c, &format, outText)
+	return c
 }
 
-func pushOne(cmd *cobra.Command, e *env, cl push.Uploader, path string) error {
+// pushed is what `pkg push -o json|yaml` prints of each file.
+type pushed struct {
+	api.Build     `yaml:",inline"`
+	Blobs         int   `json:"blobs" yaml:"blobs"`
+	Uploaded      int   `json:"uploaded" yaml:"uploaded"`
+	UploadedBytes int64 `json:"uploaded_bytes" yaml:"uploaded_bytes"`
+}
+
+func printPushed(e *env, r pushed) {
+	b := r.Build
+	if b.AlreadyPushed {
+		fmt.Fprintf(e.stdout, "already pushed %s [%s] %s: nothing changed (%d of %d blobs uploaded)\n",
+			b.Coordinate, strings.Join(b.Tags, ","), b.Digest[:12], r.Uploaded, r.Blobs)
+		return
+	}
+	fmt.Fprintf(e.stdout, "pushed %s [%s] %s (%d of %d blobs uploaded, %s)\n",
+		b.Coordinate, strings.Join(b.Tags, ","), b.Digest[:12], r.Uploaded, r.Blobs, output.Bytes(r.UploadedBytes))
+}
+
+func pushOne(cmd *cobra.Command, e *env, cl push.Uploader, path string) (pushed, error) {
 	var progress push.Progress
 	var bars *mpb.Progress
-	if isTerminal(e.stderr) {
+	if output.IsTerminal(e.stderr) {
 		// The bar goes to stderr so stdout stays a clean record for scripts.
 		bars = mpb.New(mpb.WithOutput(e.stderr), mpb.WithWidth(40))
 		var bar *mpb.Bar
@@ -104,12 +139,9 @@ func pushOne(cmd *cobra.Command, e *env, cl push.Uploader, path string) error {
 	}
 	res, err := push.File(cmd.Context(), cl, path, progress)
 	if err != nil {
-		return err
+		return pushed{}, err
 	}
-	b := res.Build
-	fmt.Fprintf(e.stdout, "pushed %s [%s] %s (%d of %d blobs uploaded, %d bytes)\n",
-		b.Coordinate, strings.Join(b.Tags, ","), b.Digest[:12], res.Sent, res.Blobs, res.SentBytes)
-	return nil
+	return pushed{Build: res.Build, Blobs: res.Blobs, Uploaded: res.Sent, UploadedBytes: res.SentBytes}, nil
 }
 
 func pkgLsCmd(e *env, conn *connFlags) *cobra.Command {
@@ -141,12 +173,11 @@ func pkgLsCmd(e *env, conn *connFlags) *cobra.Command {
 			if format != outText {
 				return printAs(e.stdout, format, builds)
 			}
-			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "COORDINATE\tTAGS\tINSTALL\tFILES\tSIZE\tDIGEST")
+			tb := output.NewTable(e.stdout, "COORDINATE", "TAGS", "INSTALL", "FILES", "SIZE", "DIGEST")
 			for _, b := range builds {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", b.Coordinate, strings.Join(b.Tags, ","), b.Install, b.Files, b.Size, b.Digest[:12])
+				tb.Row(b.Coordinate, strings.Join(b.Tags, ","), b.Install, strconv.Itoa(b.Files), output.Bytes(b.Size), b.Digest[:12])
 			}
-			return tw.Flush()
+			return tb.Flush()
 		},
 	}
 	addOutputFlag(c, &format, outText)
@@ -154,7 +185,7 @@ func pkgLsCmd(e *env, conn *connFlags) *cobra.Command {
 }
 
 func pkgRmCmd(e *env, conn *connFlags) *cobra.Command {
-	var tags string
+	var tags, format string
 	c := &cobra.Command{
 		Use:   "rm COORDINATE [--tags a,b]",
 		Short: "Remove the builds of a coordinate (only the build with exactly --tags, when given)",
@@ -162,6 +193,9 @@ func pkgRmCmd(e *env, conn *connFlags) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if _, err := api.ParseCoordinate(args[0]); err != nil {
 				return usageError{err}
+			}
+			if err := checkOutput(format, outText, outYAML, outJSON); err != nil {
+				return err
 			}
 			var tl []string
 			if cmd.Flags().Changed("tags") {
@@ -179,11 +213,18 @@ func pkgRmCmd(e *env, conn *connFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if format != outText {
+				return printAs(e.stdout, format, struct {
+					Coordinate string `json:"coordinate" yaml:"coordinate"`
+					Removed    int    `json:"removed" yaml:"removed"`
+				}{args[0], n})
+			}
 			fmt.Fprintf(e.stdout, "removed %d build(s) of %s\n", n, args[0])
 			return nil
 		},
 	}
 	c.Flags().StringVar(&tags, "tags", "", "remove only the build with exactly these tags (comma separated)")
+	addOutputFlag(c, &format, outText)
 	return c
 }
 

@@ -51,7 +51,7 @@ func TestFailingScript(t *testing.T) {
 	}
 
 	out := f.op("events", "--device", "delta", "--kind", "step-failed", "-o", "json")
-	dec := json.NewDecoder(strings.NewReader(out))
+	dec := jsonArray(t, out)
 	var found bool
 	for dec.More() {
 		var ev struct {

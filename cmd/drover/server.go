@@ -1,21 +1,12 @@
 package main
 
 import (
-	"context"
-	"fmt"
+	"errors"
 	"log/slog"
-	"net"
-	"path/filepath"
-	"strings"
 
 	"github.com/spf13/cobra"
 
-	"github.com/drover-dev/drover/internal/blob"
-	"github.com/drover-dev/drover/internal/pki"
-	"github.com/drover-dev/drover/internal/privdir"
-	"github.com/drover-dev/drover/internal/server"
-	"github.com/drover-dev/drover/internal/store"
-	"github.com/drover-dev/drover/internal/store/sqlite"
+	"github.com/drover-dev/drover/internal/servermain"
 )
 
 // serverFlags are the flags of `drover server`.
@@ -44,18 +35,26 @@ func serverCmd(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ctx := cmd.Context()
-			srv, closeFn, err := openServer(ctx, f, log)
+			evCfg, err := f.events.config(f.data)
 			if err != nil {
 				return err
 			}
-			defer closeFn()
-			ln, err := net.Listen("tcp", f.listen)
+			quota, err := f.quota.config()
 			if err != nil {
-				return fmt.Errorf("listen on %s: %w", f.listen, err)
+				return err
 			}
-			log.Info("drover server listening", "addr", "https://"+ln.Addr().String(), "data", f.data)
-			return srv.Serve(ctx, ln)
+			m := servermain.New(servermain.Config{
+				Data: f.data, DB: f.db, Listen: f.listen, TLSCert: f.tlsCert, TLSKey: f.tlsKey, CACert: f.caCert,
+				Events: evCfg, Quota: quota, TerminationHook: f.node.hook, TerminationHookTimeout: f.node.hookTimeout, Logger: log,
+			})
+			if err := m.Run(cmd.Context()); err != nil {
+				if errors.Is(err, servermain.ErrBadDB) {
+					return usageError{err}
+				}
+				return err
+			}
+			defer m.Close()
+			return m.Wait()
 		},
 	}
 	fl := c.Flags()
@@ -72,65 +71,8 @@ func serverCmd(e *env) *cobra.Command {
 	return c
 }
 
-// openServer opens the store and blob store under f.data and returns a
-// server over them, with the function that closes them.
-func openServer(ctx context.Context, f serverFlags, log *slog.Logger) (*server.Server, func(), error) {
-	tlsCfg, err := pki.ServerTLSConfig(f.tlsCert, f.tlsKey, f.caCert)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := privdir.Make(f.data); err != nil {
-		return nil, nil, fmt.Errorf("data folder: %w", err)
-	}
-	st, err := openStore(ctx, f.db, f.data, log)
-	if err != nil {
-		return nil, nil, err
-	}
-	blobs, err := blob.NewFileStore(blob.FileConfig{Dir: filepath.Join(f.data, "blobs")})
-	if err != nil {
-		st.Close()
-		return nil, nil, fmt.Errorf("blob store: %w", err)
-	}
-	evCfg, err := f.events.config(f.data)
-	if err != nil {
-		st.Close()
-		return nil, nil, err
-	}
-	quota, err := f.quota.config()
-	if err != nil {
-		st.Close()
-		return nil, nil, err
-	}
-	srv, err := server.New(ctx, server.Config{TLS: tlsCfg, Logger: log, Events: evCfg, Quota: quota,
-		TerminationHook: f.node.hook, TerminationHookTimeout: f.node.hookTimeout}, st, blobs)
-	if err != nil {
-		st.Close()
-		return nil, nil, err
-	}
-	return srv, func() { st.Close() }, nil
-}
-
-func openStore(ctx context.Context, url, data string, log *slog.Logger) (store.Store, error) {
-	switch {
-	case url == "":
-		return sqlite.Open(ctx, filepath.Join(data, "drover.db"), log)
-	case strings.HasPrefix(url, "sqlite:"):
-		return sqlite.Open(ctx, strings.TrimPrefix(strings.TrimPrefix(url, "sqlite:"), "//"), log)
-	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
-		return nil, usagef("--db %s: PostgreSQL is not supported yet; use the embedded SQLite store", redact(url))
-	}
-	return nil, usagef("--db %q: want sqlite:PATH", redact(url))
-}
-
-// redact hides a password in a database URL.
-func redact(url string) string {
-	if i := strings.Index(url, "@"); i > 0 {
-		if j := strings.Index(url, "://"); j > 0 && j < i {
-			return url[:j+3] + "***" + url[i:]
-		}
-	}
-	return url
-}
+// redact hides a password in a URL.
+func redact(url string) string { return servermain.Redact(url) }
 
 // newLogger returns a text logger on stderr at the given level.
 func newLogger(e *env, level string) (*slog.Logger, error) {

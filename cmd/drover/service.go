@@ -75,11 +75,15 @@ func printServices(e *env, sts []api.ServiceState) {
 
 func serviceActionCmd(e *env, action, short string) *cobra.Command {
 	var home homeFlag
+	var format string
 	c := &cobra.Command{
 		Use:   action + " [COORD]",
 		Short: short,
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(format, outText, outYAML, outJSON); err != nil {
+				return err
+			}
 			path := "/v1/services/" + action
 			if len(args) == 1 {
 				path += "?" + url.Values{"coordinate": {args[0]}}.Encode()
@@ -88,10 +92,17 @@ func serviceActionCmd(e *env, action, short string) *cobra.Command {
 			if err := home.client().Do(cmd.Context(), http.MethodPost, path, nil, &sts); err != nil {
 				return err
 			}
+			if format != outText {
+				if sts == nil {
+					sts = []api.ServiceState{}
+				}
+				return printAs(e.stdout, format, sts)
+			}
 			printServices(e, sts)
 			return nil
 		},
 	}
 	home.register(c)
+	addOutputFlag(c, &format, outText)
 	return c
 }

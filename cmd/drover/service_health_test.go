@@ -91,7 +91,7 @@ func TestServiceUpgradeDiesAtOnce(t *testing.T) {
 
 	// The step-failed event carries the console tail too.
 	out := f.op("events", "--device", "up1", "--kind", "step-failed", "-o", "json")
-	dec := json.NewDecoder(strings.NewReader(out))
+	dec := jsonArray(t, out)
 	found := false
 	for dec.More() {
 		var ev struct {

@@ -1,34 +1,21 @@
 package main
 
 import (
-	"bufio"
-	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
-	"strings"
 	"text/tabwriter"
 
-	"github.com/Masterminds/semver/v3"
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
-	"github.com/drover-dev/drover/internal/api"
-	"github.com/drover-dev/drover/internal/blob"
-	"github.com/drover-dev/drover/internal/facts"
-	"github.com/drover-dev/drover/internal/install"
 	"github.com/drover-dev/drover/internal/param"
-	"github.com/drover-dev/drover/internal/pkgfile"
-	"github.com/drover-dev/drover/internal/service"
+	"github.com/drover-dev/drover/internal/standalone"
 )
 
 // standaloneCmds are install, remove and ls, which work with no server
-// (copkg's workstation use): the same install engine as the agent, a
-// local blob cache, and the services started detached, as copkg's
-// start.py starts them, since no agent supervises a workstation.
+// (internal/standalone).
 func standaloneCmds(e *env) []*cobra.Command {
 	return []*cobra.Command{standaloneInstallCmd(e), standaloneRemoveCmd(e), standaloneLsCmd(e)}
 }
@@ -45,17 +32,7 @@ func (f *standaloneFlags) register(c *cobra.Command) {
 	c.Flags().StringVar(&f.root, "root", "", "where root-mode packages go (default <home>/root)")
 }
 
-// standalone is an opened standalone installation.
-type standalone struct {
-	f      standaloneFlags
-	cache  *blob.FileStore
-	engine *install.Engine
-	sup    *service.Supervisor
-	device string
-	tags   []string
-}
-
-func (f *standaloneFlags) open(ctx context.Context) (*standalone, error) {
+func (f *standaloneFlags) open(cmd *cobra.Command) (*standalone.Standalone, error) {
 	home := f.home
 	if home == "" {
 		home = os.Getenv("DROVER_STANDALONE_HOME")
@@ -67,152 +44,7 @@ func (f *standaloneFlags) open(ctx context.Context) (*standalone, error) {
 		}
 		home = filepath.Join(h, ".drover")
 	}
-	def := func(p *string, sub string) {
-		if *p == "" {
-			*p = filepath.Join(home, sub)
-		}
-	}
-	def(&f.softwareRoot, "software")
-	def(&f.runtimeRoot, "runtime")
-	def(&f.root, "root")
-	for _, d := range []string{home, f.softwareRoot, f.runtimeRoot, f.root} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return nil, err
-		}
-	}
-	f.home = home
-	cache, err := blob.NewFileStore(blob.FileConfig{Dir: filepath.Join(home, "system", "blobs")})
-	if err != nil {
-		return nil, err
-	}
-	host, _ := os.Hostname()
-	eng, err := install.New(install.Config{
-		SoftwareRoot: f.softwareRoot, Root: f.root, StateDir: filepath.Join(home, "system", "install"),
-		LogDir: filepath.Join(home, "logs"), Device: host, Blobs: cache,
-	})
-	if err != nil {
-		return nil, err
-	}
-	if err := eng.Recover(ctx); err != nil {
-		return nil, fmt.Errorf("recover interrupted install: %w", err)
-	}
-	sup, err := service.New(service.Config{RuntimeRoot: f.runtimeRoot})
-	if err != nil {
-		return nil, err
-	}
-	fs, err := facts.Detect(facts.Config{})
-	if err != nil {
-		return nil, err
-	}
-	return &standalone{f: *f, cache: cache, engine: eng, sup: sup, device: host, tags: facts.Tags(fs)}, nil
-}
-
-// specs are the services of an installed app.
-func (s *standalone) specs(name, instance string) []service.Spec {
-	for _, app := range s.engine.Installed() {
-		if app.Name != name || app.Instance != instance {
-			continue
-		}
-		m, err := s.engine.Manifest(app.Digest)
-		if err != nil {
-			return nil
-		}
-		loc, _ := s.engine.Location(name, instance)
-		var out []service.Spec
-		for _, sv := range m.Services {
-			out = append(out, service.Spec{
-				Coordinate: service.Coordinate(name, instance, sv.Name, nil), Package: name, Version: app.Version,
-				Instance: instance, Service: sv.Name, Location: loc, Start: sv.Start, Stop: sv.Stop, Restart: sv.Restart,
-				Params: s.engine.Params(name, instance),
-			})
-		}
-		return out
-	}
-	return nil
-}
-
-func (s *standalone) stopServices(ctx context.Context, name, instance string) {
-	for _, sp := range s.specs(name, instance) {
-		if ok, _ := s.sup.Adopt(sp); ok {
-			_ = s.sup.Stop(ctx, sp.Coordinate)
-		}
-	}
-}
-
-func (s *standalone) startServices(ctx context.Context, name, instance string) error {
-	for _, sp := range s.specs(name, instance) {
-		if err := s.sup.Start(ctx, sp); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// load puts a package file's blobs in the cache and returns its manifest
-// and digest.
-func (s *standalone) load(ctx context.Context, path string) (*api.Manifest, string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, "", err
-	}
-	defer f.Close()
-	r, err := pkgfile.NewReader(bufio.NewReader(f), pkgfile.Limits{})
-	if err != nil {
-		return nil, "", fmt.Errorf("%s: %w", path, err)
-	}
-	defer r.Close()
-	for {
-		d, _, err := r.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, "", fmt.Errorf("%s: %w", path, err)
-		}
-		if err := s.cache.Put(ctx, d, r); err != nil {
-			return nil, "", fmt.Errorf("%s: blob %s: %w", path, d, err)
-		}
-	}
-	return r.Manifest(), r.Digest(), nil
-}
-
-// findInRepo picks the package file in dir for a coordinate
-// (group:name:version) or a name (group:name: the newest version).
-func findInRepo(dir, want string) (string, error) {
-	if dir == "" {
-		return "", usagef("%s is not a file; give a package file, or --repo DIR to find a coordinate in", want)
-	}
-	files, err := filepath.Glob(filepath.Join(dir, "*.drover"))
-	if err != nil {
-		return "", err
-	}
-	best, bestV := "", (*semver.Version)(nil)
-	for _, p := range files {
-		f, err := os.Open(p)
-		if err != nil {
-			continue
-		}
-		r, err := pkgfile.NewReader(bufio.NewReader(f), pkgfile.Limits{})
-		if err != nil {
-			f.Close()
-			continue
-		}
-		m := r.Manifest()
-		r.Close()
-		f.Close()
-		c := m.Coordinate()
-		if c.String() != want && c.PackageName() != want {
-			continue
-		}
-		v, err := semver.NewVersion(m.Version)
-		if err == nil && (bestV == nil || v.GreaterThan(bestV)) {
-			best, bestV = p, v
-		}
-	}
-	if best == "" {
-		return "", fmt.Errorf("%s: no package file for it in %s", want, dir)
-	}
-	return best, nil
+	return standalone.Open(cmd.Context(), standalone.Config{Home: home, SoftwareRoot: f.softwareRoot, RuntimeRoot: f.runtimeRoot, Root: f.root})
 }
 
 // stdinIsTerminal reports whether r is a terminal, so a prompt makes sense.
@@ -225,41 +57,9 @@ func stdinIsTerminal(r io.Reader) bool {
 	return err == nil
 }
 
-// ask prompts for each missing required parameter (JPackages' @ASK),
-// showing its description, type, default and bounds, and asks again
-// after a bad answer.
-func ask(e *env, decls map[string]api.Param, missing []string, values map[string]any) error {
-	in := bufio.NewReader(e.stdin)
-	for _, name := range missing {
-		p := decls[name]
-		for {
-			fmt.Fprintf(e.stderr, "%s (%s): ", name, param.Describe(p))
-			line, err := in.ReadString('\n')
-			if err != nil && line == "" {
-				return fmt.Errorf("parameter %s: no answer: %w", name, err)
-			}
-			line = strings.TrimRight(line, "\r\n")
-			if line == "" && p.Default != nil {
-				break
-			}
-			v, cerr := param.Convert(p, line)
-			if cerr == nil && line == "" {
-				cerr = errors.New("a value is required")
-			}
-			if cerr != nil {
-				fmt.Fprintf(e.stderr, "  %v; try again\n", cerr)
-				continue
-			}
-			values[name] = v
-			break
-		}
-	}
-	return nil
-}
-
 func standaloneInstallCmd(e *env) *cobra.Command {
 	var f standaloneFlags
-	var repo, instance string
+	var repo, instance, format string
 	var params []string
 	c := &cobra.Command{
 		Use:   "install FILE|COORDINATE",
@@ -267,82 +67,45 @@ func standaloneInstallCmd(e *env) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			if err := checkOutput(format, outText, outYAML, outJSON); err != nil {
+				return err
+			}
 			given, err := parseAssignments(params)
 			if err != nil {
 				return err
 			}
 			path := args[0]
 			if st, err := os.Stat(path); err != nil || st.IsDir() {
-				if path, err = findInRepo(repo, args[0]); err != nil {
+				if repo == "" {
+					return usagef("%s is not a file; give a package file, or --repo DIR to find a coordinate in", args[0])
+				}
+				if path, err = standalone.FindInRepo(repo, args[0]); err != nil {
 					return err
 				}
 			}
-			s, err := f.open(ctx)
+			s, err := f.open(cmd)
 			if err != nil {
 				return err
 			}
-			m, digest, err := s.load(ctx, path)
+			m, digest, err := s.Load(ctx, path)
 			if err != nil {
 				return err
 			}
 			if missing := param.Missing(m.Params, param.Layer{Values: given}); len(missing) > 0 && stdinIsTerminal(e.stdin) {
-				if err := ask(e, m.Params, missing, given); err != nil {
+				if err := standalone.Ask(e.stdin, e.stderr, m.Params, missing, given); err != nil {
 					return err
 				}
 			}
-			// Every value is checked before anything is touched.
-			vals, err := param.Resolve(m.Params, param.Layer{Name: "command line", Values: given})
+			res, err := s.Install(ctx, standalone.Request{Manifest: m, Digest: digest, Instance: instance, Values: given})
 			if err != nil {
 				return err
 			}
-			name := m.Group + ":" + m.Name
-			data := param.Data{Params: vals, Device: param.Device{ID: s.device}, Package: param.Package{Name: name, Version: m.Version}, Instance: instance}
-			open := func(ctx context.Context, d string) (io.ReadCloser, error) { return s.cache.Open(ctx, d) }
-			configure := func(ctx context.Context, loc string) error {
-				return param.WriteTemplates(ctx, loc, m, data, open)
+			if format != outText {
+				return printAs(e.stdout, format, res)
 			}
-			// Root mode: rendered templates are files the package owns,
-			// installed under the engine's ownership and journal rules.
-			var templates []param.Rendered
-			if m.Install == api.InstallRoot && len(m.Templates) > 0 {
-				if templates, err = param.RenderTemplates(ctx, m, data, open); err != nil {
-					return err
-				}
-				configure = nil
-			}
-			strs := param.Strings(vals)
-			var prev *api.InstalledApp
-			for _, a := range s.engine.Installed() {
-				if a.Name == name && a.Instance == instance {
-					prev = &a
-				}
-			}
-			s.stopServices(ctx, name, instance)
-			if prev != nil && prev.Digest == digest {
-				if templates != nil {
-					_, err = s.engine.Apply(ctx, install.Target{Manifest: m, Digest: digest, Have: s.tags, Tags: []string{},
-						Instance: instance, Params: strs, Templates: templates})
-				}
-				if err == nil {
-					err = s.engine.Reconfigure(ctx, name, instance, strs, configure)
-				}
-			} else {
-				_, err = s.engine.Apply(ctx, install.Target{Manifest: m, Digest: digest, Have: s.tags, Tags: []string{},
-					Instance: instance, Params: strs, Configure: configure, Templates: templates})
-			}
-			if err != nil {
-				if prev != nil {
-					_ = s.startServices(ctx, name, instance)
-				}
-				return err
-			}
-			if err := s.startServices(ctx, name, instance); err != nil {
-				return err
-			}
-			loc, _ := s.engine.Location(name, instance)
-			fmt.Fprintf(e.stdout, "installed %s in %s\n", m.Coordinate(), loc)
-			for _, sp := range s.specs(name, instance) {
-				fmt.Fprintf(e.stdout, "service %s started: %s\n", sp.Coordinate, s.sup.Dir(sp.Coordinate))
+			fmt.Fprintf(e.stdout, "installed %s in %s\n", m.Coordinate(), res.Location)
+			for _, sv := range res.Services {
+				fmt.Fprintf(e.stdout, "service %s started: %s\n", sv.Coordinate, sv.Dir)
 			}
 			return nil
 		},
@@ -351,6 +114,7 @@ func standaloneInstallCmd(e *env) *cobra.Command {
 	c.Flags().StringVar(&repo, "repo", "", "folder of package files to find a COORDINATE (or group:name, newest) in")
 	c.Flags().StringVar(&instance, "instance", "", "instance name: the same package may be installed several times")
 	c.Flags().StringArrayVar(&params, "param", nil, "parameter value NAME=VALUE (repeatable)")
+	addOutputFlag(c, &format, outText)
 	return c
 }
 
@@ -363,25 +127,15 @@ func standaloneRemoveCmd(e *env) *cobra.Command {
 		Short: "Stop a standalone package's services and remove it (group:name)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
 			if err := checkPackageArg(args[0]); err != nil {
 				return err
 			}
-			s, err := f.open(ctx)
+			s, err := f.open(cmd)
 			if err != nil {
 				return err
 			}
-			specs := s.specs(args[0], instance)
-			s.stopServices(ctx, args[0], instance)
-			if err := s.engine.Remove(ctx, args[0], instance); err != nil {
+			if err := s.Remove(cmd.Context(), args[0], instance, purge); err != nil {
 				return err
-			}
-			for _, sp := range specs {
-				if _, err := s.sup.Adopt(sp); err == nil {
-					if err := s.sup.Remove(ctx, sp.Coordinate, purge); err != nil {
-						return err
-					}
-				}
 			}
 			fmt.Fprintf(e.stdout, "removed %s\n", args[0])
 			return nil
@@ -404,20 +158,18 @@ func standaloneLsCmd(e *env) *cobra.Command {
 			if err := checkOutput(format, outText, outYAML, outJSON); err != nil {
 				return err
 			}
-			s, err := f.open(cmd.Context())
+			s, err := f.open(cmd)
 			if err != nil {
 				return err
 			}
-			apps := s.engine.Installed()
-			sort.Slice(apps, func(i, j int) bool { return apps[i].Name+apps[i].Instance < apps[j].Name+apps[j].Instance })
+			apps := s.List()
 			if format != outText {
 				return printAs(e.stdout, format, apps)
 			}
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tINSTANCE\tVERSION\tLOCATION")
 			for _, a := range apps {
-				loc, _ := s.engine.Location(a.Name, a.Instance)
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", a.Name, a.Instance, a.Version, loc)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", a.Name, a.Instance, a.Version, s.Location(a.Name, a.Instance))
 			}
 			return tw.Flush()
 		},

@@ -11,6 +11,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/yamlerr"
 )
 
 func stateCmd(e *env) *cobra.Command {
@@ -51,7 +52,7 @@ func stateGetCmd(e *env, conn *connFlags) *cobra.Command {
 }
 
 func stateSetCmd(e *env, conn *connFlags) *cobra.Command {
-	var file string
+	var file, format string
 	c := &cobra.Command{
 		Use:   "set -f FILE",
 		Short: "Set desired states from a YAML file, one document per device ('-' reads stdin)",
@@ -59,6 +60,9 @@ func stateSetCmd(e *env, conn *connFlags) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if file == "" {
 				return usagef("state set: -f FILE is required")
+			}
+			if err := checkOutput(format, outText, outYAML, outJSON); err != nil {
+				return err
 			}
 			var data []byte
 			var err error
@@ -79,11 +83,14 @@ func stateSetCmd(e *env, conn *connFlags) *cobra.Command {
 				return err
 			}
 			defer cl.Close()
-			if len(sts) > 1 {
+			if len(sts) > 1 || format != outText {
 				// Many devices: one call, all or nothing.
 				res, err := cl.SetStates(cmd.Context(), sts)
 				if err != nil {
 					return err
+				}
+				if format != outText {
+					return printAs(e.stdout, format, res)
 				}
 				for i, st := range sts {
 					fmt.Fprintf(e.stdout, "desired state of %s set (%d apps)\n", st.ID, len(st.Apps))
@@ -102,6 +109,7 @@ func stateSetCmd(e *env, conn *connFlags) *cobra.Command {
 		},
 	}
 	c.Flags().StringVarP(&file, "file", "f", "", "desired state YAML (the shape of 'state get')")
+	addOutputFlag(c, &format, outText)
 	return c
 }
 
@@ -144,7 +152,7 @@ func parseStates(data []byte) ([]api.DesiredState, error) {
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("malformed desired state: %w", err)
+			return nil, fmt.Errorf("malformed desired state: %w", yamlerr.Describe(err, len(out)+1))
 		}
 		if st.ID == "" {
 			return nil, fmt.Errorf("desired state %d has no id", len(out)+1)

@@ -26,6 +26,7 @@ import (
 
 	"github.com/drover-dev/drover/internal/api"
 	"github.com/drover-dev/drover/internal/blob"
+	"github.com/drover-dev/drover/internal/client"
 	"github.com/drover-dev/drover/internal/facts"
 	"github.com/drover-dev/drover/internal/install"
 	"github.com/drover-dev/drover/internal/local"
@@ -88,6 +89,7 @@ type Agent struct {
 	facts  facts.Facts
 	node   nodeState // node-local verbs and health (node.go)
 	svc    *services // package services (services.go)
+	sup    supersede // newer desired states (supersede.go)
 
 	mu        sync.Mutex
 	applied   string // digest of the resolved state last converged to
@@ -123,6 +125,17 @@ func New(cfg Config, srv Server) (*Agent, error) {
 	}
 	if cfg.RuntimeRoot == "" {
 		cfg.RuntimeRoot = filepath.Join(cfg.Home, "runtime")
+	}
+	dirs := [][2]string{{"--home", cfg.Home}, {"--software-root", cfg.SoftwareRoot}, {"--runtime-root", cfg.RuntimeRoot}}
+	if cfg.Root != "" {
+		// The default root, /, is checked by the installs that use it:
+		// an agent of prefix packages only need not run as root.
+		dirs = append(dirs, [2]string{"--root", cfg.Root})
+	}
+	for _, d := range dirs {
+		if err := checkDir(d[0], d[1]); err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
 	}
 	if cfg.Root == "" {
 		cfg.Root = "/"
@@ -286,6 +299,7 @@ func (a *Agent) watch(ctx context.Context, wake chan *api.Resolved) {
 			continue
 		}
 		after = res.Digest
+		a.sup.announced(res.Digest)
 		// Keep only the newest: a converge run picks up what is latest.
 		select {
 		case <-wake:
@@ -303,7 +317,15 @@ func (a *Agent) backoff(ctx context.Context, delay time.Duration, err error) tim
 		delay *= 2
 	}
 	d := delay/2 + rand.N(delay/2+1)
-	a.log.Warn("server unreachable, retrying", "err", err, "in", d.Round(time.Millisecond))
+	var ae *api.Error
+	switch {
+	case errors.Is(err, client.ErrTLS):
+		a.log.Error("TLS failure, retrying: check the certificates", "err", err, "in", d.Round(time.Millisecond))
+	case errors.As(err, &ae) && (ae.Code == api.EFORBIDDEN || ae.Code == api.EUNAUTHORIZED):
+		a.log.Error("the server refused this agent, retrying", "err", err, "in", d.Round(time.Millisecond))
+	default:
+		a.log.Warn("server unreachable, retrying", "err", err, "in", d.Round(time.Millisecond))
+	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

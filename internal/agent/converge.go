@@ -41,7 +41,10 @@ func (a *Agent) converge(ctx context.Context, res *api.Resolved) {
 func (a *Agent) convergeLocked(ctx context.Context, res *api.Resolved) {
 	applied, err := a.convergeTo(ctx, res)
 	a.mu.Lock()
-	if err != nil {
+	if errors.Is(err, errSuperseded) {
+		// Neither success nor failure: the newer state comes next.
+		a.log.Info("converge superseded by a newer desired state")
+	} else if err != nil {
 		a.lastErr = err.Error()
 	} else {
 		a.lastErr = ""
@@ -52,7 +55,7 @@ func (a *Agent) convergeLocked(ctx context.Context, res *api.Resolved) {
 	close(a.converged)
 	a.converged = make(chan struct{})
 	a.mu.Unlock()
-	if err != nil && ctx.Err() == nil {
+	if err != nil && ctx.Err() == nil && !errors.Is(err, errSuperseded) {
 		a.log.Error("converge", "err", err)
 	}
 	if ctx.Err() == nil {
@@ -110,9 +113,20 @@ func (a *Agent) convergeTo(ctx context.Context, res *api.Resolved) (string, erro
 	a.event(api.Event{Kind: api.KindPlan, Level: api.LevelInfo, Priority: api.PriorityLow,
 		Message: fmt.Sprintf("plan of %d steps: %s", len(steps), strings.Join(lines, "; "))})
 	a.flushEvents(ctx)
-	for _, s := range steps {
+	a.sup.start(res.Digest)
+	defer a.sup.done()
+	for i, s := range steps {
+		if a.sup.stale() {
+			a.event(api.Event{Kind: api.KindPlan, Level: api.LevelInfo, Priority: api.PriorityLow,
+				Message: fmt.Sprintf("plan superseded by a newer desired state; %d of %d steps not run", len(steps)-i, len(steps))})
+			a.flushEvents(ctx)
+			return "", errSuperseded
+		}
 		if err := a.runStep(ctx, s, manifests); err != nil {
 			a.flushEvents(ctx)
+			if errors.Is(err, errSuperseded) {
+				return "", err
+			}
 			a.failed(res.Digest, err)
 			return "", err
 		}
@@ -219,6 +233,14 @@ func (a *Agent) runStep(ctx context.Context, s plan.Step, manifests map[string]*
 			payload["script"] = se.Script
 			payload["exit_code"] = se.Code
 			payload["output"] = se.Output
+		}
+		if a.sup.stale() {
+			// The device did not fail: what it was asked for changed
+			// while it worked (the build it fetched may be gone).
+			payload["superseded"] = true
+			a.event(api.Event{Kind: api.KindStepFailed, Level: api.LevelInfo, Priority: api.PriorityLow, Package: pkg,
+				Message: fmt.Sprintf("%s: superseded by a newer desired state (%v)", s, err), Payload: mustJSON(payload)})
+			return fmt.Errorf("%s: %w", s, errSuperseded)
 		}
 		a.event(api.Event{Kind: api.KindStepFailed, Level: api.LevelError, Priority: api.PriorityHigh, Package: pkg,
 			Message: fmt.Sprintf("%s: %v", s, err), Payload: mustJSON(payload)})

@@ -74,13 +74,15 @@ type (
 	// ConvergeLine is one line of POST /v1/converge: a step event, or the
 	// last line with Done set.
 	ConvergeLine struct {
-		Kind      string `json:"kind,omitempty"`
-		Level     string `json:"level,omitempty"`
-		Package   string `json:"package,omitempty"`
-		Message   string `json:"message,omitempty"`
-		Done      bool   `json:"done,omitempty"`
-		Converged bool   `json:"converged,omitempty"`
-		Error     string `json:"error,omitempty"`
+		Kind    string `json:"kind,omitempty"`
+		Level   string `json:"level,omitempty"`
+		Package string `json:"package,omitempty"`
+		Message string `json:"message,omitempty"`
+		// Progress is set on the lines of step-progress events.
+		Progress  *Progress `json:"progress,omitempty"`
+		Done      bool      `json:"done,omitempty"`
+		Converged bool      `json:"converged,omitempty"`
+		Error     string    `json:"error,omitempty"`
 	}
 )
 
@@ -232,12 +234,21 @@ func (a *Agent) handleConverge(w http.ResponseWriter, r *http.Request) {
 		a.node.convergeMu.Lock()
 		defer a.node.convergeMu.Unlock()
 		untap := a.tap(func(ev api.Event) {
+			l := ConvergeLine{Kind: ev.Kind, Level: ev.Level, Package: ev.Package, Message: ev.Message}
 			switch ev.Kind {
 			case api.KindPlan, api.KindStepStart, api.KindStepDone, api.KindStepFailed:
-				select {
-				case lines <- ConvergeLine{Kind: ev.Kind, Level: ev.Level, Package: ev.Package, Message: ev.Message}:
-				default: // a stuck reader must not stall the install
+			case KindStepProgress:
+				var p Progress
+				if json.Unmarshal(ev.Payload, &p) != nil {
+					return
 				}
+				l.Progress = &p
+			default:
+				return
+			}
+			select {
+			case lines <- l:
+			default: // a stuck reader must not stall the install
 			}
 		})
 		defer untap()

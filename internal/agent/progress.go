@@ -18,9 +18,12 @@ const KindStepProgress = "step-progress"
 // device: at most 4 a second, whatever the number of downloads.
 const progressEvery = 250 * time.Millisecond
 
-// Progress is the payload of a step-progress event.
+// Progress is the payload of a step-progress event: how far the phase
+// ("download" of the blobs the cache lacks, or "install" of the files)
+// is, in bytes of file content and in files. The totals are the phase's
+// whole from its first event on.
 type Progress struct {
-	Phase      string `json:"phase"` // "download"
+	Phase      string `json:"phase"` // "download" or "install"
 	BytesDone  int64  `json:"bytes_done"`
 	BytesTotal int64  `json:"bytes_total"`
 	FilesDone  int64  `json:"files_done"`
@@ -73,11 +76,11 @@ func (a *Agent) progressReader(ctx context.Context, digest string, body io.Reade
 	}
 	return &countingReader{r: body, fn: func(n int64, eof bool) {
 		t.mu.Lock()
-		t.p.BytesDone += n
-		if _, known := t.sizes[digest]; !known {
-			// Scripts and templates have no size in the manifest: count
-			// them into the total as they arrive.
-			t.p.BytesTotal += n
+		if _, known := t.sizes[digest]; known {
+			// Bytes count the files' contents, whose sizes the manifest
+			// gives, so the total is right from the first event; scripts
+			// and templates (no size, small) count as files only.
+			t.p.BytesDone += n
 		}
 		if eof {
 			t.p.FilesDone++
@@ -180,6 +183,7 @@ func (s *progressSender) send(wait time.Duration) {
 	s.last = time.Now()
 	s.mu.Unlock()
 	if ev != nil {
+		s.a.tapEvent(*ev) // drover converge shows it as a bar
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		// Queued events (the step-start this progress belongs to) go
 		// first, so a follower sees them in order.

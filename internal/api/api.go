@@ -202,6 +202,9 @@ type Build struct {
 	Files      int       `json:"files" yaml:"files"`
 	Size       int64     `json:"size" yaml:"size"`
 	Pushed     time.Time `json:"pushed" yaml:"pushed"`
+	// AlreadyPushed is set in the answer to a push of a build the server
+	// already had: nothing was changed.
+	AlreadyPushed bool `json:"already_pushed,omitempty" yaml:"already_pushed,omitempty"`
 }
 
 // DesiredApp is one entry of a desired state (jamesd's shape, DESIGN §4).

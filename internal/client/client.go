@@ -38,10 +38,12 @@ type Client struct {
 	base    *url.URL
 	http    *http.Client
 	timeout time.Duration
+	tls     *tls.Config
 }
 
-// ErrUnreachable wraps transport failures (server down, TLS refused), so the
-// agent can tell "try again later" from an answer.
+// ErrUnreachable wraps transport failures (server down, network), so the
+// agent can tell "try again later" from an answer; TLS failures are
+// ErrTLS instead.
 var ErrUnreachable = errors.New("server unreachable")
 
 // New returns a client for cfg.
@@ -67,7 +69,7 @@ func New(cfg Config) (*Client, error) {
 		IdleConnTimeout:     90 * time.Second,
 		ForceAttemptHTTP2:   true,
 	}
-	return &Client{base: u, http: &http.Client{Transport: tr}, timeout: timeout}, nil
+	return &Client{base: u, http: &http.Client{Transport: tr}, timeout: timeout, tls: cfg.TLS}, nil
 }
 
 // Close releases idle connections.
@@ -125,6 +127,17 @@ func (c *Client) transportError(err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		err = ue.Err
+	}
+	why := tlsReason(err)
+	if why == "" && droppedAfterHandshake(err) {
+		// With TLS 1.3 a server refuses a client certificate after the
+		// client's side of the handshake is done, so the request may
+		// meet a reset connection instead of the alert: ask again and
+		// read the alert.
+		why = c.probeTLS()
+	}
+	if why != "" {
+		return fmt.Errorf("%w with %s: %s", ErrTLS, c.base.Host, why)
 	}
 	return fmt.Errorf("%w: %s: %v", ErrUnreachable, c.base.Host, err)
 }
@@ -316,7 +329,9 @@ func (c *Client) SetStates(ctx context.Context, sts []api.DesiredState) ([]api.R
 
 // EventQuery filters stored events.
 type EventQuery struct {
-	After       int64
+	After int64
+	// Since keeps events stored at or after it; zero = no bound.
+	Since       time.Time
 	Device      string
 	Kind        string
 	MinPriority string
@@ -328,22 +343,7 @@ type EventQuery struct {
 
 // Events returns stored events matching q, oldest first.
 func (c *Client) Events(ctx context.Context, q EventQuery) ([]api.Event, error) {
-	v := url.Values{}
-	if q.After > 0 {
-		v.Set("after", strconv.FormatInt(q.After, 10))
-	}
-	if q.Device != "" {
-		v.Set("device", q.Device)
-	}
-	if q.Kind != "" {
-		v.Set("kind", q.Kind)
-	}
-	if q.MinPriority != "" {
-		v.Set("min_priority", q.MinPriority)
-	}
-	if q.Limit > 0 {
-		v.Set("limit", strconv.Itoa(q.Limit))
-	}
+	v := q.values()
 	timeout := c.timeout
 	if q.Wait {
 		v.Set("wait", "1")

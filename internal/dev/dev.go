@@ -22,13 +22,11 @@ import (
 
 	"github.com/drover-dev/drover/internal/agent"
 	"github.com/drover-dev/drover/internal/api"
-	"github.com/drover-dev/drover/internal/blob"
 	"github.com/drover-dev/drover/internal/client"
 	"github.com/drover-dev/drover/internal/pkgfile"
 	"github.com/drover-dev/drover/internal/pki"
 	"github.com/drover-dev/drover/internal/push"
-	"github.com/drover-dev/drover/internal/server"
-	"github.com/drover-dev/drover/internal/store/sqlite"
+	"github.com/drover-dev/drover/internal/servermain"
 )
 
 //go:embed all:samples
@@ -86,31 +84,19 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	addr := "https://" + ln.Addr().String()
-	tlsCfg, err := pki.ServerTLSConfig(srvCert, srvKey, caFile)
-	if err != nil {
+	sm := servermain.New(servermain.Config{
+		Data: filepath.Join(cfg.Dir, "server"), Listener: ln, TLSCert: srvCert, TLSKey: srvKey, CACert: caFile,
+		Logger: cfg.Logger.With("part", "server"),
+	})
+	if err := sm.Run(ctx); err != nil {
+		ln.Close()
 		return err
 	}
-	dataDir := filepath.Join(cfg.Dir, "server")
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return err
-	}
-	st, err := sqlite.Open(ctx, filepath.Join(dataDir, "drover.db"), cfg.Logger)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	blobs, err := blob.NewFileStore(blob.FileConfig{Dir: filepath.Join(dataDir, "blobs")})
-	if err != nil {
-		return err
-	}
-	srv, err := server.New(ctx, server.Config{TLS: tlsCfg, Logger: cfg.Logger.With("part", "server")}, st, blobs)
-	if err != nil {
-		return err
-	}
+	defer sm.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 2)
-	go func() { done <- srv.Serve(ctx, ln) }()
+	go func() { done <- sm.Wait() }()
 	fmt.Fprintf(out, "server listening on %s\n", addr)
 
 	// Operator: build and push the samples, declare the desired state.

@@ -58,6 +58,9 @@ type EventsConfig struct {
 	// FollowWriteTimeout is how long a live follower may take to accept
 	// a batch of events before it is dropped as too slow; default 10s.
 	FollowWriteTimeout time.Duration
+	// FollowHeartbeat is how often an idle follower is sent a comment
+	// line, so that proxies and NATs keep its connection; default 5s.
+	FollowHeartbeat time.Duration
 }
 
 // eventsState is the server's event machinery.
@@ -88,6 +91,9 @@ func (s *Server) newEvents(ctx context.Context) (*eventsState, error) {
 	}
 	if cfg.FollowWriteTimeout <= 0 {
 		cfg.FollowWriteTimeout = 10 * time.Second
+	}
+	if cfg.FollowHeartbeat <= 0 {
+		cfg.FollowHeartbeat = 5 * time.Second
 	}
 	e := &eventsState{cfg: cfg, reg: prometheus.NewRegistry(), planStart: map[string]time.Time{}}
 	if cfg.AMQPURL != "" {
@@ -432,6 +438,11 @@ func (s *Server) followEvents(w http.ResponseWriter, r *http.Request, p peer, f 
 			err = rc.Flush()
 		}
 		if err == nil {
+			// The deadline bounds this send only: left set, it would
+			// end an idle stream at the next heartbeat.
+			err = rc.SetWriteDeadline(time.Time{})
+		}
+		if err == nil {
 			return true
 		}
 		// Too slow is told by the deadline, not by the request's context:
@@ -450,7 +461,7 @@ func (s *Server) followEvents(w http.ResponseWriter, r *http.Request, p peer, f 
 	if !send(func() error { _, err := fmt.Fprint(w, "retry: 1000\n: drover events\n\n"); return err }) {
 		return nil
 	}
-	heartbeat := time.NewTicker(15 * time.Second)
+	heartbeat := time.NewTicker(s.ev.cfg.FollowHeartbeat)
 	defer heartbeat.Stop()
 	f.Limit = followBatch
 	for {

@@ -251,3 +251,52 @@ func metrics(t *testing.T, hc *http.Client, addr string) string {
 	}
 	return string(b)
 }
+
+// TestEventsIdleFollowStaysUp: an idle follower is sent heartbeats and
+// kept however long the gaps between sends are against the write
+// timeout (a send's deadline must not outlive the send), and still gets
+// the next event. Over HTTP/1.1 and HTTP/2.
+func TestEventsIdleFollowStaysUp(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		t.Run(map[bool]string{false: "HTTP/1.1", true: "HTTP/2"}[h2], func(t *testing.T) {
+			fx := newServed(t)
+			// Gaps between sends of 3x the write timeout: with the
+			// deadline of one send left set, the first heartbeat fails.
+			srv, addr, _ := fx.start(Config{Events: EventsConfig{
+				FollowWriteTimeout: 100 * time.Millisecond, FollowHeartbeat: 300 * time.Millisecond}}, nil)
+			tr := &http.Transport{TLSClientConfig: fx.clientTLS(pki.RoleAdmin, "follower"), ForceAttemptHTTP2: h2}
+			defer tr.CloseIdleConnections()
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, addr+"/v1/events?follow=1", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := tr.RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if (resp.ProtoMajor == 2) != h2 {
+				t.Fatalf("follow over %s", resp.Proto)
+			}
+			r := bufio.NewReader(resp.Body)
+			for pings := 0; pings < 5; {
+				line, err := r.ReadString('\n')
+				if err != nil {
+					t.Fatalf("idle stream ended after %d heartbeats: %v", pings, err)
+				}
+				if line == ": ping\n" {
+					pings++
+				}
+			}
+			if err := srv.emit(ctx, api.Event{Device: "d1", Kind: "log", Message: "after the idle time"}); err != nil {
+				t.Fatal(err)
+			}
+			s := &sseReader{r: r}
+			if !s.next() {
+				t.Fatal("no event after the idle time: stream ended")
+			}
+		})
+	}
+}

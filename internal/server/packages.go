@@ -55,6 +55,18 @@ func (s *Server) handlePush(w http.ResponseWriter, r *http.Request, p peer) erro
 	for _, f := range m.Files {
 		size += f.Size
 	}
+	// Pushing the same build again changes nothing and says so.
+	same, err := s.store.Builds(ctx, m.Group+":"+m.Name)
+	if err != nil {
+		return err
+	}
+	for _, b := range same {
+		if b.Digest == digest {
+			b.AlreadyPushed = true
+			writeJSON(w, http.StatusOK, b)
+			return nil
+		}
+	}
 	// The manifest is a blob too, so agents fetch it by its digest.
 	if err := s.blobs.Put(ctx, digest, strings.NewReader(string(data))); err != nil {
 		return fmt.Errorf("store manifest: %w", err)
