@@ -164,6 +164,8 @@ type Manifest struct {
 	// Scripts maps a script name (ScriptNames) to its content digest.
 	Scripts map[string]string `json:"scripts,omitempty"`
 	Files   []File            `json:"files"`
+	// Debs are the Debian packages of a root-mode build, sorted by name.
+	Debs []Deb `json:"debs,omitempty"`
 }
 
 // Coordinate returns the manifest's coordinate.
@@ -189,6 +191,9 @@ func (m *Manifest) Digests() []string {
 	}
 	for _, t := range m.Templates {
 		add(t.Digest)
+	}
+	for _, d := range m.Debs {
+		add(d.Digest)
 	}
 	return out
 }

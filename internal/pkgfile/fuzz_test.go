@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -51,6 +52,7 @@ func FuzzValidateManifest(f *testing.F) {
 	f.Add(base)
 	f.Add([]byte(`{"group":"g","name":"n","version":"1.0.0","install":"root","files":[{"path":"a","type":"symlink","target":"b/../.."}]}`))
 	f.Add([]byte(`null`))
+	f.Add([]byte(`{"group":"g","name":"n","version":"1.0.0","install":"root","files":[],"debs":[{"name":"hello","version":"2.10-3","arch":"amd64","digest":"` + strings.Repeat("a", 64) + `","size":1}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := DecodeManifest(data)
 		if err != nil {
