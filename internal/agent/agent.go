@@ -59,6 +59,9 @@ type Config struct {
 	Labels map[string]string
 	// Facts, when set, replaces detection (tests, benchmarks).
 	Facts facts.Facts
+	// MetadataURL is the cloud metadata service whose instance id, type,
+	// region and zone become facts and tags (cloud.go); "" asks none.
+	MetadataURL string
 	// ReportInterval is the fallback period of reports and retries;
 	// default 30s.
 	ReportInterval time.Duration
@@ -108,7 +111,8 @@ type Agent struct {
 const maxPending = 10000
 
 // New prepares the agent's home and its install engine. It does not
-// touch the network.
+// touch the server; it asks the cloud metadata service (Config.MetadataURL)
+// once, within a short timeout, unless its cached answer is fresh.
 func New(cfg Config, srv Server) (*Agent, error) {
 	if cfg.Home == "" {
 		return nil, errors.New("agent: no home folder")
@@ -170,6 +174,7 @@ func New(cfg Config, srv Server) (*Agent, error) {
 			return nil, fmt.Errorf("detect facts: %w", err)
 		}
 	}
+	f = withCloud(cfg, f) // cloud.go
 	tags := append(facts.Tags(f), cfg.Tags...)
 	sort.Strings(tags)
 	tags = slices.Compact(tags)
