@@ -23,6 +23,8 @@ type serverFlags struct {
 	data, listen, tlsCert, tlsKey, caCert, db, logLevel string
 	events                                              eventFlags      // events_flags.go
 	node                                                nodeServerFlags // node.go
+	probeLabel                                          string
+	probers                                             int
 }
 
 func serverCmd(e *env) *cobra.Command {
@@ -38,6 +40,9 @@ func serverCmd(e *env) *cobra.Command {
 				if req.v == "" {
 					return usagef("server: %s is required", req.name)
 				}
+			}
+			if f.probeLabel == "" || f.probers < 1 {
+				return usagef("server: --probe-label must not be empty and --probers must be at least 1")
 			}
 			log, err := newLogger(e, f.logLevel)
 			if err != nil {
@@ -65,6 +70,8 @@ func serverCmd(e *env) *cobra.Command {
 	fl.StringVar(&f.caCert, "ca-cert", "", "fleet CA certificate: every client must present a certificate it signed")
 	fl.StringVar(&f.db, "db", "", "database URL: sqlite:PATH (default <data>/drover.db)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fl.StringVar(&f.probeLabel, "probe-label", "region", "devices that share this label's value probe each other's services' network checks")
+	fl.IntVar(&f.probers, "probers", 3, "how many peers probe each device's network checks")
 	f.events.register(c)
 	f.node.register(c)
 	return c
@@ -95,7 +102,8 @@ func openServer(ctx context.Context, f serverFlags, log *slog.Logger) (*server.S
 		return nil, nil, err
 	}
 	srv, err := server.New(ctx, server.Config{TLS: tlsCfg, Logger: log, Events: evCfg,
-		TerminationHook: f.node.hook, TerminationHookTimeout: f.node.hookTimeout}, st, blobs)
+		TerminationHook: f.node.hook, TerminationHookTimeout: f.node.hookTimeout,
+		Network: server.NetworkConfig{Label: f.probeLabel, Probers: f.probers}}, st, blobs)
 	if err != nil {
 		st.Close()
 		return nil, nil, err

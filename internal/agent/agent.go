@@ -90,6 +90,7 @@ type Agent struct {
 	facts  facts.Facts
 	node   nodeState // node-local verbs and health (node.go)
 	svc    *services // package services (services.go)
+	net    netProbes // network checks of other devices (netprobe.go)
 
 	mu        sync.Mutex
 	applied   string // digest of the resolved state last converged to
@@ -325,8 +326,14 @@ func (a *Agent) report(ctx context.Context) error {
 	if rep.Installed == nil {
 		rep.Installed = []api.InstalledApp{}
 	}
-	_, err := a.srv.Report(ctx, a.cfg.Device, rep)
-	return err
+	rep.Services = a.withNetChecks(rep.Services) // netprobe.go
+	rep.ProbeResults = a.net.take()
+	resp, err := a.srv.Report(ctx, a.cfg.Device, rep)
+	if err != nil {
+		return err
+	}
+	a.runProbes(ctx, resp.Probes)
+	return nil
 }
 
 // event queues an event for the server; it is sent at the next flush.

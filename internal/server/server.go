@@ -42,6 +42,8 @@ type Config struct {
 	// it (node.go); TerminationHookTimeout bounds it, 0 = 5 minutes.
 	TerminationHook        string
 	TerminationHookTimeout time.Duration
+	// Network configures services' network checks (network.go).
+	Network NetworkConfig
 
 	Logger *slog.Logger
 	Now    func() time.Time
@@ -58,6 +60,7 @@ type Server struct {
 	res   *resolver
 	ev    *eventsState // events.go
 	node  nodeServer   // node.go
+	net   netState     // network.go
 
 	mu   sync.Mutex
 	http *http.Server
