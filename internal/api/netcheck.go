@@ -71,6 +71,12 @@ const (
 	ServiceUnreachable = "unreachable"
 )
 
+// Unreachable reports that s runs but its peers cannot reach it over its
+// network checks: a service in this state counts as unhealthy.
+func (s ServiceState) Unreachable() bool {
+	return s.State == ServiceRunning && s.Network == ServiceUnreachable
+}
+
 // Events of network checks, on the device whose service they are about.
 const (
 	KindServiceUnreachable = "service-unreachable" // up locally, unreachable from its peers

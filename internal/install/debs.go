@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -241,8 +242,9 @@ func (e *Engine) orphanDebs(app *appState, old, keep []api.Deb, db map[string]de
 // configureRoot is the root-mode configure: the build's debs through
 // dpkg (install what dpkg lacks at that version, remove what only the
 // old build carried), then postinst and configure. A failure of any
-// puts dpkg's packages back as they were.
-func (e *Engine) configureRoot(ctx context.Context, s *step) error {
+// puts dpkg's packages back as they were. What dpkg had before is in
+// the journal first, so that recovery after a crash does the same.
+func (e *Engine) configureRoot(ctx context.Context, s *step, j *journal) error {
 	var oldDebs []api.Deb
 	if s.oldM != nil {
 		oldDebs = s.oldM.Debs
@@ -250,64 +252,110 @@ func (e *Engine) configureRoot(ctx context.Context, s *step) error {
 	if len(s.m.Debs) == 0 && len(oldDebs) == 0 {
 		return e.configure(ctx, s, e.cfg.Root)
 	}
-	before, err := e.dpkgQuery(ctx)
+	db, err := e.dpkgQuery(ctx)
 	if err != nil {
+		return err
+	}
+	before := map[string]debState{}
+	for _, n := range debNames(s.m, s.oldM) {
+		before[n] = db[n] // the zero debState: dpkg did not have it
+	}
+	j.DebsBefore = before
+	if err := e.writeJournal(j); err != nil {
 		return err
 	}
 	var todo []api.Deb
 	for _, d := range s.m.Debs {
-		if st, ok := before[d.Name]; !ok || !st.Installed || st.Version != d.Version {
+		if st := db[d.Name]; !st.Installed || st.Version != d.Version {
 			todo = append(todo, d)
 		}
 	}
-	orphans := e.orphanDebs(s.app, oldDebs, s.m.Debs, before)
-	touched := func() []string {
-		names := slices.Clone(orphans)
-		for _, d := range todo {
-			names = append(names, d.Name)
-		}
-		return names
-	}
+	orphans := e.orphanDebs(s.app, oldDebs, s.m.Debs, db)
 	if err := e.installDebs(ctx, s.app, todo); err != nil {
-		return e.restoreDebs(ctx, s, before, touched(), err)
+		return e.restoreDebs(ctx, s.app, s.oldM, before, err)
 	}
 	if len(orphans) > 0 {
 		if err := e.dpkg(ctx, s.app, "--remove", orphans...); err != nil {
-			return e.restoreDebs(ctx, s, before, touched(), err)
+			return e.restoreDebs(ctx, s.app, s.oldM, before, err)
 		}
 	}
 	if err := e.point("debs"); err != nil {
 		return err
 	}
 	if err := e.configure(ctx, s, e.cfg.Root); err != nil {
-		return e.restoreDebs(ctx, s, before, touched(), err)
+		return e.restoreDebs(ctx, s.app, s.oldM, before, err)
 	}
 	return nil
 }
 
-// restoreDebs answers a failed step: each touched package goes back to
-// what dpkg had before it: purged if it was not there, reinstalled from
-// the old build's .deb if that is the version it had.
-func (e *Engine) restoreDebs(ctx context.Context, s *step, before map[string]debState, names []string, cause error) error {
+// debNames are the names of the debs of the new and the old build.
+func debNames(m, oldM *api.Manifest) []string {
+	var names []string
+	for _, mm := range []*api.Manifest{m, oldM} {
+		if mm == nil {
+			continue
+		}
+		for _, d := range mm.Debs {
+			if !slices.Contains(names, d.Name) {
+				names = append(names, d.Name)
+			}
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// recoverDebs, on recovery of an interrupted step that ran dpkg, puts
+// dpkg's packages back as the journal says they were.
+func (e *Engine) recoverDebs(ctx context.Context, j *journal) error {
+	if len(j.DebsBefore) == 0 || j.New == nil {
+		return nil
+	}
+	var oldM *api.Manifest
+	if j.Old != nil {
+		m, err := e.loadManifest(j.Old.Digest)
+		if err != nil {
+			return err
+		}
+		oldM = m
+	}
+	if err := e.restoreDebs(ctx, j.New, oldM, j.DebsBefore, nil); err != nil {
+		return err
+	}
+	j.DebsBefore = nil
+	return e.writeJournal(j)
+}
+
+// restoreDebs answers a failed step: each package of before goes back to
+// what dpkg had then: purged if it was not there, reinstalled from the
+// old build's .deb if that is the version it had. It returns cause
+// (nil on recovery), with what went wrong restoring.
+func (e *Engine) restoreDebs(ctx context.Context, app *appState, oldM *api.Manifest, before map[string]debState, cause error) error {
 	if e.dead {
 		return cause
 	}
+	wrap := func(err error) error {
+		if cause == nil {
+			return fmt.Errorf("restoring Debian packages: %w", err)
+		}
+		return fmt.Errorf("%w (and restoring Debian packages: %v)", cause, err)
+	}
 	now, err := e.dpkgQuery(ctx)
 	if err != nil {
-		return fmt.Errorf("%w (and restoring Debian packages: %v)", cause, err)
+		return wrap(err)
 	}
 	var purge []string
 	var reinstall []api.Deb
-	for _, n := range names {
-		was, had := before[n]
+	for _, n := range slices.Sorted(maps.Keys(before)) {
+		was := before[n]
 		cur, has := now[n]
 		switch {
-		case !had && has:
+		case was == (debState{}) && has:
 			purge = append(purge, n)
-		case had && (!has || cur.Version != was.Version || cur.Installed != was.Installed):
+		case was != (debState{}) && (!has || cur != was):
 			var old []api.Deb
-			if s.oldM != nil {
-				old = s.oldM.Debs
+			if oldM != nil {
+				old = oldM.Debs
 			}
 			i := slices.IndexFunc(old, func(d api.Deb) bool { return d.Name == n && d.Version == was.Version })
 			if i < 0 {
@@ -319,14 +367,13 @@ func (e *Engine) restoreDebs(ctx context.Context, s *step, before map[string]deb
 	}
 	var errs []error
 	if len(purge) > 0 {
-		slices.Sort(purge)
-		errs = append(errs, e.dpkg(ctx, s.app, "--purge", purge...))
+		errs = append(errs, e.dpkg(ctx, app, "--purge", purge...))
 	}
 	if len(reinstall) > 0 {
-		errs = append(errs, e.installDebs(ctx, s.app, reinstall))
+		errs = append(errs, e.installDebs(ctx, app, reinstall))
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("%w (and restoring Debian packages: %v)", cause, err)
+		return wrap(err)
 	}
 	return cause
 }

@@ -222,3 +222,37 @@ func TestDpkgSummary(t *testing.T) {
 		}
 	}
 }
+
+// TestDebsCrashRecovery: a kill -9 after dpkg ran (or after postinst)
+// and before the step is configured: Recover puts dpkg's packages back
+// with the files.
+func TestDebsCrashRecovery(t *testing.T) {
+	for _, point := range []string{"debs", "postinst"} {
+		t.Run(point, func(t *testing.T) {
+			v := newDebEnv(t)
+			e := v.engine(nil)
+			v.apply(e, v.debTarget(debPkg{name: "a", version: "1.0.0", file: "a1", debs: []debtest.Control{tiny("drover-x", "1.0", "")}}))
+			crash := v.engine(func(p string) error {
+				if p == point {
+					return ErrCrash
+				}
+				return nil
+			})
+			next := v.debTarget(debPkg{name: "a", version: "2.0.0", file: "a2", debs: []debtest.Control{tiny("drover-x", "2.0", ""), tiny("drover-y", "1.0", "")}})
+			if _, err := crash.Apply(context.Background(), next); !errors.Is(err, ErrCrash) {
+				t.Fatalf("Apply() = %v, want the simulated crash", err)
+			}
+			if diff := cmp.Diff([]string{"drover-x 2.0 installed", "drover-y 1.0 installed"}, v.dpkgDB()); diff != "" {
+				t.Fatalf("at the crash dpkg has (-want +got):\n%s", diff)
+			}
+			e = v.engine(nil) // recovers
+			if diff := cmp.Diff([]string{"drover-x 1.0 installed"}, v.dpkgDB()); diff != "" {
+				t.Errorf("after recovery dpkg has (-want +got):\n%s", diff)
+			}
+			if b, _ := os.ReadFile(filepath.Join(v.root, "etc", "a")); string(b) != "a1" {
+				t.Errorf("etc/a = %q after recovery, want a1", b)
+			}
+			v.assertDebConsistent(e)
+		})
+	}
+}
