@@ -34,8 +34,8 @@ type NetworkConfig struct {
 	Probers int
 	// Stale is how long a probe's outcome counts; default 3 minutes.
 	Stale time.Duration
-	// Refresh is how long the server reuses its snapshot of the fleet to
-	// hand out probes; default 5 seconds.
+	// Refresh is how long the server reuses its plan of who probes what
+	// (made from a snapshot of the fleet); default 5 seconds.
 	Refresh time.Duration
 }
 
@@ -55,28 +55,32 @@ func (c NetworkConfig) withDefaults() NetworkConfig {
 	return c
 }
 
-// netState is the server's snapshot of the fleet for handing out probes.
+// netState is the server's plan of who probes what, made from a
+// snapshot of the fleet at most Refresh old.
 type netState struct {
-	mu    sync.Mutex
-	devs  []api.Device
-	taken time.Time
+	mu     sync.Mutex
+	probes map[string][]api.Probe // prober id -> its probes
+	taken  time.Time
 }
 
-// fleet returns the devices, from a snapshot at most Refresh old.
-func (s *Server) fleet(ctx context.Context) ([]api.Device, error) {
+// probesFor returns the probes the device prober is to run.
+func (s *Server) probesFor(ctx context.Context, prober api.Device) []api.Probe {
 	cfg := s.cfg.Network.withDefaults()
+	if prober.Labels[cfg.Label] == "" {
+		return nil
+	}
 	s.net.mu.Lock()
 	defer s.net.mu.Unlock()
 	now := s.now()
-	if s.net.devs != nil && now.Sub(s.net.taken) < cfg.Refresh {
-		return s.net.devs, nil
+	if s.net.probes == nil || now.Sub(s.net.taken) >= cfg.Refresh {
+		devs, err := s.store.Devices(ctx)
+		if err != nil {
+			s.log.Warn("network checks: list devices", "err", err)
+			return nil
+		}
+		s.net.probes, s.net.taken = planProbes(devs, cfg, now), now
 	}
-	devs, err := s.store.Devices(ctx)
-	if err != nil {
-		return nil, err
-	}
-	s.net.devs, s.net.taken = devs, now
-	return devs, nil
+	return s.net.probes[prober.ID]
 }
 
 // remoteHost is the IP address a request came from.
@@ -88,71 +92,63 @@ func remoteHost(r *http.Request) string {
 	return host
 }
 
-// probeRank orders a target's candidate probers: stable, and different
-// for each target so that the work spreads.
-func probeRank(target, prober string) uint64 {
+// ringKey orders devices on a label group's ring: stable, and unrelated
+// to their names' order so that the work spreads.
+func ringKey(id string) uint64 {
 	h := fnv.New64a()
-	h.Write([]byte(target + "\x00" + prober))
+	h.Write([]byte(id))
 	return h.Sum64()
 }
 
-// probesFor returns the probes the device prober is to run: the checks
-// of the running services of each peer that chose it as one of its
-// Probers. Only recently seen peers probe or are probed.
-func (s *Server) probesFor(ctx context.Context, prober api.Device) []api.Probe {
-	cfg := s.cfg.Network.withDefaults()
-	value := prober.Labels[cfg.Label]
-	if value == "" {
-		return nil
-	}
-	devs, err := s.fleet(ctx)
-	if err != nil {
-		s.log.Warn("network checks: list devices", "err", err)
-		return nil
-	}
-	now := s.now()
-	var group []api.Device
+// planProbes decides who probes what: within each group of recently seen
+// devices sharing the label's value, laid on a ring by ringKey, a device
+// with network checks is probed by the Probers devices after it, so each
+// device probes at most Probers others. It costs one sort per group.
+func planProbes(devs []api.Device, cfg NetworkConfig, now time.Time) map[string][]api.Probe {
+	groups := map[string][]api.Device{}
 	for _, d := range devs {
-		if d.ID != prober.ID && d.Labels[cfg.Label] == value && now.Sub(d.LastSeen) < cfg.Stale {
-			group = append(group, d)
+		if v := d.Labels[cfg.Label]; v != "" && now.Sub(d.LastSeen) < cfg.Stale {
+			groups[v] = append(groups[v], d)
 		}
 	}
-	var out []api.Probe
-	for _, t := range group {
-		if t.Addr == "" || !hasNetChecks(t) || !chosen(t.ID, prober.ID, group, cfg.Probers) {
-			continue
-		}
-		for _, svc := range t.Services {
-			if svc.State != api.ServiceRunning {
+	out := map[string][]api.Probe{}
+	for _, g := range groups {
+		slices.SortFunc(g, func(a, b api.Device) int {
+			return cmp.Or(cmp.Compare(ringKey(a.ID), ringKey(b.ID)), cmp.Compare(a.ID, b.ID))
+		})
+		for i, t := range g {
+			if t.Addr == "" {
 				continue
 			}
-			for _, c := range svc.NetChecks {
-				if c.Validate() != nil {
-					continue
-				}
-				out = append(out, api.Probe{Device: t.ID, Service: svc.Coordinate, Check: c,
-					Addr: net.JoinHostPort(t.Addr, strconv.Itoa(c.TargetPort()))})
+			probes := targetProbes(t)
+			if len(probes) == 0 {
+				continue
+			}
+			for k := 1; k <= cfg.Probers && k < len(g); k++ {
+				p := g[(i+k)%len(g)].ID
+				out[p] = append(out[p], probes...)
 			}
 		}
 	}
 	return out
 }
 
-func hasNetChecks(d api.Device) bool {
-	return slices.ContainsFunc(d.Services, func(s api.ServiceState) bool { return len(s.NetChecks) > 0 })
-}
-
-// chosen reports whether prober is one of the n probers of target among
-// group (prober's peers; prober is not in it, target is).
-func chosen(target, prober string, group []api.Device, n int) bool {
-	mine := probeRank(target, prober)
-	better := 0
-	for _, d := range group {
-		if d.ID != target && probeRank(target, d.ID) < mine {
-			better++
+// targetProbes are the probes of t's running services' checks.
+func targetProbes(t api.Device) []api.Probe {
+	var out []api.Probe
+	for _, svc := range t.Services {
+		if svc.State != api.ServiceRunning {
+			continue
+		}
+		for _, c := range svc.NetChecks {
+			if c.Validate() != nil {
+				continue
+			}
+			out = append(out, api.Probe{Device: t.ID, Service: svc.Coordinate, Check: c,
+				Addr: net.JoinHostPort(t.Addr, strconv.Itoa(c.TargetPort()))})
 		}
 	}
-	return better < n
+	return out
 }
 
 // netResults takes a prober's outcomes into the records of the devices

@@ -46,35 +46,52 @@ func TestNetVerdict(t *testing.T) {
 	}
 }
 
-func TestChosenBoundsProbers(t *testing.T) {
-	var group []api.Device
+func TestPlanProbes(t *testing.T) {
+	now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	cfg := NetworkConfig{}.withDefaults()
+	svc := []api.ServiceState{{Coordinate: "w.web", State: api.ServiceRunning, NetChecks: []api.NetCheck{{TCP: 80}}}}
+	dev := func(id, region string, services []api.ServiceState) api.Device {
+		return api.Device{ID: id, Labels: map[string]string{"region": region}, Addr: "10.0.0.1", LastSeen: now, Services: services}
+	}
+	var devs []api.Device
 	for _, id := range []string{"a", "b", "c", "d", "e", "f", "g", "h"} {
-		group = append(group, api.Device{ID: id})
+		devs = append(devs, dev(id, "eu", svc))
 	}
-	load := map[string]int{}
-	for _, target := range group {
-		n := 0
-		for _, p := range group {
-			if p.ID == target.ID {
-				continue
-			}
-			var others []api.Device
-			for _, d := range group {
-				if d.ID != p.ID {
-					others = append(others, d)
-				}
-			}
-			if chosen(target.ID, p.ID, others, 3) {
-				n++
-				load[p.ID]++
-			}
+	devs = append(devs,
+		dev("us1", "us", svc), dev("us2", "us", nil), // another group
+		dev("lone", "ap", svc), // nobody to probe it
+		api.Device{ID: "nolabel", Addr: "10.0.0.9", LastSeen: now, Services: svc},
+		func() api.Device { d := dev("old", "eu", svc); d.LastSeen = now.Add(-time.Hour); return d }())
+	plan := planProbes(devs, cfg, now)
+	probedBy := map[string][]string{}
+	for prober, probes := range plan {
+		if len(probes) > cfg.Probers {
+			t.Errorf("%s probes %d services, want at most %d", prober, len(probes), cfg.Probers)
 		}
-		if n != 3 {
-			t.Errorf("target %s has %d probers, want 3", target.ID, n)
+		for _, p := range probes {
+			if p.Device == prober {
+				t.Errorf("%s probes itself", prober)
+			}
+			probedBy[p.Device] = append(probedBy[p.Device], prober)
 		}
 	}
-	if len(load) < 4 {
-		t.Errorf("probing falls on %d devices of 8 (%v); want it spread", len(load), load)
+	for _, id := range []string{"a", "b", "c", "d", "e", "f", "g", "h"} {
+		if n := len(probedBy[id]); n != cfg.Probers {
+			t.Errorf("%s is probed by %v, want %d peers", id, probedBy[id], cfg.Probers)
+		}
+		for _, p := range probedBy[id] {
+			if !strings.ContainsAny(p, "abcdefgh") || len(p) != 1 {
+				t.Errorf("%s is probed by %s, not of its region", id, p)
+			}
+		}
+	}
+	if got := probedBy["us1"]; len(got) != 1 || got[0] != "us2" {
+		t.Errorf("us1 is probed by %v, want us2 (its only peer)", got)
+	}
+	for _, id := range []string{"lone", "nolabel", "old", "us2"} {
+		if len(probedBy[id]) != 0 || (id != "us2" && len(plan[id]) != 0) {
+			t.Errorf("%s: probed by %v, probes %v; want neither", id, probedBy[id], plan[id])
+		}
 	}
 }
 
