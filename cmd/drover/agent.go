@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/drover-dev/drover/internal/agent"
 	"github.com/drover-dev/drover/internal/agentfile"
+	"github.com/drover-dev/drover/internal/facts"
 	"github.com/drover-dev/drover/internal/pki"
 	"github.com/drover-dev/drover/internal/service"
 )
@@ -22,6 +24,7 @@ type agentFlags struct {
 	conn                                  connFlags
 	home, softwareRoot, runtimeRoot, root string
 	tags, labels, logLevel                string
+	metadataURL                           string
 	healthInterval, reportInterval        time.Duration
 	hookTimeout                           time.Duration
 	recoverOnly                           bool
@@ -84,6 +87,7 @@ func (f *agentFlags) register(c *cobra.Command) {
 	fl.BoolVar(&f.recoverOnly, "recover-only", false, "finish or undo an interrupted install from the journal, then exit without contacting the server")
 	fl.DurationVar(&f.reportInterval, "report-interval", 30*time.Second, "how often the agent reports when nothing happens")
 	fl.DurationVar(&f.hookTimeout, "hook-timeout", 60*time.Second, "time limit of each hook in <home>/config/hooks/<phase>-post.d/")
+	fl.StringVar(&f.metadataURL, "metadata-url", "", "cloud metadata service whose instance id, type, region and zone become facts and tags (env DROVER_METADATA_URL, default "+facts.DefaultMetadataURL+"; none: ask none)")
 	f.node.register(c)
 }
 
@@ -104,6 +108,10 @@ func agentConfig(e *env, fl *pflag.FlagSet, f *agentFlags) (agent.Config, error)
 	if f.hookTimeout <= 0 {
 		return agent.Config{}, usagef("--hook-timeout must be positive")
 	}
+	metadataURL, err := metadataURL(f.metadataURL)
+	if err != nil {
+		return agent.Config{}, err
+	}
 	certFile := orEnv(f.conn.clientCert, "DROVER_CLIENT_CERT", "")
 	if certFile == "" {
 		return agent.Config{}, usagef("agent: --client-cert (or client_cert in %s) is required: the device id is its certificate's name", agentfile.Path(home))
@@ -120,10 +128,24 @@ func agentConfig(e *env, fl *pflag.FlagSet, f *agentFlags) (agent.Config, error)
 	if err != nil {
 		return agent.Config{}, err
 	}
-	return agent.Config{Node: nodeCfg,
+	return agent.Config{Node: nodeCfg, MetadataURL: metadataURL,
 		Home: home, Device: id, SoftwareRoot: f.softwareRoot, RuntimeRoot: f.runtimeRoot, Root: f.root,
 		Tags: splitList(f.tags), Labels: labels, ReportInterval: f.reportInterval, HookTimeout: f.hookTimeout, Logger: log,
 	}, nil
+}
+
+// metadataURL resolves --metadata-url: the flag, else DROVER_METADATA_URL,
+// else the link-local default; "none" turns cloud facts off ("").
+func metadataURL(v string) (string, error) {
+	v = orEnv(v, "DROVER_METADATA_URL", facts.DefaultMetadataURL)
+	if v == "none" {
+		return "", nil
+	}
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+		return "", usagef("--metadata-url %q: want http://HOST[:PORT] or none", v)
+	}
+	return v, nil
 }
 
 // certName returns the CN of a PEM certificate file: a device's id.

@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/drover-dev/drover/internal/server"
 	"github.com/drover-dev/drover/internal/servermain"
 )
 
@@ -15,6 +16,8 @@ type serverFlags struct {
 	events                                              eventFlags      // events_flags.go
 	node                                                nodeServerFlags // node.go
 	quota                                               quotaFlags      // quota_flags.go
+	probeLabel                                          string
+	probers                                             int
 }
 
 func serverCmd(e *env) *cobra.Command {
@@ -31,6 +34,9 @@ func serverCmd(e *env) *cobra.Command {
 					return usagef("server: %s is required", req.name)
 				}
 			}
+			if f.probeLabel == "" || f.probers < 1 {
+				return usagef("server: --probe-label must not be empty and --probers must be at least 1")
+			}
 			log, err := newLogger(e, f.logLevel)
 			if err != nil {
 				return err
@@ -46,6 +52,7 @@ func serverCmd(e *env) *cobra.Command {
 			m := servermain.New(servermain.Config{
 				Data: f.data, DB: f.db, Listen: f.listen, TLSCert: f.tlsCert, TLSKey: f.tlsKey, CACert: f.caCert,
 				Events: evCfg, Quota: quota, TerminationHook: f.node.hook, TerminationHookTimeout: f.node.hookTimeout, Logger: log,
+				Network: server.NetworkConfig{Label: f.probeLabel, Probers: f.probers},
 			})
 			if err := m.Run(cmd.Context()); err != nil {
 				if errors.Is(err, servermain.ErrBadDB) {
@@ -65,6 +72,8 @@ func serverCmd(e *env) *cobra.Command {
 	fl.StringVar(&f.caCert, "ca-cert", "", "fleet CA certificate: every client must present a certificate it signed")
 	fl.StringVar(&f.db, "db", "", "database URL: sqlite:PATH (default <data>/drover.db)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fl.StringVar(&f.probeLabel, "probe-label", "region", "devices that share this label's value probe each other's services' network checks")
+	fl.IntVar(&f.probers, "probers", 3, "how many peers probe each device's network checks")
 	f.events.register(c)
 	f.node.register(c)
 	f.quota.register(c)

@@ -61,6 +61,9 @@ type Config struct {
 	Labels map[string]string
 	// Facts, when set, replaces detection (tests, benchmarks).
 	Facts facts.Facts
+	// MetadataURL is the cloud metadata service whose instance id, type,
+	// region and zone become facts and tags (cloud.go); "" asks none.
+	MetadataURL string
 	// ReportInterval is the fallback period of reports and retries;
 	// default 30s.
 	ReportInterval time.Duration
@@ -90,6 +93,7 @@ type Agent struct {
 	node   nodeState // node-local verbs and health (node.go)
 	svc    *services // package services (services.go)
 	sup    supersede // newer desired states (supersede.go)
+	net    netProbes // network checks of other devices (netprobe.go)
 
 	mu        sync.Mutex
 	applied   string // digest of the resolved state last converged to
@@ -112,7 +116,8 @@ type Agent struct {
 const maxPending = 10000
 
 // New prepares the agent's home and its install engine. It does not
-// touch the network.
+// touch the server; it asks the cloud metadata service (Config.MetadataURL)
+// once, within a short timeout, unless its cached answer is fresh.
 func New(cfg Config, srv Server) (*Agent, error) {
 	if cfg.Home == "" {
 		return nil, errors.New("agent: no home folder")
@@ -190,6 +195,7 @@ func New(cfg Config, srv Server) (*Agent, error) {
 			return nil, fmt.Errorf("detect facts: %w", err)
 		}
 	}
+	f = withCloud(cfg, f) // cloud.go
 	tags := api.NormalizeTags(append(facts.Tags(f), cfg.Tags...))
 	for _, t := range tags {
 		if !api.ValidTag(t) {
@@ -347,8 +353,14 @@ func (a *Agent) report(ctx context.Context) error {
 	if rep.Installed == nil {
 		rep.Installed = []api.InstalledApp{}
 	}
-	_, err := a.srv.Report(ctx, a.cfg.Device, rep)
-	return err
+	rep.Services = a.withNetChecks(rep.Services) // netprobe.go
+	rep.ProbeResults = a.net.take()
+	resp, err := a.srv.Report(ctx, a.cfg.Device, rep)
+	if err != nil {
+		return err
+	}
+	a.runProbes(ctx, resp.Probes)
+	return nil
 }
 
 // event queues an event for the server; it is sent at the next flush.

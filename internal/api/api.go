@@ -143,6 +143,8 @@ type Service struct {
 	Stop    string `json:"stop,omitempty" yaml:"stop"`
 	Health  string `json:"health,omitempty" yaml:"health"`
 	Restart string `json:"restart,omitempty" yaml:"restart"`
+	// NetChecks are checked from other devices (api/netcheck.go).
+	NetChecks []NetCheck `json:"net_checks,omitempty" yaml:"net-checks"`
 }
 
 // Script names of a package, in no particular order.
@@ -164,6 +166,8 @@ type Manifest struct {
 	// Scripts maps a script name (ScriptNames) to its content digest.
 	Scripts map[string]string `json:"scripts,omitempty"`
 	Files   []File            `json:"files"`
+	// Debs are the Debian packages of a root-mode build, sorted by name.
+	Debs []Deb `json:"debs,omitempty"`
 }
 
 // Coordinate returns the manifest's coordinate.
@@ -189,6 +193,9 @@ func (m *Manifest) Digests() []string {
 	}
 	for _, t := range m.Templates {
 		add(t.Digest)
+	}
+	for _, d := range m.Debs {
+		add(d.Digest)
 	}
 	return out
 }
@@ -283,11 +290,17 @@ type Report struct {
 	Health *HealthReport `json:"health,omitempty"`
 	// Services are the package services the agent supervises.
 	Services []ServiceState `json:"services,omitempty"`
+	// ProbeResults are the outcomes of the probes the server asked for
+	// (api/netcheck.go).
+	ProbeResults []ProbeResult `json:"probe_results,omitempty"`
 }
 
 // ReportResponse answers a report.
 type ReportResponse struct {
 	Desired string `json:"desired"` // digest of the current resolved state
+	// Probes are network checks of other devices' services to run and
+	// report with the next report; absent from servers that predate them.
+	Probes []Probe `json:"probes,omitempty"`
 }
 
 // Device is the server's view of one device.
@@ -311,6 +324,12 @@ type Device struct {
 	Termination  *Termination  `json:"termination,omitempty" yaml:"termination,omitempty"`
 	// Services are the package services the agent supervises (api/service.go).
 	Services []ServiceState `json:"services,omitempty" yaml:"services,omitempty"`
+	// Addr is the address the device's last report came from: where its
+	// peers probe its services' network checks. Owned by the server.
+	Addr string `json:"addr,omitempty" yaml:"addr,omitempty"`
+	// NetObservations are its peers' latest network check results of its
+	// services (api/netcheck.go). Owned by the server; survive reports.
+	NetObservations []NetObservation `json:"net_observations,omitempty" yaml:"-"`
 }
 
 // MissingRequest asks which of these blobs the server lacks.

@@ -40,4 +40,15 @@ type ServiceState struct {
 	// HealthOutput is how the last health check failed (exit status and
 	// the tail of its output) while Health is unhealthy.
 	HealthOutput string `json:"health_output,omitempty" yaml:"health_output,omitempty"`
+	// NetChecks are the service's network checks, from its manifest
+	// (filled in by the agent, api/netcheck.go).
+	NetChecks []NetCheck `json:"net_checks,omitempty" yaml:"net_checks,omitempty"`
+	// Network is how the service's peers reach it over its NetChecks:
+	// reachable, unreachable (running, but a check fails from every peer
+	// that tried it lately), or empty (no checks, not running, or no
+	// recent verdict). Set by the server; a running service that is
+	// unreachable counts as unhealthy.
+	Network string `json:"network,omitempty" yaml:"network,omitempty"`
+	// NetworkError says which check failed, from where, and how.
+	NetworkError string `json:"network_error,omitempty" yaml:"network_error,omitempty"`
 }

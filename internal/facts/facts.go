@@ -7,6 +7,8 @@
 // Detection reads files only (os-release, meminfo, the C library itself),
 // needs no cgo and runs no program, except `ldd --version` as a last resort
 // on the real root, so it works the same in a chroot image under test.
+// DetectCloud (cloud.go) is apart: it asks a cloud metadata service over
+// HTTP, within a short timeout, and caches the answer.
 package facts
 
 import (
@@ -208,7 +210,9 @@ func (d *detector) initSystem() {
 }
 
 // Tags returns the system tags of f, sorted and each once: os, arch, libc,
-// libc-VERSION, init, distro, distro-VERSION. A version of three or more
+// libc-VERSION, init, distro, distro-VERSION, and the cloud tags of cloud
+// facts (cloud-aws, region-eu-west-1, zone-eu-west-1a,
+// instance-type-t3.micro). A version of three or more
 // parts also gives its major.minor tag (musl 1.2.4: musl-1.2 and
 // musl-1.2.4; alpine 3.19.1: alpine-3.19 and alpine-3.19.1), so a build
 // can target a release series. Empty values and values that are not valid
@@ -238,6 +242,9 @@ func Tags(f Facts) []string {
 	add(f[KeyInit])
 	versioned(f[KeyLibc], f[KeyLibcVersion])
 	versioned(f[KeyDistro], f[KeyDistroVersion])
+	for _, t := range cloudTags(f) { // cloud.go
+		add(t)
+	}
 	slices.Sort(tags)
 	return slices.Compact(tags)
 }

@@ -86,6 +86,10 @@ type Config struct {
 	// error it returns stops the engine dead, leaving the disk as it
 	// is, the way kill -9 would: tests use it to prove recovery.
 	Crash func(point string) error
+	// Dpkg is the dpkg program that installs the Debian packages of
+	// root-mode builds (default "dpkg" in PATH; dpkg-query is looked for
+	// beside it). dpkg runs with --root when Root is not "/".
+	Dpkg string
 }
 
 // Engine installs and removes packages. Its methods are safe for
@@ -443,6 +447,9 @@ func (e *Engine) Remove(ctx context.Context, name, instance string) error {
 	}
 	if err := e.point("prerm"); err != nil {
 		return err
+	}
+	if err := e.removeDebs(ctx, app, m); err != nil { // debs.go
+		return fmt.Errorf("remove %s: %w", coord, err)
 	}
 	j := &journal{Op: opRemove, Mode: app.Install, Phase: phaseCommit, Action: "remove", Package: coord, OldDigest: app.Digest, Old: app}
 	if app.Install == api.InstallRoot {

@@ -63,6 +63,9 @@ type journal struct {
 	Obsolete     []rootEntry `json:"obsolete,omitempty"`
 	CreatedDirs  []string    `json:"created_dirs,omitempty"`  // absolute, parents first
 	ObsoleteDirs []string    `json:"obsolete_dirs,omitempty"` // absolute, children first
+	// DebsBefore is what dpkg had of the step's Debian packages before
+	// it ran (debs.go): recovery puts them back when it rolls back.
+	DebsBefore map[string]debState `json:"debs_before,omitempty"`
 }
 
 // rootEntry is one path a root-mode step changes.

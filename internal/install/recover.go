@@ -95,6 +95,9 @@ func (e *Engine) recoverStep(ctx context.Context, j *journal) error {
 		}
 		return e.rollbackStagingPrefix(j)
 	case phaseCommit, phaseSwitched, phaseRollback:
+		if err := e.recoverDebs(ctx, j); err != nil { // debs.go
+			return err
+		}
 		return e.rollback(ctx, j)
 	case phaseConfigured:
 		_, err := e.finishApply(ctx, j, nil)

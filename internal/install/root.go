@@ -73,7 +73,7 @@ func (e *Engine) applyRoot(ctx context.Context, s *step) (postrmErr, err error) 
 	if err := e.point("journal-switched"); err != nil {
 		return nil, err
 	}
-	if err := e.configure(ctx, s, e.cfg.Root); err != nil {
+	if err := e.configureRoot(ctx, s, j); err != nil { // debs.go
 		return nil, e.undo(ctx, j, err)
 	}
 	if err := e.setPhase(j, phaseConfigured); err != nil {

@@ -133,6 +133,10 @@ func (b *builder) collect() error {
 			if err := b.scripts(e); err != nil {
 				return err
 			}
+		case name == debsDir:
+			if err := b.debs(e); err != nil {
+				return err
+			}
 		}
 	}
 	slices.SortFunc(b.m.Files, func(x, y api.File) int {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -18,6 +19,7 @@ func FuzzParseSpec(f *testing.F) {
 	f.Add(simple)
 	f.Add([]byte("group: g\nname: n\nversion: 1.0.0\n"))
 	f.Add([]byte("group: g\nname: n\nversion: 1.0.0\nparams:\n  p: {type: list, default: [1, a, true]}\n"))
+	f.Add([]byte("group: g\nname: n\nversion: 1.0.0\nservices:\n  - {name: w, start: bin/w, net-checks: [{tcp: 80}, {http: /h, port: 81}]}\n"))
 	f.Add([]byte("a: &a [*a, *a]\n"))
 	f.Add([]byte("{"))
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -51,6 +53,7 @@ func FuzzValidateManifest(f *testing.F) {
 	f.Add(base)
 	f.Add([]byte(`{"group":"g","name":"n","version":"1.0.0","install":"root","files":[{"path":"a","type":"symlink","target":"b/../.."}]}`))
 	f.Add([]byte(`null`))
+	f.Add([]byte(`{"group":"g","name":"n","version":"1.0.0","install":"root","files":[],"debs":[{"name":"hello","version":"2.10-3","arch":"amd64","digest":"` + strings.Repeat("a", 64) + `","size":1}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := DecodeManifest(data)
 		if err != nil {

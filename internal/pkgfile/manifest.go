@@ -149,6 +149,9 @@ func ValidateManifest(m *api.Manifest) error {
 			return invalidf("manifest: script %s: digest %q: want 64 lowercase hex characters", name, d)
 		}
 	}
+	if err := validateDebs(m); err != nil {
+		return err
+	}
 	kinds, err := checkFiles(m.Files)
 	if err != nil {
 		return err

@@ -312,5 +312,8 @@ func validateService(s api.Service, seen map[string]bool) error {
 	default:
 		return fmt.Errorf("service %s: restart %q: want always, on-failure or never", s.Name, s.Restart)
 	}
+	if err := validateNetChecks(s); err != nil { // netchecks.go
+		return err
+	}
 	return nil
 }

@@ -36,6 +36,9 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request, p peer) er
 	}
 	ctx := r.Context()
 	id := p.name
+	// Outcomes of network checks go to other devices' records once this
+	// one's lock is released (network.go).
+	defer s.netResults(ctx, id, rep.ProbeResults)
 	// Reports, keepalives and the termination hook change the same record.
 	defer s.lockDevice(id)()
 	old, err := s.store.Device(ctx, id)
@@ -47,7 +50,7 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request, p peer) er
 	d := api.Device{
 		ID: id, Tags: tags, Labels: rep.Labels, Facts: rep.Facts, Installed: rep.Installed,
 		LastSeen: s.now().UTC(), Applied: rep.Applied, Error: rep.Error, Health: old.Health,
-		Services: rep.Services,
+		Services: rep.Services, Addr: remoteHost(r), NetObservations: old.NetObservations,
 	}
 	if d.Installed == nil {
 		d.Installed = []api.InstalledApp{}
@@ -78,6 +81,7 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request, p peer) er
 			Message: fmt.Sprintf("device %s converged", id)})
 	}
 	evs = append(evs, nodeEvs...)
+	evs = append(evs, s.applyNetwork(&d, old.Services)...) // network.go
 	if err := s.commit(ctx, store.Write{Device: &d, Events: evs}); err != nil {
 		return err
 	}
@@ -88,7 +92,7 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request, p peer) er
 	if runHook {
 		s.startHook(d) // after this report's events
 	}
-	writeJSON(w, http.StatusOK, api.ReportResponse{Desired: res.r.Digest})
+	writeJSON(w, http.StatusOK, api.ReportResponse{Desired: res.r.Digest, Probes: s.probesFor(ctx, d)})
 	return nil
 }
 

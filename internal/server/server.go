@@ -45,6 +45,8 @@ type Config struct {
 	TerminationHookTimeout time.Duration
 	// Quota bounds each device's events and reports (quota.go).
 	Quota QuotaConfig
+	// Network configures services' network checks (network.go).
+	Network NetworkConfig
 
 	Logger *slog.Logger
 	Now    func() time.Time
@@ -62,6 +64,7 @@ type Server struct {
 	ev    *eventsState // events.go
 	quota *quotas      // quota.go
 	node  nodeServer   // node.go
+	net   netState     // network.go
 
 	mu   sync.Mutex
 	http *http.Server

@@ -40,7 +40,9 @@ type Config struct {
 
 	Events server.EventsConfig
 	// Quota bounds what each device certificate may cost the server.
-	Quota                  server.QuotaConfig
+	Quota server.QuotaConfig
+	// Network configures services' network checks.
+	Network                server.NetworkConfig
 	TerminationHook        string
 	TerminationHookTimeout time.Duration
 	Logger                 *slog.Logger
@@ -105,7 +107,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("blob store: %w", err)
 	}
-	srv, err := server.New(ctx, server.Config{TLS: tlsCfg, Logger: m.log, Events: cfg.Events, Quota: cfg.Quota,
+	srv, err := server.New(ctx, server.Config{TLS: tlsCfg, Logger: m.log, Events: cfg.Events, Quota: cfg.Quota, Network: cfg.Network,
 		TerminationHook: cfg.TerminationHook, TerminationHookTimeout: cfg.TerminationHookTimeout}, st, blobs)
 	if err != nil {
 		return err
