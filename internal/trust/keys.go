@@ -108,8 +108,8 @@ func LoadKey(path string) (*Key, error) {
 	return k, nil
 }
 
-// sign adds k's signature to md.
-func sign[T metadata.Roles](md *metadata.Metadata[T], keys ...*Key) error {
+// Sign adds the signatures of keys to md.
+func Sign[T metadata.Roles](md *metadata.Metadata[T], keys ...*Key) error {
 	for _, k := range keys {
 		if _, err := md.Sign(k.signer); err != nil {
 			return fmt.Errorf("sign: %w", err)

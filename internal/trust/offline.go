@@ -101,12 +101,12 @@ func Init(cfg InitConfig) error {
 			targetsKey = k
 		}
 	}
-	if err := sign(root, rootKeys...); err != nil {
+	if err := Sign(root, rootKeys...); err != nil {
 		return err
 	}
 	targets := metadata.Targets(cfg.Now.Add(TargetsExpiry).UTC().Truncate(time.Second))
 	delegate(targets, targetsKey)
-	if err := sign(targets, targetsKey); err != nil {
+	if err := Sign(targets, targetsKey); err != nil {
 		return err
 	}
 	if err := writeMetadata(filepath.Join(cfg.Dir, TargetsFile), targets); err != nil {
@@ -208,11 +208,11 @@ func Rotate(dir, role string, now time.Time) error {
 			delete(next.Signed.Keys, id)
 		}
 	}
-	if err := sign(&next, oldKeys...); err != nil {
+	if err := Sign(&next, oldKeys...); err != nil {
 		return err
 	}
 	if role == metadata.ROOT {
-		if err := sign(&next, newKeys...); err != nil {
+		if err := Sign(&next, newKeys...); err != nil {
 			return err
 		}
 	}
@@ -226,7 +226,7 @@ func Rotate(dir, role string, now time.Time) error {
 		targets.Signed.Expires = now.Add(TargetsExpiry).UTC().Truncate(time.Second)
 		targets.ClearSignatures()
 		delegate(targets, newKeys[0])
-		if err := sign(targets, newKeys[0]); err != nil {
+		if err := Sign(targets, newKeys[0]); err != nil {
 			return err
 		}
 	}

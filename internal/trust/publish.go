@@ -110,7 +110,7 @@ func signOnce(ctx context.Context, remote Remote, key *Key, builds []Build, now 
 		bin.Signed.Version++
 		bin.Signed.Expires = now.Add(BinExpiry).UTC().Truncate(time.Second)
 		bin.ClearSignatures()
-		if err := sign(bin, key); err != nil {
+		if err := Sign(bin, key); err != nil {
 			return err
 		}
 		if out[name], err = bin.ToBytes(false); err != nil {

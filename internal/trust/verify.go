@@ -164,6 +164,13 @@ func classify(err error) string {
 	case errors.Is(err, &metadata.ErrBadVersionNumber{}):
 		return CheckRollback
 	case errors.Is(err, &metadata.ErrUnsignedMetadata{}):
+		// go-tuf says how many trusted keys signed: none at all is an
+		// unsigned file (a key no longer trusted, a forgery), some is a
+		// threshold not reached.
+		var u *metadata.ErrUnsignedMetadata
+		if errors.As(err, &u) && strings.Contains(u.Msg, "got 0,") {
+			return CheckUnsigned
+		}
 		return CheckThreshold
 	case errors.Is(err, &metadata.ErrLengthOrHashMismatch{}):
 		return CheckDigest
