@@ -5,6 +5,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/drover-dev/drover/internal/agent"
 	"github.com/drover-dev/drover/internal/agentfile"
 	"github.com/drover-dev/drover/internal/service"
+	"github.com/drover-dev/drover/internal/trust"
 )
 
 // agentFlags are the flags of `drover agent`.
@@ -24,6 +26,7 @@ type agentFlags struct {
 	healthInterval, reportInterval        time.Duration
 	hookTimeout                           time.Duration
 	recoverOnly                           bool
+	trustRoot                             string
 	node                                  nodeAgentFlags // node.go
 }
 
@@ -55,6 +58,11 @@ func agentCmd(e *env) *cobra.Command {
 				return err
 			}
 			defer cl.Close()
+			if f.trustRoot != "" {
+				if cfg.Trust, err = agentTrust(cfg.Home, f.trustRoot, cl); err != nil {
+					return err
+				}
+			}
 			a, err := agent.New(cfg, cl)
 			if err != nil {
 				return err
@@ -83,6 +91,7 @@ func (f *agentFlags) register(c *cobra.Command) {
 	fl.BoolVar(&f.recoverOnly, "recover-only", false, "finish or undo an interrupted install from the journal, then exit without contacting the server")
 	fl.DurationVar(&f.reportInterval, "report-interval", 30*time.Second, "how often the agent reports when nothing happens")
 	fl.DurationVar(&f.hookTimeout, "hook-timeout", 60*time.Second, "time limit of each hook in <home>/config/hooks/<phase>-post.d/")
+	fl.StringVar(&f.trustRoot, "trust-root", "", "root.json of drover trust: install only builds signed into the server's targets metadata")
 	f.node.register(c)
 }
 
@@ -123,6 +132,20 @@ func agentConfig(e *env, fl *pflag.FlagSet, f *agentFlags) (agent.Config, error)
 		Home: home, Device: id, SoftwareRoot: f.softwareRoot, RuntimeRoot: f.runtimeRoot, Root: f.root,
 		Tags: splitList(f.tags), Labels: labels, ReportInterval: f.reportInterval, HookTimeout: f.hookTimeout, Logger: log,
 	}, nil
+}
+
+// agentTrust is the verifier of --trust-root; it keeps the trusted
+// metadata in <home>/system/trust.
+func agentTrust(home, rootFile string, fetch trust.Fetcher) (*trust.Verifier, error) {
+	data, err := os.ReadFile(rootFile)
+	if err != nil {
+		return nil, fmt.Errorf("--trust-root: %w", err)
+	}
+	v, err := trust.NewVerifier(trust.VerifierConfig{Dir: filepath.Join(home, "system", "trust"), Root: data}, fetch)
+	if err != nil {
+		return nil, fmt.Errorf("--trust-root %s: %w", rootFile, err)
+	}
+	return v, nil
 }
 
 // certName returns the CN of a PEM certificate file: a device's id.

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/vbauerster/mpb/v8"
@@ -15,6 +16,7 @@ import (
 	"github.com/drover-dev/drover/internal/api"
 	"github.com/drover-dev/drover/internal/pkgfile"
 	"github.com/drover-dev/drover/internal/push"
+	"github.com/drover-dev/drover/internal/trust"
 )
 
 func pkgCmd(e *env) *cobra.Command {
@@ -80,27 +82,51 @@ func writeFileAtomic(path string, data []byte) error {
 }
 
 func pkgPushCmd(e *env, conn *connFlags) *cobra.Command {
-	return &cobra.Command{
-		Use:   "push FILE...",
+	var signKey string
+	c := &cobra.Command{
+		Use:   "push FILE... [--sign-key K/targets.key]",
 		Short: "Upload package files; only the blobs the server lacks are sent",
-		Args:  cobra.MinimumNArgs(1),
+		Long: "Upload package files; only the blobs the server lacks are sent.\n\n" +
+			"With --sign-key (or DROVER_SIGN_KEY) the builds are also signed into the server's targets\n" +
+			"metadata with that targets key, so agents run with --trust-root install them.",
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			var key *trust.Key
+			if path := orEnv(signKey, "DROVER_SIGN_KEY", ""); path != "" {
+				var err error
+				if key, err = trust.LoadKey(path); err != nil {
+					return err
+				}
+			}
 			cl, err := conn.client()
 			if err != nil {
 				return err
 			}
 			defer cl.Close()
+			var signed []trust.Build
 			for _, path := range args {
-				if err := pushOne(cmd, e, cl, path); err != nil {
+				res, err := pushOne(cmd, e, cl, path)
+				if err != nil {
 					return err
 				}
+				signed = append(signed, trust.Build{Coordinate: res.Build.Coordinate, Tags: res.Build.Tags,
+					Digest: res.Build.Digest, Length: res.ManifestSize})
 			}
+			if key == nil {
+				return nil
+			}
+			if err := trust.SignBuilds(cmd.Context(), cl, key, signed, time.Now()); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "signed %d builds with targets key %s\n", len(signed), key.ID[:12])
 			return nil
 		},
 	}
+	c.Flags().StringVar(&signKey, "sign-key", "", "targets key to sign the builds with (env DROVER_SIGN_KEY)")
+	return c
 }
 
-func pushOne(cmd *cobra.Command, e *env, cl push.Uploader, path string) error {
+func pushOne(cmd *cobra.Command, e *env, cl push.Uploader, path string) (push.Result, error) {
 	var progress push.Progress
 	var bars *mpb.Progress
 	if isTerminal(e.stderr) {
@@ -125,12 +151,12 @@ func pushOne(cmd *cobra.Command, e *env, cl push.Uploader, path string) error {
 	}
 	res, err := push.File(cmd.Context(), cl, path, progress)
 	if err != nil {
-		return err
+		return res, err
 	}
 	b := res.Build
 	fmt.Fprintf(e.stdout, "pushed %s [%s] %s (%d of %d blobs uploaded, %d bytes)\n",
 		b.Coordinate, strings.Join(b.Tags, ","), b.Digest[:12], res.Sent, res.Blobs, res.SentBytes)
-	return nil
+	return res, nil
 }
 
 func pkgLsCmd(e *env, conn *connFlags) *cobra.Command {

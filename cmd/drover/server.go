@@ -16,11 +16,13 @@ import (
 	"github.com/drover-dev/drover/internal/server"
 	"github.com/drover-dev/drover/internal/store"
 	"github.com/drover-dev/drover/internal/store/sqlite"
+	"github.com/drover-dev/drover/internal/trustserver"
 )
 
 // serverFlags are the flags of `drover server`.
 type serverFlags struct {
 	data, listen, tlsCert, tlsKey, caCert, db, logLevel string
+	trustDir                                            string // trust.go
 	events                                              eventFlags      // events_flags.go
 	node                                                nodeServerFlags // node.go
 }
@@ -65,6 +67,7 @@ func serverCmd(e *env) *cobra.Command {
 	fl.StringVar(&f.caCert, "ca-cert", "", "fleet CA certificate: every client must present a certificate it signed")
 	fl.StringVar(&f.db, "db", "", "database URL: sqlite:PATH (default <data>/drover.db)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fl.StringVar(&f.trustDir, "trust-dir", "", "folder with snapshot.key, timestamp.key, root.json and targets.json: serve signed-build metadata")
 	f.events.register(c)
 	f.node.register(c)
 	return c
@@ -94,7 +97,14 @@ func openServer(ctx context.Context, f serverFlags, log *slog.Logger) (*server.S
 		st.Close()
 		return nil, nil, err
 	}
-	srv, err := server.New(ctx, server.Config{TLS: tlsCfg, Logger: log, Events: evCfg,
+	var repo *trustserver.Repository
+	if f.trustDir != "" {
+		if repo, err = trustserver.New(ctx, trustserver.Config{Dir: f.trustDir, Logger: log}, st); err != nil {
+			st.Close()
+			return nil, nil, fmt.Errorf("--trust-dir %s: %w", f.trustDir, err)
+		}
+	}
+	srv, err := server.New(ctx, server.Config{TLS: tlsCfg, Logger: log, Events: evCfg, Trust: repo,
 		TerminationHook: f.node.hook, TerminationHookTimeout: f.node.hookTimeout}, st, blobs)
 	if err != nil {
 		st.Close()

@@ -233,6 +233,9 @@ type ResolvedApp struct {
 	Purge    bool           `json:"purge,omitempty"`
 	// Dependency is true when the app is only there because another needs it.
 	Dependency bool `json:"dependency,omitempty"`
+	// BuildTags are the tags of the chosen build, which name it in signed
+	// targets metadata (drover trust).
+	BuildTags []string `json:"build_tags,omitempty"`
 }
 
 // Resolved is a device's resolved desired state, dependencies first.
@@ -318,4 +321,10 @@ type MissingRequest struct {
 // MissingResponse lists the blobs the server lacks.
 type MissingResponse struct {
 	Missing []string `json:"missing"`
+}
+
+// TrustUpload is the body of PUT /v1/trust/targets: signed targets
+// metadata (bins) by role name, each exactly as signed.
+type TrustUpload struct {
+	Roles map[string][]byte `json:"roles"`
 }

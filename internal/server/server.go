@@ -22,6 +22,7 @@ import (
 	"github.com/drover-dev/drover/internal/api"
 	"github.com/drover-dev/drover/internal/blob"
 	"github.com/drover-dev/drover/internal/store"
+	"github.com/drover-dev/drover/internal/trustserver"
 )
 
 // Config holds the server's settings.
@@ -42,6 +43,9 @@ type Config struct {
 	// it (node.go); TerminationHookTimeout bounds it, 0 = 5 minutes.
 	TerminationHook        string
 	TerminationHookTimeout time.Duration
+	// Trust, when set (server --trust-dir), serves TUF metadata under
+	// /v1/trust/ and is kept fresh while the server runs (trust.go).
+	Trust *trustserver.Repository
 
 	Logger *slog.Logger
 	Now    func() time.Time
@@ -113,7 +117,15 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	// Terminations held by keepalive timers of an earlier run (node.go).
 	resumed := make(chan struct{})
 	go func() { s.resumeTerminations(evCtx); close(resumed) }()
-	defer func() { stopEvents(); <-evDone; <-resumed; s.stopTimers() }()
+	// Snapshot and timestamp metadata signed again before they expire.
+	trustDone := make(chan struct{})
+	go func() {
+		if s.cfg.Trust != nil {
+			s.cfg.Trust.Run(evCtx)
+		}
+		close(trustDone)
+	}()
+	defer func() { stopEvents(); <-evDone; <-resumed; <-trustDone; s.stopTimers() }()
 	errc := make(chan error, 1)
 	go func() {
 		if s.cfg.TLS != nil {
@@ -162,6 +174,7 @@ func (s *Server) Handler() http.Handler {
 	s.eventRoutes(mux)
 	s.nodeRoutes(mux)
 	s.paramRoutes(mux)
+	s.trustRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.Errorf(api.ENOTFOUND, fmt.Sprintf("no such call: %s %s", r.Method, r.URL.Path)))
 	})

@@ -126,7 +126,7 @@ func currentBin(ctx context.Context, remote Remote, top *metadata.Metadata[metad
 	fresh := metadata.Targets()
 	fresh.Signed.Version = 0
 	data, err := remote.TrustMetadata(ctx, name+".json")
-	if errors.Is(err, ErrNotFound) {
+	if isNotFound(err) {
 		return fresh, nil
 	}
 	if err != nil {

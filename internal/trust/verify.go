@@ -17,6 +17,8 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata/config"
 	"github.com/theupdateframework/go-tuf/v2/metadata/trustedmetadata"
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
+
+	"github.com/drover-dev/drover/internal/api"
 )
 
 // The checks a build can fail, named in the agent's step-failed event.
@@ -207,7 +209,7 @@ type fetcher struct {
 func (f fetcher) DownloadFile(urlPath string, maxLength int64, _ time.Duration) ([]byte, error) {
 	name := strings.TrimPrefix(urlPath, metadataURL)
 	data, err := f.f.TrustMetadata(f.ctx, name)
-	if errors.Is(err, ErrNotFound) {
+	if isNotFound(err) {
 		return nil, &metadata.ErrDownloadHTTP{StatusCode: 404, URL: name}
 	}
 	if err != nil {
@@ -217,4 +219,10 @@ func (f fetcher) DownloadFile(urlPath string, maxLength int64, _ time.Duration) 
 		return nil, &metadata.ErrDownloadLengthMismatch{Msg: fmt.Sprintf("%s is over %d bytes", name, maxLength)}
 	}
 	return data, nil
+}
+
+// isNotFound tells a file the server lacks from a failure to ask.
+func isNotFound(err error) bool {
+	var ae *api.Error
+	return errors.Is(err, ErrNotFound) || (errors.As(err, &ae) && ae.Code == api.ENOTFOUND)
 }

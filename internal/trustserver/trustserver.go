@@ -260,6 +260,7 @@ func (r *Repository) refresh(ctx context.Context, root *metadata.Metadata[metada
 		return err
 	}
 	if changed || !tsOK || root.VerifyDelegate(metadata.TIMESTAMP, ts) != nil ||
+		ts.Signed.Meta["snapshot.json"] == nil || ts.Signed.Meta["snapshot.json"].Version != snap.Signed.Version ||
 		ts.Signed.Expires.Sub(now) < r.cfg.TimestampExpiry/2 {
 		next := metadata.Timestamp(now.Add(r.cfg.TimestampExpiry).Truncate(time.Second))
 		if tsOK {

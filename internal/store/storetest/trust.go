@@ -23,7 +23,9 @@ func testTrustFiles(t *testing.T, open func(t *testing.T) store.Store) {
 		t.Fatalf("TrustFile of nothing: %v, want ErrNotFound", err)
 	}
 	put := func(files ...store.TrustFile) error { return s.PutTrustFiles(ctx, files) }
-	f := func(role string, v int64, data string) store.TrustFile { return store.TrustFile{Role: role, Version: v, Data: []byte(data)} }
+	f := func(role string, v int64, data string) store.TrustFile {
+		return store.TrustFile{Role: role, Version: v, Data: []byte(data)}
+	}
 	if err := put(f("root", 1, "r1"), f("timestamp", 1, "t1")); err != nil {
 		t.Fatal(err)
 	}
