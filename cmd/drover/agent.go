@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/drover-dev/drover/internal/agent"
 	"github.com/drover-dev/drover/internal/agentfile"
+	"github.com/drover-dev/drover/internal/client"
+	"github.com/drover-dev/drover/internal/pki"
 	"github.com/drover-dev/drover/internal/service"
 	"github.com/drover-dev/drover/internal/trust"
 )
@@ -53,11 +56,17 @@ func agentCmd(e *env) *cobra.Command {
 				}
 				return a.Recover(cmd.Context())
 			}
-			cl, err := f.conn.client()
+			cl, renewer, err := agentClient(&f, cfg)
 			if err != nil {
 				return err
 			}
 			defer cl.Close()
+			// The certificate renews itself through the server before it
+			// expires, while the agent runs.
+			ctx, stop := context.WithCancel(cmd.Context())
+			renewed := make(chan struct{})
+			go func() { renewer.Run(ctx); close(renewed) }()
+			defer func() { stop(); <-renewed }()
 			if f.trustRoot != "" {
 				if cfg.Trust, err = agentTrust(cfg.Home, f.trustRoot, cl); err != nil {
 					return err
@@ -67,7 +76,7 @@ func agentCmd(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.Run(cmd.Context())
+			return a.Run(ctx)
 		},
 	}
 	f.register(c)
@@ -132,6 +141,35 @@ func agentConfig(e *env, fl *pflag.FlagSet, f *agentFlags) (agent.Config, error)
 		Home: home, Device: id, SoftwareRoot: f.softwareRoot, RuntimeRoot: f.runtimeRoot, Root: f.root,
 		Tags: splitList(f.tags), Labels: labels, ReportInterval: f.reportInterval, HookTimeout: f.hookTimeout, Logger: log,
 	}, nil
+}
+
+// agentClient is the agent's client: its certificate is read again for
+// each new connection, as the renewer replaces it. A renewal cut short
+// by a crash is finished first.
+func agentClient(f *agentFlags, cfg agent.Config) (*client.Client, *pki.Renewer, error) {
+	ca := orEnv(f.conn.caCert, "DROVER_CACERT", "")
+	cert := orEnv(f.conn.clientCert, "DROVER_CLIENT_CERT", "")
+	key := orEnv(f.conn.clientKey, "DROVER_CLIENT_KEY", "")
+	if ca == "" || cert == "" || key == "" {
+		return nil, nil, usagef("the server needs mTLS: give --ca-cert, --client-cert and --client-key (or DROVER_CACERT, DROVER_CLIENT_CERT, DROVER_CLIENT_KEY)")
+	}
+	var cl *client.Client
+	renewer := pki.NewRenewer(pki.RenewerConfig{CertFile: cert, KeyFile: key,
+		PendingFile: filepath.Join(cfg.Home, "system", "renew.key"), Logger: cfg.Logger,
+		Request: func(ctx context.Context, csr []byte) ([]byte, error) { return cl.RenewCertificate(ctx, cfg.Device, csr) },
+		Renewed: func() { cl.Close() }})
+	if err := renewer.Recover(); err != nil {
+		return nil, nil, err
+	}
+	tlsCfg, err := pki.ReloadingClientTLSConfig(cert, key, ca)
+	if err != nil {
+		return nil, nil, err
+	}
+	cl, err = client.New(client.Config{Addr: orEnv(f.conn.addr, "DROVER_ADDR", defaultAddr), TLS: tlsCfg})
+	if err != nil {
+		return nil, nil, err
+	}
+	return cl, renewer, nil
 }
 
 // agentTrust is the verifier of --trust-root; it keeps the trusted

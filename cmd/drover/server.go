@@ -22,7 +22,7 @@ import (
 // serverFlags are the flags of `drover server`.
 type serverFlags struct {
 	data, listen, tlsCert, tlsKey, caCert, db, logLevel string
-	trustDir                                            string // trust.go
+	trustDir, crl, issuerCert, issuerKey                string
 	events                                              eventFlags      // events_flags.go
 	node                                                nodeServerFlags // node.go
 }
@@ -67,6 +67,9 @@ func serverCmd(e *env) *cobra.Command {
 	fl.StringVar(&f.caCert, "ca-cert", "", "fleet CA certificate: every client must present a certificate it signed")
 	fl.StringVar(&f.db, "db", "", "database URL: sqlite:PATH (default <data>/drover.db)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fl.StringVar(&f.crl, "crl", "", "revocation list (pki revoke): refuse its certificates; read again when it changes")
+	fl.StringVar(&f.issuerCert, "issuer-cert", "", "issuing certificate (pki issue --issuer): renew device certificates")
+	fl.StringVar(&f.issuerKey, "issuer-key", "", "key of --issuer-cert")
 	fl.StringVar(&f.trustDir, "trust-dir", "", "folder with snapshot.key, timestamp.key, root.json and targets.json: serve signed-build metadata")
 	f.events.register(c)
 	f.node.register(c)
@@ -97,6 +100,25 @@ func openServer(ctx context.Context, f serverFlags, log *slog.Logger) (*server.S
 		st.Close()
 		return nil, nil, err
 	}
+	var crl *pki.Revocations
+	if f.crl != "" {
+		if crl, err = pki.LoadRevocations(f.crl, f.caCert, log); err != nil {
+			st.Close()
+			return nil, nil, fmt.Errorf("--crl: %w", err)
+		}
+	}
+	var issuer *pki.Issuer
+	if (f.issuerCert == "") != (f.issuerKey == "") {
+		st.Close()
+		return nil, nil, usagef("server: give both --issuer-cert and --issuer-key, or neither")
+	}
+	if f.issuerCert != "" {
+		if issuer, err = pki.LoadIssuer(f.issuerCert, f.issuerKey, f.caCert); err != nil {
+			st.Close()
+			return nil, nil, err
+		}
+		pki.TrustIssuer(tlsCfg, issuer)
+	}
 	var repo *trustserver.Repository
 	if f.trustDir != "" {
 		if repo, err = trustserver.New(ctx, trustserver.Config{Dir: f.trustDir, Logger: log}, st); err != nil {
@@ -104,7 +126,7 @@ func openServer(ctx context.Context, f serverFlags, log *slog.Logger) (*server.S
 			return nil, nil, fmt.Errorf("--trust-dir %s: %w", f.trustDir, err)
 		}
 	}
-	srv, err := server.New(ctx, server.Config{TLS: tlsCfg, Logger: log, Events: evCfg, Trust: repo,
+	srv, err := server.New(ctx, server.Config{TLS: tlsCfg, Logger: log, Events: evCfg, Trust: repo, CRL: crl, Issuer: issuer,
 		TerminationHook: f.node.hook, TerminationHookTimeout: f.node.hookTimeout}, st, blobs)
 	if err != nil {
 		st.Close()

@@ -328,3 +328,14 @@ type MissingResponse struct {
 type TrustUpload struct {
 	Roles map[string][]byte `json:"roles"`
 }
+
+// RenewRequest is the body of POST /v1/devices/{id}/certificate: a
+// certificate request (PEM) for the device's own name.
+type RenewRequest struct {
+	CSR string `json:"csr"`
+}
+
+// RenewResponse answers it: the new certificate, then its issuer's (PEM).
+type RenewResponse struct {
+	Certificate string `json:"certificate"`
+}

@@ -389,3 +389,13 @@ func (c *Client) TrustMetadata(ctx context.Context, name string) ([]byte, error)
 func (c *Client) PutTrustMetadata(ctx context.Context, roles map[string][]byte) error {
 	return c.doJSON(ctx, http.MethodPut, "/v1/trust/targets", nil, api.TrustUpload{Roles: roles}, nil)
 }
+
+// RenewCertificate sends a device's certificate request and returns its
+// new certificate (PEM).
+func (c *Client) RenewCertificate(ctx context.Context, id string, csrPEM []byte) ([]byte, error) {
+	var out api.RenewResponse
+	if err := c.doJSON(ctx, http.MethodPost, "/v1/devices/"+esc(id)+"/certificate", nil, api.RenewRequest{CSR: string(csrPEM)}, &out); err != nil {
+		return nil, err
+	}
+	return []byte(out.Certificate), nil
+}

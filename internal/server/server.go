@@ -21,6 +21,7 @@ import (
 
 	"github.com/drover-dev/drover/internal/api"
 	"github.com/drover-dev/drover/internal/blob"
+	"github.com/drover-dev/drover/internal/pki"
 	"github.com/drover-dev/drover/internal/store"
 	"github.com/drover-dev/drover/internal/trustserver"
 )
@@ -46,6 +47,11 @@ type Config struct {
 	// Trust, when set (server --trust-dir), serves TUF metadata under
 	// /v1/trust/ and is kept fresh while the server runs (trust.go).
 	Trust *trustserver.Repository
+	// CRL, when set (server --crl), refuses revoked certificates at their
+	// next request; it is read again when its file changes (certs.go).
+	CRL *pki.Revocations
+	// Issuer, when set (server --issuer-cert), renews device certificates.
+	Issuer *pki.Issuer
 
 	Logger *slog.Logger
 	Now    func() time.Time
@@ -117,15 +123,22 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	// Terminations held by keepalive timers of an earlier run (node.go).
 	resumed := make(chan struct{})
 	go func() { s.resumeTerminations(evCtx); close(resumed) }()
-	// Snapshot and timestamp metadata signed again before they expire.
-	trustDone := make(chan struct{})
+	// Snapshot and timestamp metadata signed again before they expire;
+	// the revocation list read again when it changes (trust.go, certs.go).
+	trustDone, crlDone := make(chan struct{}), make(chan struct{})
 	go func() {
 		if s.cfg.Trust != nil {
 			s.cfg.Trust.Run(evCtx)
 		}
 		close(trustDone)
 	}()
-	defer func() { stopEvents(); <-evDone; <-resumed; <-trustDone; s.stopTimers() }()
+	go func() {
+		if s.cfg.CRL != nil {
+			s.cfg.CRL.Run(evCtx, 2*time.Second)
+		}
+		close(crlDone)
+	}()
+	defer func() { stopEvents(); <-evDone; <-resumed; <-trustDone; <-crlDone; s.stopTimers() }()
 	errc := make(chan error, 1)
 	go func() {
 		if s.cfg.TLS != nil {
@@ -175,6 +188,7 @@ func (s *Server) Handler() http.Handler {
 	s.nodeRoutes(mux)
 	s.paramRoutes(mux)
 	s.trustRoutes(mux)
+	s.certRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.Errorf(api.ENOTFOUND, fmt.Sprintf("no such call: %s %s", r.Method, r.URL.Path)))
 	})
