@@ -156,7 +156,9 @@ func agentClient(f *agentFlags, cfg agent.Config) (*client.Client, *pki.Renewer,
 	var cl *client.Client
 	renewer := pki.NewRenewer(pki.RenewerConfig{CertFile: cert, KeyFile: key,
 		PendingFile: filepath.Join(cfg.Home, "system", "renew.key"), Logger: cfg.Logger,
-		Request: func(ctx context.Context, csr []byte) ([]byte, error) { return cl.RenewCertificate(ctx, cfg.Device, csr) },
+		Request: func(ctx context.Context, csr []byte) ([]byte, error) {
+			return cl.RenewCertificate(ctx, cfg.Device, csr)
+		},
 		Renewed: func() { cl.Close() }})
 	if err := renewer.Recover(); err != nil {
 		return nil, nil, err

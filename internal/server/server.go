@@ -138,7 +138,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		close(crlDone)
 	}()
-	defer func() { stopEvents(); <-evDone; <-resumed; <-trustDone; <-crlDone; s.stopTimers() }()
+	defer func() {
+		stopEvents()
+		<-evDone
+		<-resumed
+		<-trustDone
+		<-crlDone
+		s.stopTimers()
+	}()
 	errc := make(chan error, 1)
 	go func() {
 		if s.cfg.TLS != nil {
