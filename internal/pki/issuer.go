@@ -2,6 +2,9 @@ package pki
 
 import (
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -77,6 +80,15 @@ func (is *Issuer) Renew(csrPEM []byte, cur *x509.Certificate, now time.Time) ([]
 	}
 	if err := csr.CheckSignature(); err != nil {
 		return nil, fmt.Errorf("%w: request signature: %v", ErrRenew, err)
+	}
+	switch k := csr.PublicKey.(type) {
+	case *ecdsa.PublicKey, ed25519.PublicKey:
+	case *rsa.PublicKey:
+		if k.N.BitLen() < 2048 {
+			return nil, fmt.Errorf("%w: RSA key of %d bits, want at least 2048", ErrRenew, k.N.BitLen())
+		}
+	default:
+		return nil, fmt.Errorf("%w: unsupported key type %T", ErrRenew, csr.PublicKey)
 	}
 	if csr.Subject.CommonName != cur.Subject.CommonName {
 		return nil, fmt.Errorf("%w: the request is for %q, the certificate is %q's", ErrRenew, csr.Subject.CommonName, cur.Subject.CommonName)

@@ -9,8 +9,8 @@ import (
 )
 
 // maxTrustUpload bounds PUT /v1/trust/targets: every bin of a big
-// repository, base64 in JSON.
-const maxTrustUpload = 256 << 20
+// repository (about 2 MB at 10,000 builds), base64 in JSON.
+const maxTrustUpload = 64 << 20
 
 // trustRoutes serve the TUF metadata (drover trust) to agents and take
 // the bins publishers sign. Without --trust-dir they answer not found.
