@@ -153,16 +153,17 @@ func TestPKICertificateRenewedByItself(t *testing.T) {
 	f.mustOK(nil, "pki", "issue", "--dir", f.pki, "--server", "localhost")
 	f.mustOK(nil, "pki", "issue", "--dir", f.pki, "--admin", "ops")
 	f.mustOK(nil, "pki", "issue", "--dir", f.pki, "--issuer", "issuing")
-	f.mustOK(nil, "pki", "issue", "--dir", f.pki, "--device", "dev1", "--validity", "6s")
 	f.serverArgs = []string{"--crl", filepath.Join(f.pki, pki.CRLFile),
 		"--issuer-cert", filepath.Join(f.pki, "issuing.crt"), "--issuer-key", filepath.Join(f.pki, "issuing.key")}
 	f.startServer()
-	certPath := filepath.Join(f.pki, "dev1.crt")
-	first := readCertFile(t, certPath)
 
-	// The server goes away while the agent runs; the renewal waits for it.
+	// The server is away when the agent starts, with a certificate due
+	// for renewal in under 7 s; the renewal waits for the server.
 	addr := f.addr
 	f.stopServer(f.server, f.pipe)
+	f.mustOK(nil, "pki", "issue", "--dir", f.pki, "--device", "dev1", "--validity", "10s")
+	certPath := filepath.Join(f.pki, "dev1.crt")
+	first := readCertFile(t, certPath)
 	a := f.newAgent("dev1")
 	a.start()
 	f.listen = strings.TrimPrefix(addr, "https://")
