@@ -17,6 +17,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/drover-dev/drover/internal/atomicfile"
 )
 
 // RenewerConfig configures a Renewer.
@@ -95,7 +97,7 @@ func (r *Renewer) Recover() error {
 		return err
 	}
 	if pub, ok := cert.PublicKey.(*ecdsa.PublicKey); ok && pub.Equal(&k.PublicKey) {
-		if err := replaceFile(r.cfg.KeyFile, data, 0o600); err != nil {
+		if err := atomicfile.Write(r.cfg.KeyFile, data, 0o600); err != nil {
 			return err
 		}
 		return os.Remove(r.cfg.PendingFile)
@@ -130,7 +132,7 @@ func (r *Renewer) RenewIfDue(ctx context.Context) (bool, error) {
 			return false, err
 		}
 		keyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
-		if err := replaceFile(r.cfg.PendingFile, keyPEM, 0o600); err != nil {
+		if err := atomicfile.Write(r.cfg.PendingFile, keyPEM, 0o600); err != nil {
 			return false, err
 		}
 	}
@@ -152,10 +154,10 @@ func (r *Renewer) RenewIfDue(ctx context.Context) (bool, error) {
 	}
 	// Certificate first, then key: Recover finishes the pair after a
 	// crash in between.
-	if err := replaceFile(r.cfg.CertFile, certPEM, 0o644); err != nil {
+	if err := atomicfile.Write(r.cfg.CertFile, certPEM, 0o644); err != nil {
 		return false, err
 	}
-	if err := replaceFile(r.cfg.KeyFile, keyPEM, 0o600); err != nil {
+	if err := atomicfile.Write(r.cfg.KeyFile, keyPEM, 0o600); err != nil {
 		return false, err
 	}
 	if err := os.Remove(r.cfg.PendingFile); err != nil {

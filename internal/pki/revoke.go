@@ -17,6 +17,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/drover-dev/drover/internal/atomicfile"
 )
 
 // Files of revocation in a CA folder.
@@ -141,7 +143,7 @@ func Revoke(dir string, role Role, name string, now time.Time) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("sign revocation list: %w", err)
 	}
-	if err := replaceFile(path, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), 0o644); err != nil {
+	if err := atomicfile.Write(path, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), 0o644); err != nil {
 		return 0, err
 	}
 	return added, nil
@@ -173,38 +175,6 @@ func ParseCRL(data []byte, ca *x509.Certificate) (*x509.RevocationList, error) {
 		return nil, fmt.Errorf("revocation list is not signed by the CA: %w", err)
 	}
 	return crl, nil
-}
-
-// replaceFile writes data to path through a synced temporary file and a
-// rename: readers see the old or the new file, never half of one.
-func replaceFile(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, pathErr(err))
-	}
-	defer os.Remove(tmp.Name())
-	err = tmp.Chmod(perm)
-	if err == nil {
-		_, err = tmp.Write(data)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, pathErr(err))
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
-	return nil
 }
 
 // Revocations is the server's view of a CRL file, read again whenever

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
+
+	"github.com/drover-dev/drover/internal/atomicfile"
 )
 
 // Files of a key folder (drover trust init --dir K). The root keys and the
@@ -131,7 +133,7 @@ func newKeyFile(path string) (*Key, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := writeFile(path, pemData, 0o600); err != nil {
+	if err := atomicfile.Write(path, pemData, 0o600); err != nil {
 		return nil, err
 	}
 	return k, nil
@@ -142,7 +144,7 @@ func writeMetadata[T metadata.Roles](path string, md *metadata.Metadata[T]) erro
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", filepath.Base(path), err)
 	}
-	return writeFile(path, data, 0o644)
+	return atomicfile.Write(path, data, 0o644)
 }
 
 // writeRoot writes root as N.root.json and root.json.
@@ -233,7 +235,7 @@ func Rotate(dir, role string, now time.Time) error {
 	// Keys first: a crash after them leaves the old root in place and the
 	// rotation can be run again.
 	for _, f := range files {
-		if err := writeFile(f.path, f.pem, 0o600); err != nil {
+		if err := atomicfile.Write(f.path, f.pem, 0o600); err != nil {
 			return err
 		}
 	}
