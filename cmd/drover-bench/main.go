@@ -3,6 +3,7 @@
 //
 //	drover-bench fleet [-n 100,1000,5000] [-drover PATH] [-dir DIR] [-timeout 120s] [-set-workers 16]
 //	drover-bench install [-files 5000] [-size 200MB] [-dir DIR] [-runs 3] [-warm]
+//	drover-bench trust [-builds 10000] [-pushes 50] [-dir DIR]
 //
 // Exit 0 on success, 1 on failure, 2 on bad usage; an error is one line
 // on stderr.
@@ -26,6 +27,7 @@ const usage = `usage:
   drover-bench fleet [-n 100,1000,5000] [-drover PATH] [-dir DIR] [-timeout 120s] [-set-workers 16] [-bulk]
   drover-bench install [-files 5000] [-size 200MB] [-dir DIR] [-runs 3] [-warm]
   drover-bench events -amqp URL [-n 50000] [-probes 500]
+  drover-bench trust [-builds 10000] [-pushes 50] [-dir DIR]
 `
 
 func main() {
@@ -55,7 +57,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 func dispatch(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: want a benchmark: fleet or install", bench.ErrUsage)
+		return fmt.Errorf("%w: want a benchmark: fleet, install, events or trust", bench.ErrUsage)
 	}
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -115,6 +117,14 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer) error {
 			return fmt.Errorf("%w: events: give -amqp URL (or DROVER_TEST_AMQP), -n and -probes >= 1", bench.ErrUsage)
 		}
 		return bench.Events(ctx, bench.EventsConfig{URL: *url, Events: *n, Probes: *probes, Out: stdout})
+	case "trust":
+		builds := fs.Int("builds", 10000, "signed builds in the repository")
+		pushes := fs.Int("pushes", 50, "single signed pushes timed on top")
+		dir := fs.String("dir", "", "parent of the work folder (default: the system temp folder)")
+		if err := parse(); err != nil {
+			return err
+		}
+		return bench.Trust(ctx, bench.TrustConfig{Builds: *builds, Pushes: *pushes, Dir: *dir, Out: stdout})
 	case "-h", "-help", "--help", "help":
 		return flag.ErrHelp
 	}

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -15,8 +17,10 @@ import (
 	"github.com/drover-dev/drover/internal/agent"
 	"github.com/drover-dev/drover/internal/agentfile"
 	"github.com/drover-dev/drover/internal/facts"
+	"github.com/drover-dev/drover/internal/client"
 	"github.com/drover-dev/drover/internal/pki"
 	"github.com/drover-dev/drover/internal/service"
+	"github.com/drover-dev/drover/internal/trust"
 )
 
 // agentFlags are the flags of `drover agent`.
@@ -28,6 +32,7 @@ type agentFlags struct {
 	healthInterval, reportInterval        time.Duration
 	hookTimeout                           time.Duration
 	recoverOnly                           bool
+	trustRoot                             string
 	node                                  nodeAgentFlags // node.go
 }
 
@@ -54,16 +59,27 @@ func agentCmd(e *env) *cobra.Command {
 				}
 				return a.Recover(cmd.Context())
 			}
-			cl, err := f.conn.client()
+			cl, renewer, err := agentClient(&f, cfg)
 			if err != nil {
 				return err
 			}
 			defer cl.Close()
+			// The certificate renews itself through the server before it
+			// expires, while the agent runs.
+			ctx, stop := context.WithCancel(cmd.Context())
+			renewed := make(chan struct{})
+			go func() { renewer.Run(ctx); close(renewed) }()
+			defer func() { stop(); <-renewed }()
+			if f.trustRoot != "" {
+				if cfg.Trust, err = agentTrust(cfg.Home, f.trustRoot, cl); err != nil {
+					return err
+				}
+			}
 			a, err := agent.New(cfg, cl)
 			if err != nil {
 				return err
 			}
-			return a.Run(cmd.Context())
+			return a.Run(ctx)
 		},
 	}
 	f.register(c)
@@ -88,6 +104,7 @@ func (f *agentFlags) register(c *cobra.Command) {
 	fl.DurationVar(&f.reportInterval, "report-interval", 30*time.Second, "how often the agent reports when nothing happens")
 	fl.DurationVar(&f.hookTimeout, "hook-timeout", 60*time.Second, "time limit of each hook in <home>/config/hooks/<phase>-post.d/")
 	fl.StringVar(&f.metadataURL, "metadata-url", "", "cloud metadata service whose instance id, type, region and zone become facts and tags (env DROVER_METADATA_URL, default "+facts.DefaultMetadataURL+"; none: ask none)")
+	fl.StringVar(&f.trustRoot, "trust-root", "", "root.json of drover trust: install only builds signed into the server's targets metadata")
 	f.node.register(c)
 }
 
@@ -144,6 +161,51 @@ func metadataURL(v string) (string, error) {
 	u, err := url.Parse(v)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
 		return "", usagef("--metadata-url %q: want http://HOST[:PORT] or none", v)
+	}
+	return v, nil
+}
+
+// agentClient is the agent's client: its certificate is read again for
+// each new connection, as the renewer replaces it. A renewal cut short
+// by a crash is finished first.
+func agentClient(f *agentFlags, cfg agent.Config) (*client.Client, *pki.Renewer, error) {
+	ca := orEnv(f.conn.caCert, "DROVER_CACERT", "")
+	cert := orEnv(f.conn.clientCert, "DROVER_CLIENT_CERT", "")
+	key := orEnv(f.conn.clientKey, "DROVER_CLIENT_KEY", "")
+	if ca == "" || cert == "" || key == "" {
+		return nil, nil, usagef("the server needs mTLS: give --ca-cert, --client-cert and --client-key (or DROVER_CACERT, DROVER_CLIENT_CERT, DROVER_CLIENT_KEY)")
+	}
+	var cl *client.Client
+	renewer := pki.NewRenewer(pki.RenewerConfig{CertFile: cert, KeyFile: key,
+		PendingFile: filepath.Join(cfg.Home, "system", "renew.key"), Logger: cfg.Logger,
+		Request: func(ctx context.Context, csr []byte) ([]byte, error) {
+			return cl.RenewCertificate(ctx, cfg.Device, csr)
+		},
+		Renewed: func() { cl.Close() }})
+	if err := renewer.Recover(); err != nil {
+		return nil, nil, err
+	}
+	tlsCfg, err := pki.ReloadingClientTLSConfig(cert, key, ca)
+	if err != nil {
+		return nil, nil, err
+	}
+	cl, err = client.New(client.Config{Addr: orEnv(f.conn.addr, "DROVER_ADDR", defaultAddr), TLS: tlsCfg})
+	if err != nil {
+		return nil, nil, err
+	}
+	return cl, renewer, nil
+}
+
+// agentTrust is the verifier of --trust-root; it keeps the trusted
+// metadata in <home>/system/trust.
+func agentTrust(home, rootFile string, fetch trust.Fetcher) (*trust.Verifier, error) {
+	data, err := os.ReadFile(rootFile)
+	if err != nil {
+		return nil, fmt.Errorf("--trust-root: %w", err)
+	}
+	v, err := trust.NewVerifier(trust.VerifierConfig{Dir: filepath.Join(home, "system", "trust"), Root: data}, fetch)
+	if err != nil {
+		return nil, fmt.Errorf("--trust-root %s: %w", rootFile, err)
 	}
 	return v, nil
 }

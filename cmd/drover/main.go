@@ -118,6 +118,7 @@ func newRootCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		eventsCmd,
 		versionCmd,
 		completionCmd,
+		trustCmd,
 	} {
 		root.AddCommand(add(e))
 	}

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/vbauerster/mpb/v8"
@@ -16,6 +17,7 @@ import (
 	"github.com/drover-dev/drover/internal/output"
 	"github.com/drover-dev/drover/internal/pkgfile"
 	"github.com/drover-dev/drover/internal/push"
+	"github.com/drover-dev/drover/internal/trust"
 )
 
 func pkgCmd(e *env) *cobra.Command {
@@ -60,14 +62,24 @@ func tagSuffix(tags []string) string {
 }
 
 func pkgPushCmd(e *env, conn *connFlags) *cobra.Command {
-	var format string
+	var format, signKey string
 	c := &cobra.Command{
-		Use:   "push FILE...",
+		Use:   "push FILE... [--sign-key K/targets.key]",
 		Short: "Upload package files; only the blobs the server lacks are sent",
-		Args:  cobra.MinimumNArgs(1),
+		Long: "Upload package files; only the blobs the server lacks are sent.\n\n" +
+			"With --sign-key (or DROVER_SIGN_KEY) the builds are also signed into the server's targets\n" +
+			"metadata with that targets key, so agents run with --trust-root install them.",
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(format, outText, outYAML, outJSON); err != nil {
 				return err
+			}
+			var key *trust.Key
+			if path := orEnv(signKey, "DROVER_SIGN_KEY", ""); path != "" {
+				var err error
+				if key, err = trust.LoadKey(path); err != nil {
+					return err
+				}
 			}
 			cl, err := conn.client()
 			if err != nil {
@@ -75,6 +87,7 @@ func pkgPushCmd(e *env, conn *connFlags) *cobra.Command {
 			}
 			defer cl.Close()
 			results := []pushed{}
+			var signed []trust.Build
 			for _, path := range args {
 				r, err := pushOne(cmd, e, cl, path)
 				if err != nil {
@@ -84,6 +97,19 @@ func pkgPushCmd(e *env, conn *connFlags) *cobra.Command {
 					printPushed(e, r)
 				}
 				results = append(results, r)
+				signed = append(signed, trust.Build{Coordinate: r.Build.Coordinate, Tags: r.Build.Tags,
+					Digest: r.Build.Digest, Length: r.manifestSize})
+			}
+			if key != nil {
+				if err := trust.SignBuilds(cmd.Context(), cl, key, signed, time.Now()); err != nil {
+					return err
+				}
+				for i := range results {
+					results[i].SignedBy = key.ID
+				}
+				if format == outText {
+					fmt.Fprintf(e.stdout, "signed %d builds with targets key %s\n", len(signed), key.ID[:12])
+				}
 			}
 			if format != outText {
 				return printAs(e.stdout, format, results)
@@ -91,6 +117,7 @@ func pkgPushCmd(e *env, conn *connFlags) *cobra.Command {
 			return nil
 		},
 	}
+	c.Flags().StringVar(&signKey, "sign-key", "", "targets key to sign the builds with (env DROVER_SIGN_KEY)")
 	addOutputFlag(c, &format, outText)
 	return c
 }
@@ -101,6 +128,10 @@ type pushed struct {
 	Blobs         int   `json:"blobs" yaml:"blobs"`
 	Uploaded      int   `json:"uploaded" yaml:"uploaded"`
 	UploadedBytes int64 `json:"uploaded_bytes" yaml:"uploaded_bytes"`
+	// SignedBy is the id of the targets key that signed the build, if any.
+	SignedBy string `json:"signed_by,omitempty" yaml:"signed_by,omitempty"`
+
+	manifestSize int64 // the signed target's length
 }
 
 func printPushed(e *env, r pushed) {
@@ -141,7 +172,7 @@ func pushOne(cmd *cobra.Command, e *env, cl push.Uploader, path string) (pushed,
 	if err != nil {
 		return pushed{}, err
 	}
-	return pushed{Build: res.Build, Blobs: res.Blobs, Uploaded: res.Sent, UploadedBytes: res.SentBytes}, nil
+	return pushed{Build: res.Build, Blobs: res.Blobs, Uploaded: res.Sent, UploadedBytes: res.SentBytes, manifestSize: res.ManifestSize}, nil
 }
 
 func pkgLsCmd(e *env, conn *connFlags) *cobra.Command {

@@ -13,6 +13,7 @@ import (
 // serverFlags are the flags of `drover server`.
 type serverFlags struct {
 	data, listen, tlsCert, tlsKey, caCert, db, logLevel string
+	trustDir, crl, issuerCert, issuerKey                string
 	events                                              eventFlags      // events_flags.go
 	node                                                nodeServerFlags // node.go
 	quota                                               quotaFlags      // quota_flags.go
@@ -49,10 +50,14 @@ func serverCmd(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if (f.issuerCert == "") != (f.issuerKey == "") {
+				return usagef("server: give both --issuer-cert and --issuer-key, or neither")
+			}
 			m := servermain.New(servermain.Config{
 				Data: f.data, DB: f.db, Listen: f.listen, TLSCert: f.tlsCert, TLSKey: f.tlsKey, CACert: f.caCert,
 				Events: evCfg, Quota: quota, TerminationHook: f.node.hook, TerminationHookTimeout: f.node.hookTimeout, Logger: log,
 				Network: server.NetworkConfig{Label: f.probeLabel, Probers: f.probers},
+				CRL:     f.crl, IssuerCert: f.issuerCert, IssuerKey: f.issuerKey, TrustDir: f.trustDir,
 			})
 			if err := m.Run(cmd.Context()); err != nil {
 				if errors.Is(err, servermain.ErrBadDB) {
@@ -74,6 +79,10 @@ func serverCmd(e *env) *cobra.Command {
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.probeLabel, "probe-label", "region", "devices that share this label's value probe each other's services' network checks")
 	fl.IntVar(&f.probers, "probers", 3, "how many peers probe each device's network checks")
+	fl.StringVar(&f.crl, "crl", "", "revocation list (pki revoke): refuse its certificates; read again when it changes")
+	fl.StringVar(&f.issuerCert, "issuer-cert", "", "issuing certificate (pki issue --issuer): renew device certificates")
+	fl.StringVar(&f.issuerKey, "issuer-key", "", "key of --issuer-cert")
+	fl.StringVar(&f.trustDir, "trust-dir", "", "folder with snapshot.key, timestamp.key, root.json and targets.json: serve signed-build metadata")
 	f.events.register(c)
 	f.node.register(c)
 	f.quota.register(c)

@@ -73,7 +73,10 @@ type Config struct {
 	// (hooks.go); default 60s.
 	HookTimeout time.Duration
 	// Node holds the node-local verbs' and health checks' settings.
-	Node   NodeConfig
+	Node NodeConfig
+	// Trust, when set (agent --trust-root), admits only builds listed in
+	// valid signed metadata (trust.go); nil admits every build.
+	Trust  Trust
 	Logger *slog.Logger
 	Now    func() time.Time
 }

@@ -83,6 +83,9 @@ func (a *Agent) convergeTo(ctx context.Context, res *api.Resolved) (string, erro
 	if err := a.retryLater(res.Digest); err != nil {
 		return "", err
 	}
+	if err := a.checkTrust(ctx, res); err != nil { // trust.go: before any download
+		return "", err
+	}
 	manifests := map[string]*api.Manifest{}
 	for _, app := range res.Apps {
 		m, err := a.manifest(ctx, app)

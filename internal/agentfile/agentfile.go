@@ -56,6 +56,7 @@ var Keys = []Key{
 	{"health-start-delay", "", KindDuration}, {"health-consecutive", "", KindInt},
 	{"report-interval", "", KindDuration}, {"hook-timeout", "", KindDuration}, {"log-level", "", KindString},
 	{"metadata-url", "DROVER_METADATA_URL", KindString},
+	{"trust-root", "", KindPath},
 }
 
 // Path is where the agent with this home reads its file.

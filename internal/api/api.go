@@ -243,6 +243,9 @@ type ResolvedApp struct {
 	Purge    bool           `json:"purge,omitempty"`
 	// Dependency is true when the app is only there because another needs it.
 	Dependency bool `json:"dependency,omitempty"`
+	// BuildTags are the tags of the chosen build, which name it in signed
+	// targets metadata (drover trust).
+	BuildTags []string `json:"build_tags,omitempty"`
 }
 
 // Resolved is a device's resolved desired state, dependencies first.
@@ -340,4 +343,21 @@ type MissingRequest struct {
 // MissingResponse lists the blobs the server lacks.
 type MissingResponse struct {
 	Missing []string `json:"missing"`
+}
+
+// TrustUpload is the body of PUT /v1/trust/targets: signed targets
+// metadata (bins) by role name, each exactly as signed.
+type TrustUpload struct {
+	Roles map[string][]byte `json:"roles"`
+}
+
+// RenewRequest is the body of POST /v1/devices/{id}/certificate: a
+// certificate request (PEM) for the device's own name.
+type RenewRequest struct {
+	CSR string `json:"csr"`
+}
+
+// RenewResponse answers it: the new certificate, then its issuer's (PEM).
+type RenewResponse struct {
+	Certificate string `json:"certificate"`
 }

@@ -181,3 +181,18 @@ func TestInstallSmall(t *testing.T) {
 		}
 	}
 }
+
+func TestTrustSmall(t *testing.T) {
+	var out bytes.Buffer
+	if err := Trust(context.Background(), TrustConfig{Builds: 20, Pushes: 2, Dir: t.TempDir(), Out: &out}); err != nil {
+		t.Fatalf("Trust: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{"signed builds: 20 in 256 bins", "plan refresh, new agent: ", "signed push of one build"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("Trust output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if err := Trust(context.Background(), TrustConfig{Builds: 0, Pushes: 1, Out: &out}); !errors.Is(err, ErrUsage) {
+		t.Errorf("Trust with no builds: %v, want ErrUsage", err)
+	}
+}

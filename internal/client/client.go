@@ -353,3 +353,52 @@ func (c *Client) Events(ctx context.Context, q EventQuery) ([]api.Event, error) 
 	err := c.do(ctx, http.MethodGet, "/v1/events", v, nil, "", &out, timeout)
 	return out, err
 }
+
+// maxTrustFile bounds one TUF metadata file read from the server.
+const maxTrustFile = 16 << 20
+
+// TrustMetadata returns a TUF metadata file the server serves under
+// /v1/trust/ ("timestamp.json", "2.root.json", "bins-3a.json"); a missing
+// one is an *api.Error with ENOTFOUND.
+func (c *Client) TrustMetadata(ctx context.Context, name string) ([]byte, error) {
+	if c.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url("/v1/trust/"+esc(name), nil), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, c.transportError(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, decodeError(resp)
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxTrustFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("get trust metadata %s: %w", name, err)
+	}
+	if len(data) > maxTrustFile {
+		return nil, fmt.Errorf("get trust metadata %s: over %d bytes", name, maxTrustFile)
+	}
+	return data, nil
+}
+
+// PutTrustMetadata uploads signed targets metadata (bins) by role name.
+func (c *Client) PutTrustMetadata(ctx context.Context, roles map[string][]byte) error {
+	return c.doJSON(ctx, http.MethodPut, "/v1/trust/targets", nil, api.TrustUpload{Roles: roles}, nil)
+}
+
+// RenewCertificate sends a device's certificate request and returns its
+// new certificate (PEM).
+func (c *Client) RenewCertificate(ctx context.Context, id string, csrPEM []byte) ([]byte, error) {
+	var out api.RenewResponse
+	if err := c.doJSON(ctx, http.MethodPost, "/v1/devices/"+esc(id)+"/certificate", nil, api.RenewRequest{CSR: string(csrPEM)}, &out); err != nil {
+		return nil, err
+	}
+	return []byte(out.Certificate), nil
+}

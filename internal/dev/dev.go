@@ -235,6 +235,12 @@ func printNext(out io.Writer, dir, addr, ca, cert, key, home, root string) {
   go run ./cmd/drover state set -f /tmp/state.yaml
   %[6]s/software/com/example/hello/current/bin/hello
 
+  # signed builds (docs/trust.md): offline keys, then push with the publisher's key to a
+  # server run with --trust-dir; agents run with --trust-root install only what is signed
+  go run ./cmd/drover trust init --dir %[8]s/keys
+  go run ./cmd/drover pkg push FILE.drover --sign-key %[8]s/keys/targets.key
+  go run ./cmd/drover agent ... --trust-root %[8]s/keys/root.json
+
 Root-mode files land under %[7]s. Sample sources: %[8]s/packages.
 Press Ctrl-C to stop; the folder %[8]s stays for you to look at.
 `, addr, ca, cert, key, Device, home, root, dir)

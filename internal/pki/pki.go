@@ -39,6 +39,9 @@ const (
 	RoleServer Role = "server" // the drover server; TLS server auth
 	RoleDevice Role = "device" // an agent; CN is the device id
 	RoleAdmin  Role = "admin"  // an operator allowed to use operator verbs
+	// RoleIssuer is an issuing certificate (a CA under the fleet CA) the
+	// server holds to renew device certificates. It is never a peer.
+	RoleIssuer Role = "issuer"
 )
 
 // ouPrefix marks the OU that carries the role.
@@ -56,6 +59,7 @@ const (
 	serverValidity = 365 * 24 * time.Hour
 	adminValidity  = 365 * 24 * time.Hour
 	deviceValidity = 5 * 365 * 24 * time.Hour
+	issuerValidity = 5 * 365 * 24 * time.Hour
 	// backdate lets a certificate be used at once by a machine whose clock
 	// is a little behind the one that issued it.
 	backdate = time.Hour
@@ -164,9 +168,23 @@ func Issue(dir string, opt IssueOptions, now time.Time) (certPath, keyPath strin
 			return "", "", fmt.Errorf("hosts %v: only a server certificate has hosts", opt.Hosts)
 		}
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	case RoleIssuer:
+		if validity == 0 {
+			validity = issuerValidity
+		}
+		if len(opt.Hosts) > 0 {
+			return "", "", fmt.Errorf("hosts %v: only a server certificate has hosts", opt.Hosts)
+		}
+		// No drover role: an issuer signs device certificates and is
+		// never accepted as a peer.
+		tmpl.Subject.OrganizationalUnit = nil
+		tmpl.IsCA = true
+		tmpl.MaxPathLenZero = true
+		tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature
 	default:
-		return "", "", fmt.Errorf("role %q: want %s, %s or %s", opt.Role, RoleServer, RoleDevice, RoleAdmin)
+		return "", "", fmt.Errorf("role %q: want %s, %s, %s or %s", opt.Role, RoleServer, RoleDevice, RoleAdmin, RoleIssuer)
 	}
+	tmpl.NotBefore = now.Add(-backdateFor(validity))
 	tmpl.NotAfter = now.Add(validity)
 
 	caCert, caKey, err := loadCA(dir)
@@ -201,6 +219,9 @@ func Issue(dir string, opt IssueOptions, now time.Time) (certPath, keyPath strin
 		return "", "", fmt.Errorf("create certificate %s: %w", opt.Name, err)
 	}
 	if err := writePair(certPath, keyPath, der, key); err != nil {
+		return "", "", err
+	}
+	if err := recordIssued(dir, tmpl); err != nil {
 		return "", "", err
 	}
 	return certPath, keyPath, nil
@@ -251,6 +272,27 @@ func validDNSName(h string) bool {
 		}
 	}
 	return true
+}
+
+// backdateFor is how far before its issue a certificate of this validity
+// starts: an hour, or half the validity of a shorter one.
+func backdateFor(validity time.Duration) time.Duration { return min(backdate, validity/2) }
+
+// Validity is the lifetime a certificate was issued with, from its dates
+// (the inverse of the backdating of Issue and Renew).
+func Validity(cert *x509.Certificate) time.Duration {
+	span := cert.NotAfter.Sub(cert.NotBefore)
+	if span >= 3*backdate {
+		return span - backdate
+	}
+	return span * 2 / 3
+}
+
+// RenewAt is when a certificate is due for renewal: after two thirds of
+// its validity.
+func RenewAt(cert *x509.Certificate) time.Time {
+	v := Validity(cert)
+	return cert.NotAfter.Add(-v / 3)
 }
 
 // RoleOf returns the role a drover certificate carries in its OU. A

@@ -30,6 +30,9 @@ type Result struct {
 	Blobs     int
 	Sent      int
 	SentBytes int64
+	// ManifestSize is the length of the manifest as pushed: with its
+	// digest, what a signature of the build covers.
+	ManifestSize int64
 }
 
 // Progress is told how many bytes of the blobs to upload are sent, of how
@@ -85,6 +88,7 @@ func File(ctx context.Context, up Uploader, path string, progress Progress) (Res
 		}
 		res.Sent++
 	}
+	res.ManifestSize = int64(len(r.ManifestJSON()))
 	res.Build, err = up.PushManifest(ctx, r.ManifestJSON())
 	if err != nil {
 		return res, fmt.Errorf("push %s: %w", path, err)

@@ -82,6 +82,7 @@ func Resolve(device string, deviceTags []string, apps []api.DesiredApp, builds [
 			Params:     maps.Clone(n.params),
 			Purge:      n.purge,
 			Dependency: n.dep,
+			BuildTags:  n.build.Tags,
 		})
 	}
 	res.Digest = Digest(res.Apps)

@@ -88,6 +88,9 @@ func (s *Server) guard(h handler, allow func(peer, *http.Request) error) http.Ha
 	return func(w http.ResponseWriter, r *http.Request) {
 		p, err := peerOf(r)
 		if err == nil {
+			err = s.revoked(r) // certs.go
+		}
+		if err == nil {
 			err = allow(p, r)
 		}
 		if err == nil {

@@ -22,7 +22,9 @@ import (
 
 	"github.com/drover-dev/drover/internal/api"
 	"github.com/drover-dev/drover/internal/blob"
+	"github.com/drover-dev/drover/internal/pki"
 	"github.com/drover-dev/drover/internal/store"
+	"github.com/drover-dev/drover/internal/trustserver"
 )
 
 // Config holds the server's settings.
@@ -47,6 +49,14 @@ type Config struct {
 	Quota QuotaConfig
 	// Network configures services' network checks (network.go).
 	Network NetworkConfig
+	// Trust, when set (server --trust-dir), serves TUF metadata under
+	// /v1/trust/ and is kept fresh while the server runs (trust.go).
+	Trust *trustserver.Repository
+	// CRL, when set (server --crl), refuses revoked certificates at their
+	// next request; it is read again when its file changes (certs.go).
+	CRL *pki.Revocations
+	// Issuer, when set (server --issuer-cert), renews device certificates.
+	Issuer *pki.Issuer
 
 	Logger *slog.Logger
 	Now    func() time.Time
@@ -124,7 +134,29 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	// Terminations held by keepalive timers of an earlier run (node.go).
 	resumed := make(chan struct{})
 	go func() { s.resumeTerminations(evCtx); close(resumed) }()
-	defer func() { stopEvents(); <-evDone; <-resumed; s.stopTimers() }()
+	// Snapshot and timestamp metadata signed again before they expire;
+	// the revocation list read again when it changes (trust.go, certs.go).
+	trustDone, crlDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		if s.cfg.Trust != nil {
+			s.cfg.Trust.Run(evCtx)
+		}
+		close(trustDone)
+	}()
+	go func() {
+		if s.cfg.CRL != nil {
+			s.cfg.CRL.Run(evCtx, 2*time.Second)
+		}
+		close(crlDone)
+	}()
+	defer func() {
+		stopEvents()
+		<-evDone
+		<-resumed
+		<-trustDone
+		<-crlDone
+		s.stopTimers()
+	}()
 	errc := make(chan error, 1)
 	go func() {
 		if s.cfg.TLS != nil {
@@ -173,6 +205,8 @@ func (s *Server) Handler() http.Handler {
 	s.eventRoutes(mux)
 	s.nodeRoutes(mux)
 	s.paramRoutes(mux)
+	s.trustRoutes(mux)
+	s.certRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.Errorf(api.ENOTFOUND, fmt.Sprintf("no such call: %s %s", r.Method, r.URL.Path)))
 	})

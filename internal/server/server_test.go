@@ -170,6 +170,13 @@ func TestAuthorization(t *testing.T) {
 		{"device fetches a blob not in its state", func() error { return fetch(ts.dev["d1"], otherFile) }, api.EFORBIDDEN},
 		{"device with no state fetches a blob", func() error { return fetch(ts.dev["d2"], fd) }, api.EFORBIDDEN},
 		{"admin fetches any blob", func() error { return fetch(ts.admin, otherFile) }, ""},
+		{"device uploads signed metadata", func() error {
+			return ts.dev["d1"].PutTrustMetadata(ctx, map[string][]byte{"bins-00": []byte("{}")})
+		}, api.EFORBIDDEN},
+		{"trust metadata without --trust-dir", func() error { _, err := ts.dev["d1"].TrustMetadata(ctx, "timestamp.json"); return err }, api.ENOTFOUND},
+		{"device renews another's certificate", func() error { _, err := ts.dev["d2"].RenewCertificate(ctx, "d1", []byte("x")); return err }, api.EFORBIDDEN},
+		{"admin renews a device certificate", func() error { _, err := ts.admin.RenewCertificate(ctx, "d1", []byte("x")); return err }, api.EFORBIDDEN},
+		{"renewal without an issuer", func() error { _, err := ts.dev["d1"].RenewCertificate(ctx, "d1", []byte("x")); return err }, api.ENOTFOUND},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -21,6 +21,7 @@ import (
 	"github.com/drover-dev/drover/internal/server"
 	"github.com/drover-dev/drover/internal/store"
 	"github.com/drover-dev/drover/internal/store/sqlite"
+	"github.com/drover-dev/drover/internal/trustserver"
 )
 
 // Config is what a server process needs.
@@ -42,10 +43,15 @@ type Config struct {
 	// Quota bounds what each device certificate may cost the server.
 	Quota server.QuotaConfig
 	// Network configures services' network checks.
-	Network                server.NetworkConfig
-	TerminationHook        string
-	TerminationHookTimeout time.Duration
-	Logger                 *slog.Logger
+	Network server.NetworkConfig
+	// CRL is the revocation list (pki revoke) whose certificates are
+	// refused; "" = none. IssuerCert and IssuerKey, both or neither, let
+	// devices renew their certificates. TrustDir holds the online TUF
+	// keys and metadata of signed builds; "" = none.
+	CRL, IssuerCert, IssuerKey, TrustDir string
+	TerminationHook                      string
+	TerminationHookTimeout               time.Duration
+	Logger                               *slog.Logger
 }
 
 // ErrBadDB is a database URL that is not supported (errors.Is); the
@@ -107,7 +113,27 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("blob store: %w", err)
 	}
+	var crl *pki.Revocations
+	if cfg.CRL != "" {
+		if crl, err = pki.LoadRevocations(cfg.CRL, cfg.CACert, m.log); err != nil {
+			return fmt.Errorf("--crl: %w", err)
+		}
+	}
+	var issuer *pki.Issuer
+	if cfg.IssuerCert != "" {
+		if issuer, err = pki.LoadIssuer(cfg.IssuerCert, cfg.IssuerKey, cfg.CACert); err != nil {
+			return err
+		}
+		pki.TrustIssuer(tlsCfg, issuer)
+	}
+	var repo *trustserver.Repository
+	if cfg.TrustDir != "" {
+		if repo, err = trustserver.New(ctx, trustserver.Config{Dir: cfg.TrustDir, Logger: m.log}, st); err != nil {
+			return fmt.Errorf("--trust-dir %s: %w", cfg.TrustDir, err)
+		}
+	}
 	srv, err := server.New(ctx, server.Config{TLS: tlsCfg, Logger: m.log, Events: cfg.Events, Quota: cfg.Quota, Network: cfg.Network,
+		Trust: repo, CRL: crl, Issuer: issuer,
 		TerminationHook: cfg.TerminationHook, TerminationHookTimeout: cfg.TerminationHookTimeout}, st, blobs)
 	if err != nil {
 		return err

@@ -109,6 +109,7 @@ type Store interface {
 
 	Outbox
 	Params
+	Trust
 }
 
 // Write is one change for Commit.
