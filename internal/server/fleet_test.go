@@ -114,7 +114,7 @@ func TestGroupsPinsAndPlan(t *testing.T) {
 		id   string
 		want []string
 	}{
-		{"d1", []string{"web=1.0.0"}},              // the most specific group
+		{"d1", []string{"web=1.0.0"}},               // the most specific group
 		{"d2", []string{"tool=1.0.0", "web=1.1.0"}}, // own document, then the group (pinned ^1.0 = 1.1.0)
 	} {
 		if got := apps(ts.desired(t, c.id)); !cmp.Equal(got, c.want) {
