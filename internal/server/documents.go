@@ -236,6 +236,11 @@ func (s *Server) removeDocuments(ctx context.Context, keys []string, by string) 
 	if err != nil {
 		return err
 	}
+	// What the devices fall back to must be possible too (a tie between
+	// the groups left, say).
+	if err := s.refuse(ctx, changes, nil); err != nil {
+		return err
+	}
 	if err := s.commit(ctx, store.Write{RemoveDocuments: keys, Events: evs}); err != nil {
 		return err
 	}
