@@ -4,6 +4,7 @@
 //	drover-bench fleet [-n 100,1000,5000] [-drover PATH] [-dir DIR] [-timeout 120s] [-set-workers 16]
 //	drover-bench install [-files 5000] [-size 200MB] [-dir DIR] [-runs 3] [-warm]
 //	drover-bench trust [-builds 10000] [-pushes 50] [-dir DIR]
+//	drover-bench plan [-n 10000] [-runs 3] [-dir DIR]
 //
 // Exit 0 on success, 1 on failure, 2 on bad usage; an error is one line
 // on stderr.
@@ -28,6 +29,7 @@ const usage = `usage:
   drover-bench install [-files 5000] [-size 200MB] [-dir DIR] [-runs 3] [-warm]
   drover-bench events -amqp URL [-n 50000] [-probes 500]
   drover-bench trust [-builds 10000] [-pushes 50] [-dir DIR]
+  drover-bench plan [-n 10000] [-runs 3] [-dir DIR]
 `
 
 func main() {
@@ -125,6 +127,14 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer) error {
 			return err
 		}
 		return bench.Trust(ctx, bench.TrustConfig{Builds: *builds, Pushes: *pushes, Dir: *dir, Out: stdout})
+	case "plan":
+		n := fs.Int("n", 10000, "devices in the store")
+		runs := fs.Int("runs", 3, "warm plans timed after the cold one")
+		dir := fs.String("dir", "", "parent of the work folder (default: the system temp folder)")
+		if err := parse(); err != nil {
+			return err
+		}
+		return bench.Plan(ctx, bench.PlanConfig{Devices: *n, Runs: *runs, Dir: *dir, Out: stdout})
 	case "-h", "-help", "--help", "help":
 		return flag.ErrHelp
 	}

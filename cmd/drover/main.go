@@ -115,6 +115,7 @@ func newRootCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		devCmd,
 		deviceCmd,
 		stateCmd,
+		planCmd,
 		eventsCmd,
 		versionCmd,
 		completionCmd,

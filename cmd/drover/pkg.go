@@ -217,8 +217,9 @@ func pkgLsCmd(e *env, conn *connFlags) *cobra.Command {
 
 func pkgRmCmd(e *env, conn *connFlags) *cobra.Command {
 	var tags, format string
+	var force bool
 	c := &cobra.Command{
-		Use:   "rm COORDINATE [--tags a,b]",
+		Use:   "rm COORDINATE [--tags a,b] [--force]",
 		Short: "Remove the builds of a coordinate (only the build with exactly --tags, when given)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -240,7 +241,7 @@ func pkgRmCmd(e *env, conn *connFlags) *cobra.Command {
 				return err
 			}
 			defer cl.Close()
-			n, err := cl.DeletePackage(cmd.Context(), args[0], tl)
+			n, err := cl.RemovePackage(cmd.Context(), args[0], tl, force)
 			if err != nil {
 				return err
 			}
@@ -256,6 +257,7 @@ func pkgRmCmd(e *env, conn *connFlags) *cobra.Command {
 	}
 	c.Flags().StringVar(&tags, "tags", "", "remove only the build with exactly these tags (comma separated)")
 	addOutputFlag(c, &format, outText)
+	c.Flags().BoolVar(&force, "force", false, "remove builds that some device's effective desired state still uses")
 	return c
 }
 

@@ -333,6 +333,9 @@ type Device struct {
 	// NetObservations are its peers' latest network check results of its
 	// services (api/netcheck.go). Owned by the server; survive reports.
 	NetObservations []NetObservation `json:"net_observations,omitempty" yaml:"-"`
+	// Effective is the device's effective desired state, each app with
+	// the document that gave it; set by GET /v1/devices/{id} only.
+	Effective []EffectiveApp `json:"effective,omitempty" yaml:"effective,omitempty"`
 }
 
 // MissingRequest asks which of these blobs the server lacks.

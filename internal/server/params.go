@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"sort"
@@ -10,7 +9,6 @@ import (
 
 	"github.com/drover-dev/drover/internal/api"
 	"github.com/drover-dev/drover/internal/param"
-	"github.com/drover-dev/drover/internal/resolve"
 )
 
 // ParamUpdate is the body of PUT /v1/params/{package}: values to set and
@@ -92,12 +90,12 @@ func (s *Server) handleSetParams(w http.ResponseWriter, r *http.Request, p peer)
 	}
 	// Wake whoever the values concern: they resolve again and the
 	// agents reconfigure.
+	s.res.params.forget(device)
 	if device == "" {
 		s.res.invalidateResolutions()
 		s.hub.notifyAll()
 	} else {
-		s.res.invalidate(device)
-		s.hub.notify(device)
+		s.invalidateDevices([]string{device})
 	}
 	scope := "fleet"
 	if device != "" {
@@ -170,78 +168,4 @@ func (s *Server) checkParamValues(ctx context.Context, pkg string, values map[st
 		}
 	}
 	return nil
-}
-
-// invalidateResolutions drops every cached resolution, as a push does,
-// without reloading the builds: fleet-wide values changed.
-func (rv *resolver) invalidateResolutions() {
-	rv.mu.Lock()
-	rv.gen++
-	rv.cache = map[string]*cached{}
-	rv.mu.Unlock()
-}
-
-// applyParams fills each resolved app's Params with its values, resolved
-// by precedence (package default < fleet < device < entry) and checked
-// against the chosen build's declarations, then recomputes the digest.
-// A bad or missing value is an error naming the app and the parameter.
-func (rv *resolver) applyParams(ctx context.Context, device string, r *api.Resolved) error {
-	fleet := map[string]map[string]any{}
-	dev := map[string]map[string]any{}
-	for i := range r.Apps {
-		app := &r.Apps[i]
-		m, err := rv.manifest(ctx, app.Digest)
-		if err != nil {
-			return err
-		}
-		if _, ok := fleet[app.Name]; !ok {
-			if fleet[app.Name], err = rv.st.ParamValues(ctx, "", app.Name); err != nil {
-				return err
-			}
-			if dev[app.Name], err = rv.st.ParamValues(ctx, device, app.Name); err != nil {
-				return err
-			}
-		}
-		if device == "" {
-			dev[app.Name] = nil
-		}
-		layers := []param.Layer{{Name: "fleet", Values: onlyDeclared(fleet[app.Name], m.Params)}, {Name: "device", Values: onlyDeclared(dev[app.Name], m.Params)}, {Name: "state entry", Values: app.Params}}
-		vals, err := param.Resolve(m.Params, layers...)
-		if err != nil {
-			who := app.Name
-			if app.Instance != "" {
-				who += "[" + app.Instance + "]"
-			}
-			return fmt.Errorf("%s %s: %w", who, app.Version, err)
-		}
-		app.Params = vals
-	}
-	r.Digest = resolve.Digest(r.Apps)
-	return nil
-}
-
-// onlyDeclared drops fleet and device values the chosen build does not
-// declare: they may be meant for another version of the package. Entry
-// values are the operator's word for this device and are checked whole.
-func onlyDeclared(v map[string]any, decls map[string]api.Param) map[string]any {
-	if len(v) == 0 {
-		return nil
-	}
-	out := make(map[string]any, len(v))
-	for k, x := range v {
-		if _, ok := decls[k]; ok {
-			out[k] = x
-		}
-	}
-	return out
-}
-
-// paramError turns a resolution's parameter error into an invalid-input
-// answer; other errors pass.
-func paramError(err error) error {
-	var pe *param.Error
-	if errors.As(err, &pe) {
-		return api.Errorf(api.EINVALID, err.Error())
-	}
-	return err
 }

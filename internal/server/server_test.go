@@ -31,6 +31,8 @@ type testServer struct {
 	dev    map[string]*client.Client
 	pkiDir string // the fleet CA's folder
 	url    string
+	// client makes another client with a certificate of role and name.
+	client func(role pki.Role, name string) *client.Client
 }
 
 func newTestServer(t *testing.T, pollTimeout time.Duration) *testServer {
@@ -85,7 +87,7 @@ func newTestServer(t *testing.T, pollTimeout time.Duration) *testServer {
 		t.Cleanup(cl.Close)
 		return cl
 	}
-	ts := &testServer{srv: srv, admin: cl(pki.RoleAdmin, "ops"), dev: map[string]*client.Client{}, pkiDir: pkiDir, url: hs.URL}
+	ts := &testServer{srv: srv, admin: cl(pki.RoleAdmin, "ops"), dev: map[string]*client.Client{}, pkiDir: pkiDir, url: hs.URL, client: cl}
 	for _, id := range []string{"d1", "d2"} {
 		ts.dev[id] = cl(pki.RoleDevice, id)
 	}

@@ -13,9 +13,10 @@ import (
 )
 
 var (
-	unknownField = regexp.MustCompile(`^(line \d+): field (.+) not found in type \S+$`)
-	wrongType    = regexp.MustCompile("^(line \\d+): cannot unmarshal !!(\\w+) (?:`(.*)` )?into (\\S+)$")
-	alreadySet   = regexp.MustCompile(`^(line \d+): field (.+) already set in type \S+$`)
+	// (?s): a field name or a value may hold newlines.
+	unknownField = regexp.MustCompile(`(?s)^(line \d+): field (.+) not found in type \S+$`)
+	wrongType    = regexp.MustCompile("(?s)^(line \\d+): cannot unmarshal !*(\\S*) (?:`(.*)` )?into (\\S+)$")
+	alreadySet   = regexp.MustCompile(`(?s)^(line \d+): field (.+) already set in type \S+$`)
 )
 
 // Describe rewrites err, from decoding YAML document number doc (from 1;
@@ -36,7 +37,8 @@ func Describe(err error, doc int) error {
 	}
 	parts := make([]string, 0, len(te.Errors))
 	for _, e := range te.Errors {
-		parts = append(parts, where+describe(e))
+		// One line, whatever the input held.
+		parts = append(parts, where+strings.ReplaceAll(describe(e), "\n", `\n`))
 	}
 	return errors.New(strings.Join(parts, "; "))
 }
@@ -51,7 +53,7 @@ func describe(e string) string {
 	if m := wrongType.FindStringSubmatch(e); m != nil {
 		got := kinds[m[2]]
 		if got == "" {
-			got = "a " + m[2]
+			got = "a value of an unknown tag"
 		}
 		if m[3] != "" {
 			got = fmt.Sprintf("%q", m[3])
