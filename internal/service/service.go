@@ -6,16 +6,27 @@
 //	START --runtime-dir=DIR --coordinate=COORD --NAME=VALUE...
 //
 // with the working directory at the runtime directory, stdout and stderr
-// appended to console/stdout.log and console/stderr.log, and its pid in
-// run/start.pid. Each service runs in a process group of its own so stop
-// and kill reach its children. A service that exits is restarted per its
-// policy (always, on-failure, never) with exponential backoff. A
-// service's health command, if it has one, runs every HealthInterval
-// while the service runs (health.go).
+// copied to console/stdout.log and console/stderr.log, rotated by size
+// (console.go), and its pid in run/start.pid. Secret parameters are no
+// flags: they reach the service as DROVER_PARAM_<NAME> and in
+// etc/params/<NAME> (0600). Each service runs in a process group of its
+// own so stop and kill reach its children.
+//
+// A start takes either form: it stays in the foreground (the process is
+// the service), or it starts the service, writes the service's pid to
+// run/start.pid and exits 0 (copkg's start.py); the supervisor then
+// watches that process by pid and start time (pid.go) exactly as it
+// watches a child. A start with ports succeeds only once they accept
+// connections on loopback.
+//
+// A service that exits is restarted per its policy (always, on-failure,
+// never) with exponential backoff. A service's health command, if it has
+// one, runs every HealthInterval while the service runs (health.go).
 //
 // Services outlive the supervisor: a restarted agent adopts the processes
-// its pid files name (checked by the DROVER_SERVICE variable in the
-// process's environment) instead of starting them twice.
+// its pid files name (checked by the recorded start time, or else the
+// DROVER_SERVICE variable in the process's environment) instead of
+// starting them twice.
 package service
 
 import (
@@ -24,6 +35,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -37,6 +49,7 @@ import (
 
 	"github.com/drover-dev/drover/internal/api"
 	"github.com/drover-dev/drover/internal/param"
+	"github.com/drover-dev/drover/internal/pkgfile"
 	"github.com/drover-dev/drover/internal/proc"
 )
 
@@ -82,6 +95,37 @@ type Config struct {
 	// OnChange, if set, is called (from any goroutine, no lock held)
 	// after a service changes state, so the agent can report.
 	OnChange func()
+	// OnEvent, if set, is called (from any goroutine, no lock held) when
+	// a service exits on its own or is restarted by its policy.
+	OnEvent func(Event)
+	// PollInterval is how often a process that is not the supervisor's
+	// child is looked for in /proc when the kernel has no pidfd
+	// (default 250ms).
+	PollInterval time.Duration
+	// Detached: the supervisor does not stay (standalone installs), so
+	// a service's console is the log files themselves, not rotated.
+	Detached bool
+}
+
+// Event kinds.
+const (
+	// EventExited: a service's process ended without being asked to.
+	EventExited = "exited"
+	// EventRestarted: the supervisor started a service again per its
+	// policy (Failed: it could not).
+	EventRestarted = "restarted"
+)
+
+// Event is something that happened to a service on its own.
+type Event struct {
+	Kind       string
+	Coordinate string
+	Package    string
+	Version    string
+	// Failed: the process failed (a non-zero exit, a signal, a failed
+	// restart); Restart: a restart follows.
+	Failed, Restart bool
+	Message         string
 }
 
 // Spec is one service instance to run.
@@ -101,8 +145,53 @@ type Spec struct {
 	Health  string
 	Restart string
 	// Params become --NAME=VALUE flags (sorted by name) and
-	// DROVER_PARAM_<NAME> variables.
+	// DROVER_PARAM_<NAME> variables; those named in Secret are no flags
+	// but files etc/params/<NAME> (0600) instead.
 	Params map[string]string
+	Secret map[string]bool
+	// Ports must accept TCP connections on loopback within Startup
+	// (default 30s) for a start to succeed.
+	Ports   []int
+	Startup time.Duration
+	// ConsoleMax and ConsoleKeep: console files rotate at ConsoleMax
+	// bytes (default 10MB) and ConsoleKeep old ones stay (default 5).
+	ConsoleMax  int64
+	ConsoleKeep int
+}
+
+// App is an installed app, for Specs.
+type App struct {
+	Name, Version, Instance string
+	// Location is the install location.
+	Location string
+	// Params are the values the app was configured with.
+	Params map[string]string
+	// Labels are the device's (env and region go in coordinates).
+	Labels map[string]string
+}
+
+// Specs returns the specs of an app's services as its manifest declares
+// them: the one place a manifest's service becomes something to run.
+func Specs(m *api.Manifest, app App) []Spec {
+	var out []Spec
+	secret := map[string]bool{}
+	for name, p := range m.Params {
+		if p.Secret {
+			secret[name] = true
+		}
+	}
+	for _, sv := range m.Services {
+		startup, _ := pkgfile.StartupTimeout(sv) // the manifest was validated
+		maxSize, keep, _ := pkgfile.ConsoleLimits(sv)
+		out = append(out, Spec{
+			Coordinate: Coordinate(app.Name, app.Instance, sv.Name, app.Labels),
+			Package:    app.Name, Version: app.Version, Instance: app.Instance, Service: sv.Name,
+			Location: app.Location, Start: sv.Start, Stop: sv.Stop, Health: sv.Health, Restart: sv.Restart,
+			Params: app.Params, Secret: secret,
+			Ports: slices.Clone(sv.Ports), Startup: startup, ConsoleMax: maxSize, ConsoleKeep: keep,
+		})
+	}
+	return out
 }
 
 var coordRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,200}$`)
@@ -146,6 +235,9 @@ type Supervisor struct {
 
 	mu    sync.Mutex
 	procs map[string]*supervised
+
+	quit      chan struct{} // closed by Close
+	closeOnce sync.Once
 }
 
 // supervised is one supervised service instance.
@@ -153,11 +245,19 @@ type supervised struct {
 	spec     Spec
 	state    string
 	pid      int
+	pgid     int // its process group, 0 if none to signal
 	restarts int
 	fails    int // failures in a row, for the backoff
 	since    time.Time
 	err      string
-	held     bool          // stopped on purpose: no restart
+	// lastErr is the last failure, kept across restarts.
+	lastErr   string
+	lastErrAt time.Time
+	held      bool // stopped on purpose: no restart
+	// starting: Start is waiting to see the process up; it reports
+	// the outcome, and an exit then is no crash to restart.
+	starting bool
+	cons     *consoles
 	done     chan struct{} // closed when the current process is gone; nil if none
 	gen      int           // bumps with each process, so a late exit of an old one is ignored
 	timer    *time.Timer   // pending restart
@@ -204,7 +304,50 @@ func New(cfg Config) (*Supervisor, error) {
 	if cfg.HealthTimeout <= 0 {
 		cfg.HealthTimeout = 10 * time.Second
 	}
-	return &Supervisor{cfg: cfg, log: cfg.Logger, procs: map[string]*supervised{}}, nil
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 250 * time.Millisecond
+	}
+	return &Supervisor{cfg: cfg, log: cfg.Logger, procs: map[string]*supervised{}, quit: make(chan struct{})}, nil
+}
+
+// Close stops watching: the services keep running (a restarted
+// supervisor adopts them), nothing is restarted any more, and their
+// console output waits in its FIFO for the next supervisor.
+func (s *Supervisor) Close() {
+	s.closeOnce.Do(func() {
+		close(s.quit)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, p := range s.procs {
+			if p.timer != nil {
+				p.timer.Stop()
+				p.timer = nil
+			}
+			if p.cons != nil {
+				p.cons.stop()
+			}
+		}
+	})
+}
+
+func (s *Supervisor) closed() bool {
+	select {
+	case <-s.quit:
+		return true
+	default:
+		return false
+	}
+}
+
+func (s *Supervisor) event(ev Event) {
+	if s.cfg.OnEvent != nil {
+		s.cfg.OnEvent(ev)
+	}
+}
+
+// failLocked records a failure of p. s.mu is held.
+func (s *Supervisor) failLocked(p *supervised, msg string) {
+	p.state, p.err, p.lastErr, p.lastErrAt, p.since = api.ServiceFailed, msg, msg, s.cfg.Now(), s.cfg.Now()
 }
 
 // Dir returns a service's runtime directory.
@@ -232,10 +375,13 @@ func checkSpec(sp Spec) error {
 }
 
 // Start starts the service sp (or adopts its process, if its pid file
-// names a live one) and waits StartWait to see it stay up. A start
-// command that cannot run or exits at once is an error wrapping
-// ErrStart, with the exit status and the tail of console/. Starting a
-// running service with the same spec does nothing.
+// names a live one) and waits to see it started: up for StartWait, and
+// with ports, each accepting connections on loopback within Startup. A
+// start command that cannot run, or a service that exits at once, or
+// that leaves no live pid in run/start.pid when its start exits 0, or
+// whose ports do not answer in time, is an error wrapping ErrStart with
+// the reason and the tail of console/. Starting a running service with
+// the same spec does nothing.
 func (s *Supervisor) Start(ctx context.Context, sp Spec) error {
 	if err := checkSpec(sp); err != nil {
 		return err
@@ -260,34 +406,133 @@ func (s *Supervisor) Start(ctx context.Context, sp Spec) error {
 		p.timer.Stop()
 		p.timer = nil
 	}
-	if pid := s.livePID(sp.Coordinate); pid > 0 {
-		s.adoptLocked(p, pid)
+	if pid, ticks := s.livePID(sp.Coordinate); pid > 0 {
+		s.adoptLocked(p, pid, ticks)
 		s.mu.Unlock()
 		s.log.Info("service adopted", "service", sp.Coordinate, "pid", pid)
 		s.changed()
 		return nil
 	}
-	done, err := s.launchLocked(p)
+	p.starting = true
+	l, err := s.launchLocked(p)
+	gen := p.gen
 	s.mu.Unlock()
 	s.changed()
 	if err != nil {
+		s.mu.Lock()
+		p.starting = false
+		s.mu.Unlock()
 		return err
 	}
+	why := s.awaitStart(ctx, sp, l)
+	done := l.done
+	s.mu.Lock()
+	p.starting = false
+	if why == "" || gen != p.gen {
+		s.mu.Unlock()
+		return nil
+	}
+	p.held = true // a start that fails is not retried in a loop
+	running, pid, pgid := p.done != nil, p.pid, p.pgid
+	s.mu.Unlock()
+	if running {
+		// Up but not answering: stop it like any stop.
+		if err := s.terminate(ctx, sp, pid, pgid, done); err != nil {
+			s.log.Warn("stop a service that did not start", "service", sp.Coordinate, "err", err)
+		}
+	}
+	s.mu.Lock()
+	if why == exitedWhy {
+		why = p.err
+		if strings.HasPrefix(why, "exited 0") {
+			why = "start exited 0 without a live pid in run/start.pid (a start must stay in the foreground, or leave its service's pid there)" + strings.TrimPrefix(why, "exited 0")
+		}
+	} else {
+		why += consoleTail(s.Dir(sp.Coordinate))
+	}
+	s.failLocked(p, why)
+	s.mu.Unlock()
+	s.changed()
+	return fmt.Errorf("%w: %s: %s", ErrStart, sp.Coordinate, why)
+}
+
+// exitedWhy is awaitStart's answer for a process that ended: the reason
+// is its exit, in p.err.
+const exitedWhy = "exited"
+
+// awaitStart waits for a launched service to count as started and
+// returns "" when it does, exitedWhy when it ended, or what it lacked.
+func (s *Supervisor) awaitStart(ctx context.Context, sp Spec, l *launched) string {
+	done := l.done
 	t := time.NewTimer(s.cfg.StartWait)
 	defer t.Stop()
 	select {
 	case <-done:
-		s.mu.Lock()
-		p.held = true // a start that fails at once is not retried in a loop
-		p.state = api.ServiceFailed
-		msg := p.err
-		s.mu.Unlock()
-		s.changed()
-		return fmt.Errorf("%w: %s: %s", ErrStart, sp.Coordinate, msg)
+		return exitedWhy
 	case <-t.C:
 	case <-ctx.Done():
+		return ""
 	}
-	return nil
+	select {
+	case <-l.exit:
+		// The start command exited 0: wait to know whether it left a
+		// service behind.
+		select {
+		case <-done:
+			return exitedWhy
+		case <-l.handed:
+		case <-ctx.Done():
+			return ""
+		}
+	default:
+	}
+	if len(sp.Ports) == 0 {
+		return ""
+	}
+	startup := sp.Startup
+	if startup <= 0 {
+		startup = 30 * time.Second
+	}
+	deadline := time.NewTimer(startup - s.cfg.StartWait)
+	defer deadline.Stop()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		port := closedPort(ctx, sp.Ports)
+		if port == 0 {
+			return ""
+		}
+		select {
+		case <-done:
+			return exitedWhy
+		case <-ctx.Done():
+			return ""
+		case <-deadline.C:
+			return fmt.Sprintf("port %d did not accept connections on loopback within %v", port, startup)
+		case <-tick.C:
+		}
+	}
+}
+
+// closedPort returns the first of ports that accepts no TCP connection
+// on 127.0.0.1 or ::1, or 0 when all do.
+func closedPort(ctx context.Context, ports []int) int {
+	d := net.Dialer{Timeout: 500 * time.Millisecond}
+	for _, port := range ports {
+		ok := false
+		for _, host := range []string{"127.0.0.1", "::1"} {
+			c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+			if err == nil {
+				c.Close()
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return port
+		}
+	}
+	return 0
 }
 
 func equalParams(a, b map[string]string) bool {
@@ -302,24 +547,67 @@ func equalParams(a, b map[string]string) bool {
 	return true
 }
 
-// makeDirs makes the runtime directory and its folders.
-func (s *Supervisor) makeDirs(coord string) (string, error) {
-	dir := s.Dir(coord)
+// makeDirs makes the runtime directory and its folders, and the files of
+// the secret parameters.
+func (s *Supervisor) makeDirs(sp Spec) (string, error) {
+	dir := s.Dir(sp.Coordinate)
 	for _, sub := range []string{"log", "etc", "console", "data", "run"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
-			return "", fmt.Errorf("runtime directory of %s: %w", coord, err)
+			return "", fmt.Errorf("runtime directory of %s: %w", sp.Coordinate, err)
 		}
+	}
+	if err := writeSecrets(filepath.Join(dir, "etc", "params"), sp); err != nil {
+		return "", fmt.Errorf("runtime directory of %s: %w", sp.Coordinate, err)
 	}
 	return dir, nil
 }
 
-// args are the flags start and stop get.
+// writeSecrets makes etc/params/<NAME> (0600, in a 0700 folder) hold each
+// secret parameter, and removes the files of parameters that are no
+// longer secret.
+func writeSecrets(dir string, sp Spec) error {
+	if len(sp.Secret) == 0 {
+		if err := os.RemoveAll(dir); err != nil {
+			return err
+		}
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return err
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if _, ok := sp.Params[e.Name()]; !ok || !sp.Secret[e.Name()] {
+			_ = os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+	for name := range sp.Secret {
+		v, ok := sp.Params[name]
+		if !ok || !param.ValidName(name) {
+			continue
+		}
+		if err := writeFile(filepath.Join(dir, name), []byte(v), 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// args are the flags start and stop get: never a secret's.
 func args(dir string, sp Spec, withParams bool) []string {
 	out := []string{"--runtime-dir=" + dir, "--coordinate=" + sp.Coordinate}
 	if withParams {
 		names := make([]string, 0, len(sp.Params))
 		for k := range sp.Params {
-			names = append(names, k)
+			if !sp.Secret[k] {
+				names = append(names, k)
+			}
 		}
 		slices.Sort(names)
 		for _, k := range names {
@@ -353,50 +641,57 @@ func env(dir string, sp Spec) []string {
 	return out
 }
 
-// launchLocked starts p's process and returns a channel closed when it
-// is gone. s.mu is held.
-func (s *Supervisor) launchLocked(p *supervised) (<-chan struct{}, error) {
+// launched is a process launchLocked started.
+type launched struct {
+	// done is closed when the service is gone: the process itself, or,
+	// when it exits 0 leaving a live pid in run/start.pid, the process
+	// that pid names.
+	done chan struct{}
+	// exit is closed when the process launched exits; handed when it
+	// exited 0 and handed over to the process in run/start.pid.
+	exit, handed chan struct{}
+}
+
+// launchLocked starts p's process. s.mu is held.
+func (s *Supervisor) launchLocked(p *supervised) (*launched, error) {
 	sp := p.spec
-	fail := func(err error) (<-chan struct{}, error) {
-		p.state, p.err, p.since, p.pid = api.ServiceFailed, err.Error(), s.cfg.Now(), 0
+	fail := func(err error) (*launched, error) {
+		s.failLocked(p, err.Error())
+		p.pid, p.pgid = 0, 0
 		return nil, fmt.Errorf("%w: %s: %v", ErrStart, sp.Coordinate, err)
 	}
-	dir, err := s.makeDirs(sp.Coordinate)
+	dir, err := s.makeDirs(sp)
 	if err != nil {
 		return fail(err)
 	}
-	outf, err := os.OpenFile(filepath.Join(dir, "console", "stdout.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-	if err != nil {
-		return fail(err)
+	_ = os.Remove(filepath.Join(dir, "run", identFile))
+	if p.cons == nil {
+		p.cons = s.newConsoles(dir, sp)
 	}
-	errf, err := os.OpenFile(filepath.Join(dir, "console", "stderr.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	files, consDone, err := s.childFiles(p, dir)
 	if err != nil {
-		outf.Close()
 		return fail(err)
 	}
 	bin := filepath.Join(sp.Location, filepath.FromSlash(sp.Start))
-	cmd := exec.Command(bin, args(dir, sp, true)...)
-	cmd.Dir = dir
-	cmd.Env = env(dir, sp)
-	cmd.Stdout, cmd.Stderr = outf, errf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var cmd *exec.Cmd
 	for try := 0; ; try++ {
+		cmd = exec.Command(bin, args(dir, sp, true)...)
+		cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = dir, env(dir, sp), files[0], files[1]
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		err = cmd.Start()
 		// A fork elsewhere can hold the file open for writing an instant.
 		if try < 5 && errors.Is(err, syscall.ETXTBSY) {
 			time.Sleep(time.Duration(try+1) * 10 * time.Millisecond)
-			cmd = exec.Command(bin, cmd.Args[1:]...)
-			cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr, cmd.SysProcAttr = dir, env(dir, sp), outf, errf, &syscall.SysProcAttr{Setpgid: true}
 			continue
 		}
 		break
 	}
-	outf.Close()
-	errf.Close()
+	closeAll(files) // the child has them; the copies end when it is gone
 	if err != nil {
 		return fail(fmt.Errorf("run %s: %w", sp.Start, err))
 	}
 	pid := cmd.Process.Pid
+	ticks, _ := procStart(pid)
 	if err := writePID(dir, pid); err != nil {
 		_ = syscall.Kill(-pid, syscall.SIGKILL)
 		_ = cmd.Wait()
@@ -404,20 +699,72 @@ func (s *Supervisor) launchLocked(p *supervised) (<-chan struct{}, error) {
 	}
 	p.gen++
 	gen := p.gen
-	done := make(chan struct{})
-	p.done, p.pid, p.state, p.err, p.since = done, pid, api.ServiceRunning, "", s.cfg.Now()
+	l := &launched{done: make(chan struct{}), exit: make(chan struct{}), handed: make(chan struct{})}
+	done := l.done
+	p.done, p.pid, p.pgid, p.state, p.err, p.since = done, pid, pid, api.ServiceRunning, "", s.cfg.Now()
 	s.resetHealthLocked(p)
 	started := s.cfg.Now()
 	s.log.Info("service started", "service", sp.Coordinate, "pid", pid)
 	go func() {
 		werr := cmd.Wait()
+		close(l.exit)
+		if werr == nil {
+			if dpid, dticks := s.daemonPID(dir, pid, ticks); dpid > 0 {
+				if !s.follow(p, gen, dpid, dticks, l.handed) {
+					return // the supervisor closed
+				}
+				drained(consDone, time.Second)
+				s.exited(p, gen, started, "exited (status unknown: not a child of the supervisor)", true)
+				close(done)
+				return
+			}
+		}
+		drained(consDone, time.Second)
 		s.exited(p, gen, started, describeExit(werr), werr != nil)
 		close(done)
 	}()
 	if sp.Health != "" {
 		go s.watchHealth(p, gen, done)
 	}
-	return done, nil
+	return l, nil
+}
+
+// daemonPID returns the service a start command (pid, started at ticks)
+// left running when it exited 0: the live process run/start.pid names,
+// if it started after the start command did. The start command may exit
+// an instant before its service writes the file: it is read again for a
+// little while.
+func (s *Supervisor) daemonPID(dir string, pid int, ticks uint64) (int, uint64) {
+	deadline := time.Now().Add(min(s.cfg.StartWait, time.Second))
+	for {
+		if d := readPID(filepath.Join(dir, "run", "start.pid")); d > 0 && d != pid {
+			if t, ok := procStart(d); ok && t >= ticks && !zombie(d) {
+				return d, t
+			}
+		}
+		if time.Now().After(deadline) {
+			return 0, 0
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// follow makes the daemon dpid the service p's process of generation
+// gen and waits until it is gone (true) or the supervisor closes.
+func (s *Supervisor) follow(p *supervised, gen, dpid int, dticks uint64, handed chan struct{}) bool {
+	dir := s.Dir(p.spec.Coordinate)
+	s.mu.Lock()
+	if gen == p.gen {
+		p.pid, p.pgid = dpid, pgidOf(dpid)
+		if err := writeIdent(dir, dpid, dticks); err != nil {
+			s.log.Warn("record the service's pid", "service", p.spec.Coordinate, "err", err)
+		}
+	}
+	s.mu.Unlock()
+	close(handed)
+	s.log.Info("service runs in the background", "service", p.spec.Coordinate, "pid", dpid)
+	s.changed()
+	return s.waitGone(dpid, dticks)
 }
 
 func describeExit(err error) string {
@@ -435,17 +782,26 @@ func describeExit(err error) string {
 }
 
 // adoptLocked watches a live process the supervisor did not start.
-func (s *Supervisor) adoptLocked(p *supervised, pid int) {
+func (s *Supervisor) adoptLocked(p *supervised, pid int, ticks uint64) {
 	p.gen++
 	gen := p.gen
 	done := make(chan struct{})
-	p.done, p.pid, p.state, p.err, p.since = done, pid, api.ServiceRunning, "", s.cfg.Now()
+	p.done, p.pid, p.pgid, p.state, p.err, p.since = done, pid, pgidOf(pid), api.ServiceRunning, "", s.cfg.Now()
 	s.resetHealthLocked(p)
+	dir := s.Dir(p.spec.Coordinate)
+	if err := writeIdent(dir, pid, ticks); err != nil {
+		s.log.Warn("record the service's pid", "service", p.spec.Coordinate, "err", err)
+	}
+	if p.cons == nil {
+		p.cons = s.newConsoles(dir, p.spec)
+	}
+	consDone := s.adoptConsoles(p, dir)
 	started := s.cfg.Now()
 	go func() {
-		for syscall.Kill(pid, 0) == nil && !zombie(pid) {
-			time.Sleep(200 * time.Millisecond)
+		if !s.waitGone(pid, ticks) {
+			return
 		}
+		drained(consDone, time.Second)
 		// Not our child: its exit status is its parent's to read.
 		s.exited(p, gen, started, "exited (status unknown: adopted process)", true)
 		close(done)
@@ -466,7 +822,8 @@ func (s *Supervisor) exited(p *supervised, gen int, started time.Time, how strin
 	sp := p.spec
 	dir := s.Dir(sp.Coordinate)
 	_ = os.Remove(filepath.Join(dir, "run", "start.pid"))
-	p.pid, p.done, p.since = 0, nil, s.cfg.Now()
+	_ = os.Remove(filepath.Join(dir, "run", identFile))
+	p.pid, p.pgid, p.done, p.since = 0, 0, nil, s.cfg.Now()
 	healthKill := p.healthKill
 	p.healthKill = false
 	if p.held {
@@ -485,10 +842,22 @@ func (s *Supervisor) exited(p *supervised, gen int, started time.Time, how strin
 		p.state = api.ServiceStopped
 	}
 	p.err = how + consoleTail(dir)
+	if failed {
+		p.lastErr, p.lastErrAt = p.err, s.cfg.Now()
+	}
+	if p.starting || s.closed() {
+		// Start reports this one; a closed supervisor restarts nothing.
+		s.mu.Unlock()
+		s.changed()
+		return
+	}
 	restart := sp.Restart == RestartAlways || (sp.Restart != RestartNever && failed)
+	ev := Event{Kind: EventExited, Coordinate: sp.Coordinate, Package: sp.Package, Version: sp.Version,
+		Failed: failed, Restart: restart, Message: fmt.Sprintf("service %s %s", sp.Coordinate, p.err)}
 	if !restart {
 		s.mu.Unlock()
 		s.log.Warn("service ended", "service", sp.Coordinate, "how", how)
+		s.event(ev)
 		s.changed()
 		return
 	}
@@ -499,24 +868,39 @@ func (s *Supervisor) exited(p *supervised, gen int, started time.Time, how strin
 	}
 	delay := min(s.cfg.MinBackoff<<min(p.fails, 16), s.cfg.MaxBackoff)
 	p.fails++
+	ev.Message += fmt.Sprintf("; restarting in %v", delay)
 	s.log.Warn("service ended, restarting", "service", sp.Coordinate, "how", how, "in", delay)
 	p.timer = time.AfterFunc(delay, func() {
 		s.mu.Lock()
-		if p.held || p.done != nil || gen != p.gen {
+		if p.held || p.done != nil || gen != p.gen || s.closed() {
 			s.mu.Unlock()
 			return
 		}
 		p.timer = nil
 		p.restarts++
 		_, err := s.launchLocked(p)
+		rev := Event{Kind: EventRestarted, Coordinate: sp.Coordinate, Package: sp.Package, Version: sp.Version, Restart: true,
+			Message: fmt.Sprintf("service %s restarted (restart %d, policy %s)", sp.Coordinate, p.restarts, policyName(sp.Restart))}
+		if err != nil {
+			rev.Failed, rev.Message = true, fmt.Sprintf("service %s: restart failed: %v", sp.Coordinate, err)
+		}
 		s.mu.Unlock()
 		if err != nil {
 			s.log.Warn("service restart", "service", sp.Coordinate, "err", err)
 		}
+		s.event(rev)
 		s.changed()
 	})
 	s.mu.Unlock()
+	s.event(ev)
 	s.changed()
+}
+
+func policyName(r string) string {
+	if r == "" {
+		return RestartOnFailure
+	}
+	return r
 }
 
 // consoleTail is the last lines of a service's console, for messages.
@@ -534,33 +918,31 @@ func consoleTail(dir string) string {
 	return "; " + strings.Join(parts, "; ")
 }
 
-func writePID(dir string, pid int) error {
-	tmp := filepath.Join(dir, "run", ".start.pid.tmp")
-	if err := os.WriteFile(tmp, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
-		return err
+// livePID returns the process coord's pid file names and its start time,
+// if that process is alive and is this service: it has the start time
+// recorded when the supervisor took it on, or, with no record of that
+// pid, DROVER_SERVICE=coord in its environment. Else 0.
+func (s *Supervisor) livePID(coord string) (int, uint64) {
+	dir := s.Dir(coord)
+	pid := readPID(filepath.Join(dir, "run", "start.pid"))
+	if pid == 0 {
+		return 0, 0
 	}
-	return os.Rename(tmp, filepath.Join(dir, "run", "start.pid"))
-}
-
-// livePID returns the pid in coord's pid file if that process is alive
-// and is this service (DROVER_SERVICE in its environment); else 0.
-func (s *Supervisor) livePID(coord string) int {
-	b, err := os.ReadFile(filepath.Join(s.Dir(coord), "run", "start.pid"))
-	if err != nil {
-		return 0
+	ticks, ok := procStart(pid)
+	if !ok || zombie(pid) {
+		return 0, 0
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 1 {
-		return 0
-	}
-	if syscall.Kill(pid, 0) != nil || zombie(pid) {
-		return 0
+	if rpid, rticks, ok := readIdent(dir); ok && rpid == pid {
+		if rticks != ticks {
+			return 0, 0 // another process got the pid
+		}
+		return pid, ticks
 	}
 	envb, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
 	if err != nil || !containsVar(envb, "DROVER_SERVICE="+coord) {
-		return 0
+		return 0, 0
 	}
-	return pid
+	return pid, ticks
 }
 
 func containsVar(environ []byte, kv string) bool {
@@ -570,16 +952,6 @@ func containsVar(environ []byte, kv string) bool {
 		}
 	}
 	return false
-}
-
-// zombie reports whether pid is a zombie (dead, not yet reaped).
-func zombie(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return i >= 0 && i+2 < len(b) && b[i+2] == 'Z'
 }
 
 // Stop stops a service and keeps it stopped (no restart) until Start: the
@@ -597,7 +969,7 @@ func (s *Supervisor) Stop(ctx context.Context, coord string) error {
 		p.timer.Stop()
 		p.timer = nil
 	}
-	done, pid, sp := p.done, p.pid, p.spec
+	done, pid, pgid, sp := p.done, p.pid, p.pgid, p.spec
 	if done == nil {
 		if p.state != api.ServiceStopped {
 			p.state, p.since = api.ServiceStopped, s.cfg.Now()
@@ -607,13 +979,13 @@ func (s *Supervisor) Stop(ctx context.Context, coord string) error {
 		return nil
 	}
 	s.mu.Unlock()
-	return s.terminate(ctx, sp, pid, done)
+	return s.terminate(ctx, sp, pid, pgid, done)
 }
 
-// terminate ends the process pid of sp and waits for done: the stop
-// command if there is one, then SIGTERM to its process group, SIGKILL
-// when Grace passes.
-func (s *Supervisor) terminate(ctx context.Context, sp Spec, pid int, done <-chan struct{}) error {
+// terminate ends the process pid (of group pgid) of sp and waits for
+// done: the stop command if there is one, then SIGTERM to its process
+// group, SIGKILL when Grace passes.
+func (s *Supervisor) terminate(ctx context.Context, sp Spec, pid, pgid int, done <-chan struct{}) error {
 	coord := sp.Coordinate
 	dir := s.Dir(coord)
 	if sp.Stop != "" {
@@ -634,14 +1006,17 @@ func (s *Supervisor) terminate(ctx context.Context, sp Spec, pid int, done <-cha
 			return nil
 		}
 	}
-	_ = syscall.Kill(-pid, syscall.SIGTERM)
-	_ = syscall.Kill(pid, syscall.SIGTERM)
+	s.mu.Lock()
+	if p := s.procs[coord]; p != nil && p.done == done {
+		pid, pgid = p.pid, p.pgid // a start command may have handed over to its daemon
+	}
+	s.mu.Unlock()
+	signal(pid, pgid, syscall.SIGTERM)
 	if wait(done, s.cfg.Grace) {
 		return nil
 	}
 	s.log.Warn("service did not stop in time, killing it", "service", coord, "grace", s.cfg.Grace)
-	_ = syscall.Kill(-pid, syscall.SIGKILL)
-	_ = syscall.Kill(pid, syscall.SIGKILL)
+	signal(pid, pgid, syscall.SIGKILL)
 	if !wait(done, 5*time.Second) {
 		return fmt.Errorf("service %s: pid %d survives SIGKILL", coord, pid)
 	}
@@ -677,8 +1052,9 @@ func (s *Supervisor) Restart(ctx context.Context, coord string) error {
 	return s.Start(ctx, sp)
 }
 
-// Kill sends SIGKILL to a service's process group; the supervisor then
-// restarts it per its policy, as it would after any crash.
+// Kill sends SIGKILL to a service's process and its process group; the
+// supervisor then restarts it per its policy, as it would after any
+// crash.
 func (s *Supervisor) Kill(coord string) error {
 	s.mu.Lock()
 	p := s.procs[coord]
@@ -686,13 +1062,12 @@ func (s *Supervisor) Kill(coord string) error {
 		s.mu.Unlock()
 		return fmt.Errorf("%w: %s", ErrUnknown, coord)
 	}
-	pid := p.pid
+	pid, pgid := p.pid, p.pgid
 	s.mu.Unlock()
 	if pid == 0 {
 		return fmt.Errorf("service %s is not running", coord)
 	}
-	_ = syscall.Kill(-pid, syscall.SIGKILL)
-	_ = syscall.Kill(pid, syscall.SIGKILL)
+	signal(pid, pgid, syscall.SIGKILL)
 	return nil
 }
 
@@ -748,17 +1123,21 @@ func (s *Supervisor) States() []api.ServiceState {
 	defer s.mu.Unlock()
 	out := make([]api.ServiceState, 0, len(s.procs))
 	for _, p := range s.procs {
-		out = append(out, api.ServiceState{
+		st := api.ServiceState{
 			Coordinate: p.spec.Coordinate, Package: p.spec.Package, Version: p.spec.Version, Instance: p.spec.Instance,
 			Service: p.spec.Service, State: p.state, PID: p.pid, Restarts: p.restarts, Since: p.since.UTC(), Error: p.err,
-		})
+			LastError: p.lastErr,
+		}
+		if !p.lastErrAt.IsZero() {
+			st.LastErrorTime = p.lastErrAt.UTC()
+		}
 		if p.done != nil {
-			st := &out[len(out)-1]
 			st.Health = p.health.state
 			if st.Health == api.ServiceUnhealthy {
 				st.HealthOutput = p.healthOut
 			}
 		}
+		out = append(out, st)
 	}
 	slices.SortFunc(out, func(a, b api.ServiceState) int { return strings.Compare(a.Coordinate, b.Coordinate) })
 	return out
@@ -782,8 +1161,8 @@ func (s *Supervisor) Adopt(sp Spec) (bool, error) {
 	if p.done != nil {
 		return true, nil
 	}
-	if pid := s.livePID(sp.Coordinate); pid > 0 {
-		s.adoptLocked(p, pid)
+	if pid, ticks := s.livePID(sp.Coordinate); pid > 0 {
+		s.adoptLocked(p, pid, ticks)
 		return true, nil
 	}
 	return false, nil

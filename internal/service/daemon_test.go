@@ -1,0 +1,285 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/drover-dev/drover/internal/api"
+)
+
+// TestMain doubles as a real TCP service: a start whose environment has
+// DROVER_PARAM_LISTEN runs the test binary, which listens on that port
+// (after DROVER_PARAM_DELAY) until killed.
+func TestMain(m *testing.M) {
+	if port := os.Getenv("DROVER_PARAM_LISTEN"); port != "" {
+		if d, err := time.ParseDuration(os.Getenv("DROVER_PARAM_DELAY")); err == nil {
+			time.Sleep(d)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:"+port)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "listen:", err)
+			os.Exit(2)
+		}
+		fmt.Println("listening on", port)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				os.Exit(1)
+			}
+			c.Close()
+		}
+	}
+	os.Exit(m.Run())
+}
+
+// daemonStart is copkg's start.py in sh: it backgrounds the service (a
+// sleep loop that says it is alive), writes its pid to run/start.pid and
+// exits 0.
+const daemonStart = `#!/bin/sh
+for a in "$@"; do echo "start arg $a"; done
+( trap 'exit 0' TERM; while :; do echo "daemon $$ alive"; sleep 0.1; done ) &
+echo $! > run/start.pid
+exit 0
+`
+
+func writeScript(t *testing.T, loc, name, body string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Join(loc, "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(loc, "bin", name), []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func gone(pid int) bool { return syscall.Kill(pid, 0) != nil || zombie(pid) }
+
+func TestDaemonizingStart(t *testing.T) {
+	s, loc := newSup(t)
+	writeScript(t, loc, "daemon", daemonStart)
+	var evs []Event
+	evCh := make(chan Event, 16)
+	s.cfg.OnEvent = func(ev Event) { evCh <- ev }
+	ctx := context.Background()
+	sp := Spec{Coordinate: "d.web", Package: "g:d", Version: "1.0.0", Service: "web", Location: loc, Start: "bin/daemon", Restart: RestartOnFailure}
+	if err := s.Start(ctx, sp); err != nil {
+		t.Fatalf("Start(daemonizing) = %v, want nil", err)
+	}
+	dir := s.Dir("d.web")
+	st := state(s, "d.web")
+	filePID := readPID(filepath.Join(dir, "run", "start.pid"))
+	if st.State != api.ServiceRunning || st.PID == 0 || st.PID != filePID {
+		t.Fatalf("state = %+v, want running with the pid of run/start.pid (%d)", st, filePID)
+	}
+	pid := st.PID
+	if gone(pid) {
+		t.Fatalf("daemon %d is not running", pid)
+	}
+	poll(t, "the daemon's output reaches console/", func() bool {
+		b, _ := os.ReadFile(filepath.Join(dir, "console", "stdout.log"))
+		return strings.Contains(string(b), "alive")
+	})
+
+	// kill -9 of the daemon (not the agent's child): restarted by policy.
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "restart after kill -9 of the daemon", func() bool {
+		st := state(s, "d.web")
+		return st.State == api.ServiceRunning && st.PID != pid && st.PID != 0 && st.Restarts == 1
+	})
+	for len(evs) < 2 {
+		select {
+		case ev := <-evCh:
+			evs = append(evs, ev)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("events = %+v, want exited and restarted", evs)
+		}
+	}
+	if evs[0].Kind != EventExited || !evs[0].Failed || !evs[0].Restart || evs[1].Kind != EventRestarted || evs[1].Failed {
+		t.Errorf("events = %+v, want a failed exit with restart, then a restart", evs)
+	}
+	if st := state(s, "d.web"); !strings.Contains(st.LastError, "exited") {
+		t.Errorf("last error = %q, want how the daemon ended", st.LastError)
+	}
+	pid2 := state(s, "d.web").PID
+
+	// An agent restart: a new supervisor adopts the daemon, and stops it
+	// (and its process group) through it.
+	s.Close()
+	s2, err := New(Config{RuntimeRoot: s.cfg.RuntimeRoot, Grace: 2 * time.Second, StartWait: 100 * time.Millisecond, MinBackoff: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s2.Close)
+	if err := s2.Start(ctx, sp); err != nil {
+		t.Fatalf("Start() after restart = %v", err)
+	}
+	if st := state(s2, "d.web"); st.PID != pid2 || st.State != api.ServiceRunning {
+		t.Fatalf("after restart: %+v, want pid %d adopted", st, pid2)
+	}
+	size := func() int64 {
+		fi, _ := os.Stat(filepath.Join(dir, "console", "stdout.log"))
+		return fi.Size()
+	}
+	before := size()
+	poll(t, "the adopted daemon's output reaches console/", func() bool { return size() > before })
+	// The adopted daemon crashes: the new supervisor restarts it.
+	if err := syscall.Kill(pid2, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "restart of the adopted daemon", func() bool {
+		st := state(s2, "d.web")
+		return st.State == api.ServiceRunning && st.PID != pid2 && st.PID != 0
+	})
+	pid3 := state(s2, "d.web").PID
+	if err := s2.Stop(ctx, "d.web"); err != nil {
+		t.Fatalf("Stop() = %v", err)
+	}
+	if !gone(pid3) {
+		t.Errorf("daemon %d still runs after Stop", pid3)
+	}
+	if st := state(s2, "d.web"); st.State != api.ServiceStopped || st.PID != 0 {
+		t.Errorf("after Stop: %+v", st)
+	}
+}
+
+func TestDaemonizingStartFails(t *testing.T) {
+	tests := []struct {
+		name, script string
+		want         []string
+	}{
+		{"no pid file", "#!/bin/sh\necho starting\nrm -f run/start.pid\nexit 0\n",
+			[]string{"start exited 0 without a live pid in run/start.pid", "starting"}},
+		{"dead pid", "#!/bin/sh\nsh -c 'exit 0' &\necho $! > run/start.pid\nwait\nexit 0\n",
+			[]string{"start exited 0 without a live pid in run/start.pid"}},
+		{"pid of an older process", "#!/bin/sh\necho 1 > run/start.pid\nexit 0\n",
+			[]string{"start exited 0 without a live pid in run/start.pid"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, loc := newSup(t)
+			writeScript(t, loc, "start", tt.script)
+			err := s.Start(context.Background(), Spec{Coordinate: "x.d", Service: "d", Location: loc, Start: "bin/start", Restart: RestartAlways})
+			if !errors.Is(err, ErrStart) {
+				t.Fatalf("Start() = %v, want ErrStart", err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Start() = %q, want it to say %q", err, w)
+				}
+			}
+			if st := state(s, "x.d"); st.State != api.ServiceFailed || !strings.Contains(st.LastError, "without a live pid") {
+				t.Errorf("state = %+v, want failed with the reason", st)
+			}
+		})
+	}
+}
+
+func TestStartWaitsForPorts(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	free := func() int {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		return ln.Addr().(*net.TCPAddr).Port
+	}
+	tests := []struct {
+		name    string
+		delay   string
+		ports   func(port int) []int
+		startup time.Duration
+		want    string // in the error; "" = starts
+	}{
+		{"listens at once", "0s", func(p int) []int { return []int{p} }, 5 * time.Second, ""},
+		{"listens after a while", "700ms", func(p int) []int { return []int{p} }, 5 * time.Second, ""},
+		{"listens too late", "5s", func(p int) []int { return []int{p} }, 1 * time.Second, "did not accept connections on loopback within 1s"},
+		{"another port never opens", "0s", func(p int) []int { return []int{p, free()} }, time.Second, "did not accept connections"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, loc := newSup(t)
+			writeScript(t, loc, "listen", "#!/bin/sh\nexec "+strconv.Quote(exe)+"\n")
+			port := free()
+			ports := tt.ports(port)
+			sp := Spec{Coordinate: "t.tcp", Service: "tcp", Location: loc, Start: "bin/listen", Restart: RestartAlways,
+				Params: map[string]string{"listen": strconv.Itoa(port), "delay": tt.delay}, Ports: ports, Startup: tt.startup}
+			err := s.Start(context.Background(), sp)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("Start() = %v", err)
+				}
+				c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+				if err != nil {
+					t.Fatalf("after Start, port %d: %v", port, err)
+				}
+				c.Close()
+				return
+			}
+			if !errors.Is(err, ErrStart) || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), fmt.Sprintf("port %d", ports[len(ports)-1])) && tt.name == "another port never opens" {
+				t.Fatalf("Start() = %v, want ErrStart saying %q and naming the port", err, tt.want)
+			}
+			if !strings.Contains(err.Error(), "port ") {
+				t.Errorf("Start() = %v, want the port named", err)
+			}
+			st := state(s, "t.tcp")
+			if st.State != api.ServiceFailed || st.PID != 0 {
+				t.Errorf("state = %+v, want failed and stopped", st)
+			}
+		})
+	}
+}
+
+func TestSecretParams(t *testing.T) {
+	s, loc := newSup(t)
+	const secret = "hunter2-very-secret"
+	sp := Spec{Coordinate: "s.web", Service: "web", Location: loc, Start: "bin/run", Restart: RestartNever,
+		Params: map[string]string{"port": "8081", "token": secret}, Secret: map[string]bool{"token": true}}
+	if err := s.Start(context.Background(), sp); err != nil {
+		t.Fatal(err)
+	}
+	pid := state(s, "s.web").PID
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(cmdline), secret) || strings.Contains(string(cmdline), "--token") {
+		t.Errorf("cmdline %q has the secret", cmdline)
+	}
+	if !strings.Contains(string(cmdline), "--port=8081") {
+		t.Errorf("cmdline %q lacks the plain parameter", cmdline)
+	}
+	environ, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+	if !slices.Contains(strings.Split(string(environ), "\x00"), "DROVER_PARAM_TOKEN="+secret) {
+		t.Errorf("environment lacks DROVER_PARAM_TOKEN")
+	}
+	f := filepath.Join(s.Dir("s.web"), "etc", "params", "token")
+	fi, err := os.Stat(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("%s mode %v, want 0600", f, fi.Mode().Perm())
+	}
+	if b, _ := os.ReadFile(f); string(b) != secret {
+		t.Errorf("%s = %q, want the value", f, b)
+	}
+	if _, err := os.Stat(filepath.Join(s.Dir("s.web"), "etc", "params", "port")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a plain parameter has a file: %v", err)
+	}
+}
