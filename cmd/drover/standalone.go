@@ -96,7 +96,8 @@ func (f *standaloneFlags) open(ctx context.Context) (*standalone, error) {
 	if err := eng.Recover(ctx); err != nil {
 		return nil, fmt.Errorf("recover interrupted install: %w", err)
 	}
-	sup, err := service.New(service.Config{RuntimeRoot: f.runtimeRoot})
+	// Detached: no supervisor stays once the command exits.
+	sup, err := service.New(service.Config{RuntimeRoot: f.runtimeRoot, Detached: true})
 	if err != nil {
 		return nil, err
 	}
@@ -118,15 +119,8 @@ func (s *standalone) specs(name, instance string) []service.Spec {
 			return nil
 		}
 		loc, _ := s.engine.Location(name, instance)
-		var out []service.Spec
-		for _, sv := range m.Services {
-			out = append(out, service.Spec{
-				Coordinate: service.Coordinate(name, instance, sv.Name, nil), Package: name, Version: app.Version,
-				Instance: instance, Service: sv.Name, Location: loc, Start: sv.Start, Stop: sv.Stop, Restart: sv.Restart,
-				Params: s.engine.Params(name, instance),
-			})
-		}
-		return out
+		return service.Specs(m, service.App{Name: name, Version: app.Version, Instance: instance, Location: loc,
+			Params: s.engine.Params(name, instance)})
 	}
 	return nil
 }

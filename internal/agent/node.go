@@ -84,12 +84,6 @@ type (
 	}
 )
 
-// keepaliveServer is the server call behind `drover keepalive`;
-// *client.Client has it.
-type keepaliveServer interface {
-	Keepalive(ctx context.Context, id string, req api.KeepaliveRequest) (api.KeepaliveResponse, error)
-}
-
 // nodeState is the agent's state for the node-local verbs and health.
 type nodeState struct {
 	convergeMu sync.Mutex // one convergence at a time: the loop's or `drover converge`
@@ -103,8 +97,6 @@ type nodeState struct {
 	taps      map[int]func(api.Event)
 	nextTap   int
 	keepalive *pendingKeepalive // to send when the server is back
-	// flushMu keeps two flushes from sending the same events twice.
-	flushMu sync.Mutex
 }
 
 type pendingKeepalive struct {
@@ -363,10 +355,7 @@ func (a *Agent) deliver(ctx context.Context) Delivery {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	a.flushEvents(ctx)
-	a.mu.Lock()
-	left := len(a.pending)
-	a.mu.Unlock()
-	if left == 0 {
+	if a.q.len() == 0 {
 		return Delivery{Sent: true}
 	}
 	return Delivery{Error: "the server is unreachable; the agent sends it when the server is back"}
@@ -382,14 +371,9 @@ func (a *Agent) handleKeepalive(w http.ResponseWriter, r *http.Request) {
 		local.WriteError(w, api.Errorf(api.EINVALID, "keepalive: want one of a positive number of seconds, forever or cancel"))
 		return
 	}
-	ks, ok := a.srv.(keepaliveServer)
-	if !ok {
-		local.WriteError(w, api.Errorf(api.EINTERNAL, "keepalive: this agent has no server connection"))
-		return
-	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
-	resp, err := ks.Keepalive(ctx, a.cfg.Device, req)
+	resp, err := a.srv.Keepalive(ctx, a.cfg.Device, req)
 	var ae *api.Error
 	if err == nil || (errors.As(err, &ae) && ae.Code != api.ENOTFOUND) {
 		a.node.mu.Lock()
@@ -413,11 +397,10 @@ func (a *Agent) handleKeepalive(w http.ResponseWriter, r *http.Request) {
 // retryKeepalive sends a keepalive queued while the server was away. A
 // duration counts from when it was asked, not from when it is sent.
 func (a *Agent) retryKeepalive(ctx context.Context) {
-	ks, ok := a.srv.(keepaliveServer)
 	a.node.mu.Lock()
 	p := a.node.keepalive
 	a.node.mu.Unlock()
-	if p == nil || !ok {
+	if p == nil {
 		return
 	}
 	req := p.req
@@ -435,7 +418,7 @@ func (a *Agent) retryKeepalive(ctx context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	_, err := ks.Keepalive(ctx, a.cfg.Device, req)
+	_, err := a.srv.Keepalive(ctx, a.cfg.Device, req)
 	var ae *api.Error
 	if err != nil && !(errors.As(err, &ae) && ae.Code != api.ENOTFOUND) {
 		return // still away: next time

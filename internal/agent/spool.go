@@ -3,14 +3,105 @@ package agent
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync"
 
 	"github.com/drover-dev/drover/internal/api"
 )
+
+// maxPending bounds the events kept while the server is away.
+const maxPending = 10000
+
+// eventQueue is the agent's events on their way to the server: in
+// memory, in order, and in the spool on disk, so they survive an agent
+// restart. It has its own lock; nothing else of the agent's is held while
+// it sends.
+type eventQueue struct {
+	log *slog.Logger
+
+	mu      sync.Mutex
+	pending []api.Event
+	dropped int    // events dropped for maxPending, to say so
+	spool   *spool // pending, on disk
+	// flushMu keeps two flushes from sending the same events twice.
+	flushMu sync.Mutex
+}
+
+// openQueue opens the spool in dir and queues the events it holds.
+func openQueue(dir string, log *slog.Logger) (*eventQueue, error) {
+	sp, unsent, err := openSpool(dir)
+	if err != nil {
+		return nil, err
+	}
+	return &eventQueue{log: log, spool: sp, pending: unsent}, nil
+}
+
+// add queues ev, dropping the oldest past maxPending.
+func (q *eventQueue) add(ev api.Event) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.pending) >= maxPending {
+		q.pending = q.pending[1:]
+		q.dropped++
+		q.rewriteLocked()
+	}
+	q.pending = append(q.pending, ev)
+	if err := q.spool.add(ev); err != nil {
+		q.log.Warn("event spool", "err", err)
+	}
+}
+
+// len is how many events wait.
+func (q *eventQueue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.pending)
+}
+
+// rewriteLocked makes the spool hold exactly q.pending; q.mu is held.
+func (q *eventQueue) rewriteLocked() {
+	if err := q.spool.rewrite(q.pending); err != nil {
+		q.log.Warn("event spool", "err", err)
+	}
+}
+
+// flush sends the queued events in batches with send; on failure the
+// rest stay queued. A warning made by droppedEvent(n) goes last when
+// events were dropped.
+func (q *eventQueue) flush(ctx context.Context, send func(context.Context, []api.Event) error, droppedEvent func(n int) api.Event) {
+	q.flushMu.Lock()
+	defer q.flushMu.Unlock()
+	q.mu.Lock()
+	evs := q.pending
+	dropped := q.dropped
+	q.mu.Unlock()
+	if dropped > 0 {
+		evs = append(slices.Clone(evs), droppedEvent(dropped))
+	}
+	for len(evs) > 0 {
+		n := eventBatch(evs)
+		if err := send(ctx, evs[:n]); err != nil {
+			q.log.Debug("events not sent", "err", err)
+			return
+		}
+		q.mu.Lock()
+		q.pending = q.pending[min(n, len(q.pending)):]
+		q.rewriteLocked()
+		if dropped > 0 {
+			q.dropped = 0
+			dropped = 0
+		}
+		q.mu.Unlock()
+		evs = evs[n:]
+	}
+}
 
 // spool keeps the agent's unsent events on disk, so that an event the
 // agent took (a `drover log` answered "queued", a step's outcome) survives

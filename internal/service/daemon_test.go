@@ -94,10 +94,14 @@ func TestDaemonizingStart(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, "restart after kill -9 of the daemon", func() bool {
+	// handedOver: the state names the daemon run/start.pid names (not
+	// the start command, which it names while the start runs).
+	handedOver := func(s *Supervisor, old int) bool {
 		st := state(s, "d.web")
-		return st.State == api.ServiceRunning && st.PID != pid && st.PID != 0 && st.Restarts == 1
-	})
+		return st.State == api.ServiceRunning && st.PID != old && st.PID != 0 &&
+			st.PID == readPID(filepath.Join(dir, "run", "start.pid")) && !gone(st.PID)
+	}
+	poll(t, "restart after kill -9 of the daemon", func() bool { return handedOver(s, pid) && state(s, "d.web").Restarts == 1 })
 	for len(evs) < 2 {
 		select {
 		case ev := <-evCh:
@@ -138,10 +142,7 @@ func TestDaemonizingStart(t *testing.T) {
 	if err := syscall.Kill(pid2, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, "restart of the adopted daemon", func() bool {
-		st := state(s2, "d.web")
-		return st.State == api.ServiceRunning && st.PID != pid2 && st.PID != 0
-	})
+	poll(t, "restart of the adopted daemon", func() bool { return handedOver(s2, pid2) })
 	pid3 := state(s2, "d.web").PID
 	if err := s2.Stop(ctx, "d.web"); err != nil {
 		t.Fatalf("Stop() = %v", err)

@@ -79,8 +79,20 @@ func readPID(path string) int {
 	return pid
 }
 
-func writePID(dir string, pid int) error {
-	return writeFile(filepath.Join(dir, "run", "start.pid"), []byte(strconv.Itoa(pid)+"\n"), 0o644)
+// claimPID writes pid to run/start.pid unless the file exists: a start
+// command may have written its service's pid there already, and that
+// one wins. The file appears whole (a link of a finished temp file).
+func claimPID(dir string, pid int) error {
+	path := filepath.Join(dir, "run", "start.pid")
+	tmp := path + ".drover-tmp"
+	if err := writeFile(tmp, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
+		return err
+	}
+	defer os.Remove(tmp)
+	if err := os.Link(tmp, path); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	return nil
 }
 
 // writeIdent records the watched process's pid and start time.

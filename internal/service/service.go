@@ -429,7 +429,11 @@ func (s *Supervisor) Start(ctx context.Context, sp Spec) error {
 	s.mu.Lock()
 	p.starting = false
 	if why == "" || gen != p.gen {
+		pid := p.pid
 		s.mu.Unlock()
+		if why == "" {
+			s.claimForeground(p, gen, pid) // Start's caller may read the pid file at once
+		}
 		return nil
 	}
 	p.held = true // a start that fails is not retried in a loop
@@ -664,7 +668,9 @@ func (s *Supervisor) launchLocked(p *supervised) (*launched, error) {
 	if err != nil {
 		return fail(err)
 	}
+	// What an earlier process left: the new start writes its own.
 	_ = os.Remove(filepath.Join(dir, "run", identFile))
+	_ = os.Remove(filepath.Join(dir, "run", "start.pid"))
 	if p.cons == nil {
 		p.cons = s.newConsoles(dir, sp)
 	}
@@ -692,7 +698,10 @@ func (s *Supervisor) launchLocked(p *supervised) (*launched, error) {
 	}
 	pid := cmd.Process.Pid
 	ticks, _ := procStart(pid)
-	if err := writePID(dir, pid); err != nil {
+	// The pid goes to run/start.pid once the start is seen to stay in
+	// the foreground (claimForeground): until then the start command may
+	// write its service's pid there itself.
+	if err := writeIdent(dir, pid, ticks); err != nil {
 		_ = syscall.Kill(-pid, syscall.SIGKILL)
 		_ = cmd.Wait()
 		return fail(err)
@@ -705,8 +714,10 @@ func (s *Supervisor) launchLocked(p *supervised) (*launched, error) {
 	s.resetHealthLocked(p)
 	started := s.cfg.Now()
 	s.log.Info("service started", "service", sp.Coordinate, "pid", pid)
+	claim := time.AfterFunc(s.cfg.StartWait, func() { s.claimForeground(p, gen, pid) })
 	go func() {
 		werr := cmd.Wait()
+		claim.Stop()
 		close(l.exit)
 		if werr == nil {
 			if dpid, dticks := s.daemonPID(dir, pid, ticks); dpid > 0 {
@@ -723,10 +734,24 @@ func (s *Supervisor) launchLocked(p *supervised) (*launched, error) {
 		s.exited(p, gen, started, describeExit(werr), werr != nil)
 		close(done)
 	}()
-	if sp.Health != "" {
+	if sp.Health != "" && !s.cfg.Detached {
 		go s.watchHealth(p, gen, done)
 	}
 	return l, nil
+}
+
+// claimForeground records the pid of p's process of generation gen, a
+// start command that stayed in the foreground for StartWait, in
+// run/start.pid, unless the file is there already.
+func (s *Supervisor) claimForeground(p *supervised, gen, pid int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if gen != p.gen || p.done == nil || p.pid != pid {
+		return
+	}
+	if err := claimPID(s.Dir(p.spec.Coordinate), pid); err != nil {
+		s.log.Warn("record the service's pid", "service", p.spec.Coordinate, "err", err)
+	}
 }
 
 // daemonPID returns the service a start command (pid, started at ticks)
@@ -806,7 +831,7 @@ func (s *Supervisor) adoptLocked(p *supervised, pid int, ticks uint64) {
 		s.exited(p, gen, started, "exited (status unknown: adopted process)", true)
 		close(done)
 	}()
-	if p.spec.Health != "" {
+	if p.spec.Health != "" && !s.cfg.Detached {
 		go s.watchHealth(p, gen, done)
 	}
 }
@@ -926,7 +951,11 @@ func (s *Supervisor) livePID(coord string) (int, uint64) {
 	dir := s.Dir(coord)
 	pid := readPID(filepath.Join(dir, "run", "start.pid"))
 	if pid == 0 {
-		return 0, 0
+		// A supervisor that stopped within StartWait of a start: the
+		// pid is only in its record.
+		if pid, _, _ = readIdent(dir); pid <= 1 {
+			return 0, 0
+		}
 	}
 	ticks, ok := procStart(pid)
 	if !ok || zombie(pid) {
