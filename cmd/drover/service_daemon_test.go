@@ -180,3 +180,40 @@ func TestServiceDaemonizingStart(t *testing.T) {
 		t.Errorf("step-failed output not masked as ***:\n%s", failed)
 	}
 }
+
+// TestStandaloneDaemonizingStart: `drover install` with no agent accepts
+// a start that exits 0 leaving its daemon, and `drover remove` stops the
+// daemon through run/start.pid.
+func TestStandaloneDaemonizingStart(t *testing.T) {
+	dir := t.TempDir()
+	src := writeSource(t, filepath.Join(dir, "src"), daemonSource("1.0.0", false))
+	file := filepath.Join(dir, "daemon.drover")
+	if r := runBin(t, nil, "", "pkg", "build", src, "-o", file); r.code != 0 {
+		t.Fatalf("pkg build: %s", r.stderr)
+	}
+	runtime := filepath.Join(dir, "runtime")
+	folders := []string{"--home", filepath.Join(dir, "home"), "--software-root", filepath.Join(dir, "software"), "--runtime-root", runtime}
+	r := runBin(t, nil, "", append([]string{"install", file, "--param", "token=" + daemonSecret}, folders...)...)
+	if r.code != 0 || !strings.Contains(r.stdout, "service daemon.d started") {
+		t.Fatalf("install: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	pid := pidIn(t, runtime, "daemon.d")
+	t.Cleanup(func() {
+		if pid > 1 {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	if pid <= 1 || gone(pid) {
+		t.Fatalf("daemon pid %d from run/start.pid is not running", pid)
+	}
+	if r := runBin(t, nil, "", append([]string{"remove", "com.example:daemon"}, folders...)...); r.code != 0 {
+		t.Fatalf("remove: exit %d: %s", r.code, r.stderr)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !gone(pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon %d still running after remove", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
