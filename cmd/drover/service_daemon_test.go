@@ -169,6 +169,14 @@ func TestServiceDaemonizingStart(t *testing.T) {
 	f.mustOK(nil, "service", "start", coord, "--home", a.home)
 	f.waitServices("n1", "started again", handedOver(pid))
 
+	// Secret values are set, never read back.
+	if out := f.op("param", "set", "com.example:daemon", "token="+daemonSecret, "port=8181", "-o", "json"); strings.Contains(out, daemonSecret) || !strings.Contains(out, "***") {
+		t.Errorf("param set prints the secret:\n%s", out)
+	}
+	if out := f.op("param", "get", "com.example:daemon"); strings.Contains(out, daemonSecret) || !strings.Contains(out, "token: '***'") || !strings.Contains(out, `port: "8181"`) {
+		t.Errorf("param get:\n%s\nwant the secret masked and the rest shown", out)
+	}
+
 	// A failing step whose script prints the secret: masked in its event.
 	f.op("state", "set", "-f", state("1.0.1"))
 	failed := waitEvents(api.KindStepFailed, "postinst sees token")
