@@ -92,8 +92,9 @@ type Agent struct {
 	engine *install.Engine
 	tags   []string
 	facts  facts.Facts
-	node   nodeState // node-local verbs and health (node.go)
-	svc    *services // package services (services.go)
+	node   nodeState  // node-local verbs (node.go)
+	checks healthLoop // the machine's health checks (node.go)
+	svc    *services  // package services (services.go)
 
 	mu        sync.Mutex
 	applied   string // digest of the resolved state last converged to

@@ -84,19 +84,35 @@ type (
 	}
 )
 
-// nodeState is the agent's state for the node-local verbs and health.
+// nodeState is the agent's state for the node-local verbs.
 type nodeState struct {
 	convergeMu sync.Mutex // one convergence at a time: the loop's or `drover converge`
 
 	mu        sync.Mutex
 	runCtx    context.Context
-	machine   *health.Machine
-	health    api.HealthReport
-	skipped   map[string]bool // files skipped last run, warned about once
-	last      map[string]api.HealthCheck
 	taps      map[int]func(api.Event)
 	nextTap   int
 	keepalive *pendingKeepalive // to send when the server is back
+}
+
+// healthLoop is the machine's health checks (healthcheck.d), run by
+// runHealth: its own type and lock.
+type healthLoop struct {
+	mu      sync.Mutex
+	machine *health.Machine
+	report  api.HealthReport
+	// skipped and last belong to the loop's goroutine: no lock.
+	skipped map[string]bool // files skipped last run, warned about once
+	last    map[string]api.HealthCheck
+}
+
+// hold holds results back after an install (the start delay).
+func (h *healthLoop) hold(now time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.machine != nil {
+		h.machine.Hold(now)
+	}
 }
 
 type pendingKeepalive struct {
@@ -132,12 +148,12 @@ func (a *Agent) localNodeRoutes(mux *http.ServeMux) {
 // tapEvent hands ev to the callers of `drover converge` and holds health
 // results back after an install.
 func (a *Agent) tapEvent(ev api.Event) {
+	if ev.Kind == api.KindStepDone {
+		a.checks.hold(a.now())
+	}
 	n := &a.node
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if ev.Kind == api.KindStepDone && n.machine != nil {
-		n.machine.Hold(a.now())
-	}
 	for _, fn := range n.taps {
 		fn(ev)
 	}
@@ -458,10 +474,10 @@ func readLocal(w http.ResponseWriter, r *http.Request, limit int64, v any) error
 
 // healthReport returns the health part of the report.
 func (a *Agent) healthReport() *api.HealthReport {
-	a.node.mu.Lock()
-	defer a.node.mu.Unlock()
-	h := a.node.health
-	if h.Status == "" && a.node.machine == nil {
+	a.checks.mu.Lock()
+	defer a.checks.mu.Unlock()
+	h := a.checks.report
+	if h.Status == "" && a.checks.machine == nil {
 		h.Status = api.HealthStarting
 	}
 	h.Checks = append([]api.HealthCheck(nil), h.Checks...)
@@ -471,13 +487,15 @@ func (a *Agent) healthReport() *api.HealthReport {
 // runHealth runs the health checks every interval until ctx is done, and
 // sends a keepalive queued while the server was away.
 func (a *Agent) runHealth(ctx context.Context) {
-	n := &a.node
+	a.node.mu.Lock()
+	a.node.runCtx = ctx
+	a.node.mu.Unlock()
+	n := &a.checks
 	n.mu.Lock()
-	n.runCtx = ctx
 	n.machine = health.NewMachine(health.MachineConfig{
 		StartDelay: a.cfg.Node.HealthStartDelay, Consecutive: a.cfg.Node.HealthConsecutive,
 	}, a.now())
-	n.health = api.HealthReport{Status: api.HealthStarting, Since: a.now().UTC()}
+	n.report = api.HealthReport{Status: api.HealthStarting, Since: a.now().UTC()}
 	n.mu.Unlock()
 	ticker := time.NewTicker(a.cfg.Node.HealthInterval)
 	defer ticker.Stop()
@@ -495,7 +513,7 @@ func (a *Agent) runHealth(ctx context.Context) {
 // checkHealth runs the checks once (unless within the start delay),
 // emits events for what changed and reports a changed state at once.
 func (a *Agent) checkHealth(ctx context.Context) {
-	n := &a.node
+	n := &a.checks
 	n.mu.Lock()
 	waiting := n.machine.Waiting(a.now())
 	n.mu.Unlock()
@@ -546,7 +564,7 @@ func (a *Agent) checkHealth(ctx context.Context) {
 	prev, _ := n.machine.State()
 	state, changed := n.machine.Observe(a.now(), overall)
 	_, since := n.machine.State()
-	n.health = api.HealthReport{Status: state, Since: since.UTC(), Checks: results}
+	n.report = api.HealthReport{Status: state, Since: since.UTC(), Checks: results}
 	n.mu.Unlock()
 	if changed {
 		ev := api.Event{Kind: api.KindHealth, Level: api.LevelInfo, Priority: api.PriorityMedium,
