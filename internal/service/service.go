@@ -47,6 +47,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/drover-dev/drover/internal/api"
 	"github.com/drover-dev/drover/internal/param"
 	"github.com/drover-dev/drover/internal/pkgfile"
@@ -796,7 +798,7 @@ func describeExit(err error) string {
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			return "killed by " + ws.Signal().String()
+			return "killed by " + unix.SignalName(ws.Signal()) // SIGKILL, not "killed"
 		}
 		return "exited " + strconv.Itoa(ee.ExitCode())
 	}
