@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -28,10 +29,13 @@ version: ` + version + `
 params:
   port: {type: int, default: 8080}
   token: {type: string, required: true, secret: true}
+templates:
+  - {src: templates/client.conf.tmpl, dest: etc/client.conf}
 services:
   - {name: d, start: bin/start, restart: always}
 `,
 		files: map[string]string{
+			"templates/client.conf.tmpl": "token={{.Params.token}}\n",
 			"files/bin/start": `#!/bin/sh
 echo "start $* token-file=$(cat etc/params/token)" > data/start-args
 ( trap 'exit 0' TERM; while :; do echo "daemon alive"; sleep 0.2; done ) &
@@ -82,10 +86,13 @@ func TestServiceDaemonizingStart(t *testing.T) {
 		return writeState(t, f, "n1", fmt.Sprintf("id: n1\napps:\n  - {name: com.example:daemon, version: %s, params: {port: 8181, token: %s}}\n", version, daemonSecret))
 	}
 	f.op("state", "set", "-f", state("1.0.0"))
+	// handedOver: the agent watches the daemon run/start.pid names, not
+	// the start command (its child, named while the start runs).
 	handedOver := func(old int) func(svcView) bool {
 		return func(v svcView) bool {
 			s := svcOf(v, coord)
-			return v.Status.Converged && s.State == api.ServiceRunning && s.PID != 0 && s.PID != old && s.PID == pidIn(t, runtime, coord)
+			return v.Status.Converged && s.State == api.ServiceRunning && s.PID != 0 && s.PID != old &&
+				s.PID == pidIn(t, runtime, coord) && parentOf(s.PID) != a.cmd.Process.Pid
 		}
 	}
 	v := f.waitServices("n1", "the daemon running", handedOver(0))
@@ -110,12 +117,22 @@ func TestServiceDaemonizingStart(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(runtime, coord, "etc", "params", "token")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("etc/params/token: %v, %v; want mode 0600", fi, err)
 	}
+	// A template that renders the secret is private.
+	conf := filepath.Join(a.software, "com", "example", "daemon", "1.0.0", "etc", "client.conf")
+	if fi, err := os.Stat(conf); err != nil || fi.Mode().Perm() != 0o600 || readFile(t, conf) != "token="+daemonSecret+"\n" {
+		t.Errorf("rendered %s: %v, %v; want the secret, mode 0600", conf, fi, err)
+	}
 
 	// kill -9 of the daemon: restarted by policy, an event for each, and
 	// the last error shown.
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
+	defer func() {
+		if t.Failed() {
+			t.Logf("events:\n%s\nagent log:\n%s", f.op("events", "--device", "n1"), a.logs.String())
+		}
+	}()
 	v = f.waitServices("n1", "the daemon restarted after kill -9", func(v svcView) bool {
 		return handedOver(pid)(v) && svcOf(v, coord).Restarts >= 1
 	})
@@ -149,12 +166,22 @@ func TestServiceDaemonizingStart(t *testing.T) {
 	pid = svcOf(v, coord).PID
 	a.kill()
 	a.start()
-	v = f.waitServices("n1", "the daemon adopted", func(v svcView) bool {
-		s := svcOf(v, coord)
-		return s.State == api.ServiceRunning && s.PID == pid
-	})
-	if ls := f.mustOK(nil, "service", "ls", "--home", a.home); !strings.Contains(ls, strconv.Itoa(pid)) {
-		t.Errorf("service ls after the agent restart:\n%s", ls)
+	// The new agent's own view (the server may still hold the old one).
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		r := runBin(t, nil, "", "service", "ls", "--home", a.home, "-o", "json")
+		var sts []api.ServiceState
+		if r.code == 0 && json.Unmarshal([]byte(r.stdout), &sts) == nil && len(sts) == 1 &&
+			sts[0].State == api.ServiceRunning && sts[0].PID == pid {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the agent restart, service ls: %s%s; want pid %d adopted", r.stdout, r.stderr, pid)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !gone(pid) && pidIn(t, runtime, coord) != pid {
+		t.Errorf("run/start.pid names %d, want the adopted %d", pidIn(t, runtime, coord), pid)
 	}
 
 	// The verbs act on the adopted daemon.
@@ -224,4 +251,19 @@ func TestStandaloneDaemonizingStart(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// parentOf returns the parent of pid, or 0.
+func parentOf(pid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b[i+1:]))
+	if i < 0 || len(f) < 2 {
+		return 0
+	}
+	n, _ := strconv.Atoi(f[1])
+	return n
 }

@@ -186,11 +186,18 @@ func pgidOf(pid int) int {
 	return pgid
 }
 
-// signal sends sig to process pid and to its process group pgid (none
-// when 0).
-func signal(pid, pgid int, sig syscall.Signal) {
+// signal sends sig to process pid, started at ticks (0: unknown), and
+// to its process group pgid (none when 0). A pid that now names another
+// process (its start time differs) gets nothing; a process gone still
+// has its group signalled, for what it left running there.
+func signal(pid int, ticks uint64, pgid int, sig syscall.Signal) {
+	if t, ok := procStart(pid); ok && ticks != 0 && t != ticks {
+		return // reused
+	}
 	if pgid > 1 {
 		_ = syscall.Kill(-pgid, sig)
 	}
-	_ = syscall.Kill(pid, sig)
+	if pid > 1 {
+		_ = syscall.Kill(pid, sig)
+	}
 }

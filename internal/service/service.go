@@ -68,6 +68,8 @@ var (
 	ErrUnknown = errors.New("no such service")
 	// ErrStart: the start command exited at once or could not run.
 	ErrStart = errors.New("service did not start")
+	// ErrClosed: the supervisor was closed; it acts on nothing any more.
+	ErrClosed = errors.New("service supervisor closed")
 )
 
 // Config configures a Supervisor.
@@ -247,7 +249,8 @@ type supervised struct {
 	spec     Spec
 	state    string
 	pid      int
-	pgid     int // its process group, 0 if none to signal
+	pgid     int    // its process group, 0 if none to signal
+	ticks    uint64 // its start time, so a reused pid is never signalled
 	restarts int
 	fails    int // failures in a row, for the backoff
 	since    time.Time
@@ -388,6 +391,9 @@ func (s *Supervisor) Start(ctx context.Context, sp Spec) error {
 	if err := checkSpec(sp); err != nil {
 		return err
 	}
+	if s.closed() {
+		return ErrClosed
+	}
 	s.mu.Lock()
 	p := s.procs[sp.Coordinate]
 	if p != nil && p.done != nil {
@@ -479,6 +485,28 @@ func (s *Supervisor) awaitStart(ctx context.Context, sp Spec, l *launched) strin
 	case <-ctx.Done():
 		return ""
 	}
+	startup := sp.Startup
+	if startup <= 0 {
+		startup = 30 * time.Second
+	}
+	select {
+	case <-l.exit:
+	default:
+		// Still running, but its service's pid is in run/start.pid
+		// already: a daemonizing start that takes its time. It has
+		// startup to exit.
+		if d, _ := s.otherPID(s.Dir(sp.Coordinate), l.pid, l.ticks); d > 0 {
+			wait := time.NewTimer(startup)
+			defer wait.Stop()
+			select {
+			case <-l.exit:
+			case <-wait.C:
+				return fmt.Sprintf("start command still runs after %v, and run/start.pid names another process", startup)
+			case <-ctx.Done():
+				return ""
+			}
+		}
+	}
 	select {
 	case <-l.exit:
 		// The start command exited 0: wait to know whether it left a
@@ -494,10 +522,6 @@ func (s *Supervisor) awaitStart(ctx context.Context, sp Spec, l *launched) strin
 	}
 	if len(sp.Ports) == 0 {
 		return ""
-	}
-	startup := sp.Startup
-	if startup <= 0 {
-		startup = 30 * time.Second
 	}
 	deadline := time.NewTimer(startup - s.cfg.StartWait)
 	defer deadline.Stop()
@@ -656,6 +680,9 @@ type launched struct {
 	// exit is closed when the process launched exits; handed when it
 	// exited 0 and handed over to the process in run/start.pid.
 	exit, handed chan struct{}
+	// pid and ticks are the launched process's pid and start time.
+	pid   int
+	ticks uint64
 }
 
 // launchLocked starts p's process. s.mu is held.
@@ -710,9 +737,9 @@ func (s *Supervisor) launchLocked(p *supervised) (*launched, error) {
 	}
 	p.gen++
 	gen := p.gen
-	l := &launched{done: make(chan struct{}), exit: make(chan struct{}), handed: make(chan struct{})}
+	l := &launched{done: make(chan struct{}), exit: make(chan struct{}), handed: make(chan struct{}), pid: pid, ticks: ticks}
 	done := l.done
-	p.done, p.pid, p.pgid, p.state, p.err, p.since = done, pid, pid, api.ServiceRunning, "", s.cfg.Now()
+	p.done, p.pid, p.pgid, p.ticks, p.state, p.err, p.since = done, pid, pid, ticks, api.ServiceRunning, "", s.cfg.Now()
 	s.resetHealthLocked(p)
 	started := s.cfg.Now()
 	s.log.Info("service started", "service", sp.Coordinate, "pid", pid)
@@ -764,10 +791,8 @@ func (s *Supervisor) claimForeground(p *supervised, gen, pid int) {
 func (s *Supervisor) daemonPID(dir string, pid int, ticks uint64) (int, uint64) {
 	deadline := time.Now().Add(min(s.cfg.StartWait, time.Second))
 	for {
-		if d := readPID(filepath.Join(dir, "run", "start.pid")); d > 0 && d != pid {
-			if t, ok := procStart(d); ok && t >= ticks && !zombie(d) {
-				return d, t
-			}
+		if d, t := s.otherPID(dir, pid, ticks); d > 0 {
+			return d, t
 		}
 		if time.Now().After(deadline) {
 			return 0, 0
@@ -776,13 +801,27 @@ func (s *Supervisor) daemonPID(dir string, pid int, ticks uint64) (int, uint64) 
 	}
 }
 
+// otherPID returns the live process run/start.pid names, and its start
+// time, if it is not the start command (pid, started at ticks) and
+// started after it; else 0.
+func (s *Supervisor) otherPID(dir string, pid int, ticks uint64) (int, uint64) {
+	d := readPID(filepath.Join(dir, "run", "start.pid"))
+	if d <= 0 || d == pid {
+		return 0, 0
+	}
+	if t, ok := procStart(d); ok && t >= ticks && !zombie(d) {
+		return d, t
+	}
+	return 0, 0
+}
+
 // follow makes the daemon dpid the service p's process of generation
 // gen and waits until it is gone (true) or the supervisor closes.
 func (s *Supervisor) follow(p *supervised, gen, dpid int, dticks uint64, handed chan struct{}) bool {
 	dir := s.Dir(p.spec.Coordinate)
 	s.mu.Lock()
 	if gen == p.gen {
-		p.pid, p.pgid = dpid, pgidOf(dpid)
+		p.pid, p.pgid, p.ticks = dpid, pgidOf(dpid), dticks
 		if err := writeIdent(dir, dpid, dticks); err != nil {
 			s.log.Warn("record the service's pid", "service", p.spec.Coordinate, "err", err)
 		}
@@ -813,7 +852,7 @@ func (s *Supervisor) adoptLocked(p *supervised, pid int, ticks uint64) {
 	p.gen++
 	gen := p.gen
 	done := make(chan struct{})
-	p.done, p.pid, p.pgid, p.state, p.err, p.since = done, pid, pgidOf(pid), api.ServiceRunning, "", s.cfg.Now()
+	p.done, p.pid, p.pgid, p.ticks, p.state, p.err, p.since = done, pid, pgidOf(pid), ticks, api.ServiceRunning, "", s.cfg.Now()
 	s.resetHealthLocked(p)
 	dir := s.Dir(p.spec.Coordinate)
 	if err := writeIdent(dir, pid, ticks); err != nil {
@@ -989,6 +1028,9 @@ func containsVar(environ []byte, kv string) bool {
 // stop command if it has one, else SIGTERM to its process group; SIGKILL
 // when Grace passes.
 func (s *Supervisor) Stop(ctx context.Context, coord string) error {
+	if s.closed() {
+		return ErrClosed
+	}
 	s.mu.Lock()
 	p := s.procs[coord]
 	if p == nil {
@@ -1037,17 +1079,23 @@ func (s *Supervisor) terminate(ctx context.Context, sp Spec, pid, pgid int, done
 			return nil
 		}
 	}
-	s.mu.Lock()
-	if p := s.procs[coord]; p != nil && p.done == done {
-		pid, pgid = p.pid, p.pgid // a start command may have handed over to its daemon
+	// The process as it is now: a start command may have handed over
+	// to its daemon.
+	send := func(sig syscall.Signal) {
+		s.mu.Lock()
+		var ticks uint64
+		if p := s.procs[coord]; p != nil && p.done == done {
+			pid, pgid, ticks = p.pid, p.pgid, p.ticks
+		}
+		s.mu.Unlock()
+		signal(pid, ticks, pgid, sig)
 	}
-	s.mu.Unlock()
-	signal(pid, pgid, syscall.SIGTERM)
+	send(syscall.SIGTERM)
 	if wait(done, s.cfg.Grace) {
 		return nil
 	}
 	s.log.Warn("service did not stop in time, killing it", "service", coord, "grace", s.cfg.Grace)
-	signal(pid, pgid, syscall.SIGKILL)
+	send(syscall.SIGKILL)
 	if !wait(done, 5*time.Second) {
 		return fmt.Errorf("service %s: pid %d survives SIGKILL", coord, pid)
 	}
@@ -1087,18 +1135,21 @@ func (s *Supervisor) Restart(ctx context.Context, coord string) error {
 // supervisor then restarts it per its policy, as it would after any
 // crash.
 func (s *Supervisor) Kill(coord string) error {
+	if s.closed() {
+		return ErrClosed
+	}
 	s.mu.Lock()
 	p := s.procs[coord]
 	if p == nil {
 		s.mu.Unlock()
 		return fmt.Errorf("%w: %s", ErrUnknown, coord)
 	}
-	pid, pgid := p.pid, p.pgid
+	pid, pgid, ticks := p.pid, p.pgid, p.ticks
 	s.mu.Unlock()
 	if pid == 0 {
 		return fmt.Errorf("service %s is not running", coord)
 	}
-	signal(pid, pgid, syscall.SIGKILL)
+	signal(pid, ticks, pgid, syscall.SIGKILL)
 	return nil
 }
 
