@@ -196,6 +196,11 @@ func TestServiceDaemonizingStart(t *testing.T) {
 	f.mustOK(nil, "service", "start", coord, "--home", a.home)
 	f.waitServices("n1", "started again", handedOver(pid))
 
+	// Nor does the node show them.
+	if out := f.mustOK(nil, "config", "params", "--home", a.home); strings.Contains(out, daemonSecret) || !strings.Contains(out, "***") {
+		t.Errorf("drover config params shows the secret:\n%s", out)
+	}
+
 	// Secret values are set, never read back.
 	if out := f.op("param", "set", "com.example:daemon", "token="+daemonSecret, "port=8181", "-o", "json"); strings.Contains(out, daemonSecret) || !strings.Contains(out, "***") {
 		t.Errorf("param set prints the secret:\n%s", out)

@@ -218,9 +218,18 @@ func (a *Agent) handleConfig(w http.ResponseWriter, r *http.Request) {
 			if app.Instance != "" {
 				key += "@" + app.Instance
 			}
-			p := app.Params
-			if p == nil {
-				p = map[string]any{}
+			p := map[string]any{}
+			var decls map[string]api.Param
+			if m, err := a.engine.Manifest(app.Digest); err == nil {
+				decls = m.Params
+			}
+			for k, v := range app.Params {
+				if decls[k].Secret {
+					v = "***" // secrets are never shown
+				} else if str, ok := v.(string); ok {
+					v = a.svc.secrets.mask(str)
+				}
+				p[k] = v
 			}
 			params[key] = p
 		}
