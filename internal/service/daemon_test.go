@@ -317,3 +317,34 @@ func mustStart(t *testing.T, pid int) uint64 {
 	}
 	return ticks
 }
+
+// TestDaemonHealth: the health command of a daemonizing service runs
+// while the daemon runs, and a daemon that stays unhealthy is stopped
+// and restarted like a child would be.
+func TestDaemonHealth(t *testing.T) {
+	s, loc := newSup(t)
+	s.cfg.HealthInterval = 100 * time.Millisecond
+	writeScript(t, loc, "daemon", daemonStart)
+	writeScript(t, loc, "health", "#!/bin/sh\n[ ! -e data/sick ] && kill -0 \"$(cat run/start.pid)\"\n")
+	sp := Spec{Coordinate: "h.web", Service: "web", Location: loc, Start: "bin/daemon", Health: "bin/health", Restart: RestartOnFailure}
+	if err := s.Start(context.Background(), sp); err != nil {
+		t.Fatal(err)
+	}
+	dir := s.Dir("h.web")
+	poll(t, "healthy", func() bool { return state(s, "h.web").Health == api.ServiceHealthy })
+	pid := state(s, "h.web").PID
+	if err := os.WriteFile(filepath.Join(dir, "data", "sick"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "restarted for its health", func() bool {
+		st := state(s, "h.web")
+		return st.Restarts == 1 && st.PID != pid && strings.Contains(st.LastError, "failed health checks")
+	})
+	if !gone(pid) {
+		t.Errorf("the unhealthy daemon %d still runs", pid)
+	}
+	if err := os.Remove(filepath.Join(dir, "data", "sick")); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "healthy again", func() bool { return state(s, "h.web").Health == api.ServiceHealthy })
+}
