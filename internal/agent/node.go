@@ -265,7 +265,7 @@ func (a *Agent) handleConverge(w http.ResponseWriter, r *http.Request) {
 		a.mu.Unlock()
 		a.convergeLocked(ctx, nil)
 		_, lastErr := a.Status()
-		done <- ConvergeLine{Done: true, Converged: lastErr == "", Error: lastErr}
+		done <- ConvergeLine{Done: true, Converged: lastErr == "", Error: a.svc.secrets.mask(lastErr)}
 	}()
 	sw := local.NewStreamWriter(w)
 	for {

@@ -525,7 +525,7 @@ func (a *Agent) reconfigure(ctx context.Context, m *api.Manifest, app *api.Resol
 // no coordinate is given.
 func (a *Agent) localServiceRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) {
-		local.WriteJSON(w, http.StatusOK, a.svc.sup.States())
+		local.WriteJSON(w, http.StatusOK, a.ServiceStates())
 	})
 	mux.HandleFunc("POST /v1/services/{action}", func(w http.ResponseWriter, r *http.Request) {
 		action := r.PathValue("action")
@@ -568,9 +568,9 @@ func (a *Agent) localServiceRoutes(mux *http.ServeMux) {
 				Message: fmt.Sprintf("service-%s %s (node-local verb)", action, c)})
 		}
 		if err := errors.Join(errs...); err != nil {
-			local.WriteError(w, api.Errorf(api.EINVALID, err.Error()))
+			local.WriteError(w, api.Errorf(api.EINVALID, a.svc.secrets.mask(err.Error())))
 			return
 		}
-		local.WriteJSON(w, http.StatusOK, a.svc.sup.States())
+		local.WriteJSON(w, http.StatusOK, a.ServiceStates())
 	})
 }
