@@ -162,19 +162,34 @@ type consoles struct {
 	readers []*os.File
 }
 
-func (s *Supervisor) newConsoles(dir string, sp Spec) *consoles {
-	maxSize, keep := sp.ConsoleMax, sp.ConsoleKeep
+func consoleLimits(sp Spec) (maxSize int64, keep int) {
+	maxSize, keep = sp.ConsoleMax, sp.ConsoleKeep
 	if maxSize <= 0 {
 		maxSize = 10_000_000
 	}
 	if keep <= 0 {
 		keep = 5
 	}
+	return maxSize, keep
+}
+
+func (s *Supervisor) newConsoles(dir string, sp Spec) *consoles {
+	maxSize, keep := consoleLimits(sp)
 	c := &consoles{rot: map[string]*rotator{}}
 	for _, name := range consoleStreams {
 		c.rot[name] = newRotator(filepath.Join(dir, "console", name+".log"), maxSize, keep)
 	}
 	return c
+}
+
+// limits applies sp's rotation settings from the next write on.
+func (c *consoles) limits(sp Spec) {
+	maxSize, keep := consoleLimits(sp)
+	for _, r := range c.rot {
+		r.mu.Lock()
+		r.max, r.keep = maxSize, keep
+		r.mu.Unlock()
+	}
 }
 
 // childFiles returns the files to give a new process as stdout and

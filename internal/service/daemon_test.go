@@ -348,3 +348,39 @@ func TestDaemonHealth(t *testing.T) {
 	}
 	poll(t, "healthy again", func() bool { return state(s, "h.web").Health == api.ServiceHealthy })
 }
+
+// TestRestartWaitsForPorts: a restart by policy is held to the ports as
+// a start is: a restarted process whose port stays closed is stopped,
+// the last error names the port, and the policy tries again.
+func TestRestartWaitsForPorts(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	s, loc := newSup(t)
+	// With data/noport, the service runs but never listens.
+	writeScript(t, loc, "listen", "#!/bin/sh\nif [ -e data/noport ]; then trap 'exit 0' TERM; while :; do sleep 0.05; done; fi\nexec "+strconv.Quote(exe)+"\n")
+	sp := Spec{Coordinate: "r.tcp", Service: "tcp", Location: loc, Start: "bin/listen", Restart: RestartAlways,
+		Params: map[string]string{"listen": strconv.Itoa(port), "delay": "0s"}, Ports: []int{port}, Startup: time.Second}
+	if err := s.Start(context.Background(), sp); err != nil {
+		t.Fatal(err)
+	}
+	pid := state(s, "r.tcp").PID
+	if err := os.WriteFile(filepath.Join(s.Dir("r.tcp"), "data", "noport"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("port %d did not accept connections on loopback within 1s", port)
+	poll(t, "the silent restart stopped and tried again", func() bool {
+		st := state(s, "r.tcp")
+		return st.Restarts >= 2 && strings.Contains(st.LastError, want)
+	})
+}

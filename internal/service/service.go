@@ -273,6 +273,9 @@ type supervised struct {
 	// healthKill: the current process is being stopped because it
 	// stayed unhealthy; its exit is a failure, whatever its status.
 	healthKill bool
+	// portKill: the current process, a restart, is being stopped because
+	// its ports did not answer in time; why.
+	portKill string
 }
 
 // New returns a supervisor.
@@ -702,6 +705,8 @@ func (s *Supervisor) launchLocked(p *supervised) (*launched, error) {
 	_ = os.Remove(filepath.Join(dir, "run", "start.pid"))
 	if p.cons == nil {
 		p.cons = s.newConsoles(dir, sp)
+	} else {
+		p.cons.limits(sp) // a new build may rotate otherwise
 	}
 	files, consDone, err := s.childFiles(p, dir)
 	if err != nil {
@@ -890,8 +895,8 @@ func (s *Supervisor) exited(p *supervised, gen int, started time.Time, how strin
 	_ = os.Remove(filepath.Join(dir, "run", "start.pid"))
 	_ = os.Remove(filepath.Join(dir, "run", identFile))
 	p.pid, p.pgid, p.done, p.since = 0, 0, nil, s.cfg.Now()
-	healthKill := p.healthKill
-	p.healthKill = false
+	healthKill, portKill := p.healthKill, p.portKill
+	p.healthKill, p.portKill = false, ""
 	if p.held {
 		p.state, p.err = api.ServiceStopped, ""
 		s.mu.Unlock()
@@ -902,6 +907,9 @@ func (s *Supervisor) exited(p *supervised, gen int, started time.Time, how strin
 		// Stopped by the supervisor for failing its health checks: a
 		// failure, even if the process exited 0 on SIGTERM.
 		how, failed = fmt.Sprintf("stopped after %d failed health checks in a row (%s)", healthRestartAfter, p.healthOut), true
+	}
+	if portKill != "" {
+		how, failed = "stopped: "+portKill, true
 	}
 	p.state = api.ServiceFailed
 	if !failed {
@@ -944,7 +952,10 @@ func (s *Supervisor) exited(p *supervised, gen int, started time.Time, how strin
 		}
 		p.timer = nil
 		p.restarts++
-		_, err := s.launchLocked(p)
+		l, err := s.launchLocked(p)
+		if err == nil && len(sp.Ports) > 0 {
+			go s.checkRestartPorts(p, l)
+		}
 		rev := Event{Kind: EventRestarted, Coordinate: sp.Coordinate, Package: sp.Package, Version: sp.Version, Restart: true,
 			Message: fmt.Sprintf("service %s restarted (restart %d, policy %s)", sp.Coordinate, p.restarts, policyName(sp.Restart))}
 		if err != nil {
@@ -960,6 +971,41 @@ func (s *Supervisor) exited(p *supervised, gen int, started time.Time, how strin
 	s.mu.Unlock()
 	s.event(ev)
 	s.changed()
+}
+
+// checkRestartPorts holds a restarted service to its ports as Start
+// does: one whose ports do not accept connections within startup is
+// stopped, a failure that its policy restarts again, with backoff.
+func (s *Supervisor) checkRestartPorts(p *supervised, l *launched) {
+	s.mu.Lock()
+	sp, gen := p.spec, p.gen
+	s.mu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.quit:
+		case <-l.done:
+		case <-ctx.Done():
+		}
+		cancel()
+	}()
+	why := s.awaitStart(ctx, sp, l)
+	if why == "" || why == exitedWhy || ctx.Err() != nil {
+		return
+	}
+	s.mu.Lock()
+	if gen != p.gen || p.done != l.done || p.held {
+		s.mu.Unlock()
+		return
+	}
+	p.portKill = why
+	pid, pgid := p.pid, p.pgid
+	s.mu.Unlock()
+	s.log.Warn("restarted service does not answer, stopping it", "service", sp.Coordinate, "why", why)
+	if err := s.terminate(context.Background(), sp, pid, pgid, l.done); err != nil {
+		s.log.Warn("stop a service that does not answer", "service", sp.Coordinate, "err", err)
+	}
 }
 
 func policyName(r string) string {
