@@ -43,47 +43,6 @@ const MaxSend = 1 << 20
 // maxLog bounds the message of `drover log`.
 const maxLog = 64 << 10
 
-// Local API bodies of the node-local verbs.
-type (
-	// LogRequest is the body of POST /v1/log.
-	LogRequest struct {
-		Message  string `json:"message"`
-		Level    string `json:"level,omitempty"`
-		Priority string `json:"priority,omitempty"`
-	}
-	// SendRequest is the body of POST /v1/send. Body is text, or base64
-	// when Encoding is "base64".
-	SendRequest struct {
-		RoutingKey string `json:"routing_key,omitempty"`
-		Body       string `json:"body"`
-		Encoding   string `json:"encoding,omitempty"`
-	}
-	// Delivery answers log and send: whether the server has the event
-	// yet, or it waits in the agent's queue for the server to come back.
-	Delivery struct {
-		Sent  bool   `json:"sent"`
-		Error string `json:"error,omitempty"`
-	}
-	// KeepaliveAnswer answers PUT /v1/keepalive.
-	KeepaliveAnswer struct {
-		Sent        bool             `json:"sent"`
-		Error       string           `json:"error,omitempty"`
-		Keepalive   *api.Keepalive   `json:"keepalive,omitempty"`
-		Termination *api.Termination `json:"termination,omitempty"`
-	}
-	// ConvergeLine is one line of POST /v1/converge: a step event, or the
-	// last line with Done set.
-	ConvergeLine struct {
-		Kind      string `json:"kind,omitempty"`
-		Level     string `json:"level,omitempty"`
-		Package   string `json:"package,omitempty"`
-		Message   string `json:"message,omitempty"`
-		Done      bool   `json:"done,omitempty"`
-		Converged bool   `json:"converged,omitempty"`
-		Error     string `json:"error,omitempty"`
-	}
-)
-
 // nodeState is the agent's state for the node-local verbs.
 type nodeState struct {
 	convergeMu sync.Mutex // one convergence at a time: the loop's or `drover converge`
