@@ -165,6 +165,7 @@ func TestServiceDaemonizingStart(t *testing.T) {
 	// An agent restart: the running daemon is adopted, not started again.
 	pid = svcOf(v, coord).PID
 	a.kill()
+	firstLog := a.logs.String()
 	a.start()
 	// The new agent's own view (the server may still hold the old one).
 	deadline := time.Now().Add(15 * time.Second)
@@ -212,7 +213,7 @@ func TestServiceDaemonizingStart(t *testing.T) {
 	// A failing step whose script prints the secret: masked in its event.
 	f.op("state", "set", "-f", state("1.0.1"))
 	failed := waitEvents(api.KindStepFailed, "postinst sees token")
-	all := failed + f.op("events", "--device", "n1", "-o", "json") + a.logs.String()
+	all := failed + f.op("events", "--device", "n1", "-o", "json") + firstLog + a.logs.String()
 	if strings.Contains(all, daemonSecret) {
 		t.Errorf("the secret is in the events or the agent log")
 	}
