@@ -384,3 +384,20 @@ func TestRestartWaitsForPorts(t *testing.T) {
 		return st.Restarts >= 2 && strings.Contains(st.LastError, want)
 	})
 }
+
+// TestFailedDaemonizingStartLeavesNothing: a start that launches its
+// service, writes its pid and then fails takes the service down with it.
+func TestFailedDaemonizingStartLeavesNothing(t *testing.T) {
+	s, loc := newSup(t)
+	writeScript(t, loc, "start", "#!/bin/sh\n( while :; do sleep 0.05; done ) &\necho $! > run/start.pid\necho $! > data/daemon.pid\necho cannot configure >&2\nexit 3\n")
+	err := s.Start(context.Background(), Spec{Coordinate: "f.d", Service: "d", Location: loc, Start: "bin/start", Restart: RestartAlways})
+	if !errors.Is(err, ErrStart) || !strings.Contains(err.Error(), "exited 3") || !strings.Contains(err.Error(), "cannot configure") {
+		t.Fatalf("Start() = %v, want ErrStart with the exit status and the console", err)
+	}
+	pid := readPID(filepath.Join(s.Dir("f.d"), "data", "daemon.pid"))
+	if pid == 0 {
+		t.Fatal("the start wrote no data/daemon.pid")
+	}
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+	poll(t, "the daemon of the failed start killed", func() bool { return gone(pid) })
+}

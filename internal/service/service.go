@@ -764,6 +764,15 @@ func (s *Supervisor) launchLocked(p *supervised) (*launched, error) {
 				return
 			}
 		}
+		if werr != nil {
+			// A start command that failed after starting its service:
+			// what it left is no service of ours, and a retry would run
+			// a second one.
+			if d, dt := s.otherPID(dir, pid, ticks); d > 0 {
+				s.log.Warn("the failed start left a process, killing it", "service", sp.Coordinate, "pid", d)
+				signal(d, dt, pgidOf(d), syscall.SIGKILL)
+			}
+		}
 		drained(consDone, time.Second)
 		s.exited(p, gen, started, describeExit(werr), werr != nil)
 		close(done)
