@@ -292,9 +292,12 @@ func standaloneInstallCmd(e *env) *cobra.Command {
 			name := m.Group + ":" + m.Name
 			data := param.Data{Params: vals, Device: param.Device{ID: s.device}, Package: param.Package{Name: name, Version: m.Version}, Instance: instance}
 			configure := func(ctx context.Context, loc string) error {
-				return param.WriteTemplates(ctx, loc, m, data, func(ctx context.Context, d string) (io.ReadCloser, error) {
+				if err := param.WriteTemplates(ctx, loc, m, data, func(ctx context.Context, d string) (io.ReadCloser, error) {
 					return s.cache.Open(ctx, d)
-				})
+				}); err != nil {
+					return err
+				}
+				return param.PrivateTemplates(loc, m)
 			}
 			strs := param.Strings(vals)
 			var prev *api.InstalledApp

@@ -306,32 +306,8 @@ func (a *Agent) configureHook(m *api.Manifest, instance string, vals map[string]
 		}); err != nil {
 			return err
 		}
-		return privateTemplates(loc, m)
+		return param.PrivateTemplates(loc, m)
 	}
-}
-
-// privateTemplates makes the rendered templates of a package that has
-// secret parameters readable by their owner only: a template may render
-// a secret.
-func privateTemplates(loc string, m *api.Manifest) error {
-	if !hasSecret(m.Params) {
-		return nil
-	}
-	for _, t := range m.Templates {
-		if err := os.Chmod(filepath.Join(loc, filepath.FromSlash(t.Dest)), 0o600); err != nil {
-			return fmt.Errorf("template %s: %w", t.Dest, err)
-		}
-	}
-	return nil
-}
-
-func hasSecret(decls map[string]api.Param) bool {
-	for _, p := range decls {
-		if p.Secret {
-			return true
-		}
-	}
-	return false
 }
 
 // secretSet holds the values of the secret parameters the agent knows
