@@ -59,16 +59,23 @@ func serviceLsCmd(e *env) *cobra.Command {
 
 func printServices(e *env, sts []api.ServiceState) {
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "COORDINATE\tPACKAGE\tVERSION\tSTATE\tHEALTH\tPID\tRESTARTS")
+	fmt.Fprintln(tw, "COORDINATE\tPACKAGE\tVERSION\tSTATE\tHEALTH\tPID\tRESTARTS\tLAST ERROR")
 	for _, s := range sts {
-		pid, health := "-", "-"
+		pid, health, lastErr := "-", "-", "-"
 		if s.PID > 0 {
 			pid = fmt.Sprint(s.PID)
 		}
 		if s.Health != "" {
 			health = s.Health
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", s.Coordinate, s.Package, s.Version, s.State, health, pid, s.Restarts)
+		if s.LastError != "" {
+			// The whole of it is in -o yaml and -o json.
+			lastErr = s.LastError
+			if r := []rune(lastErr); len(r) > 60 {
+				lastErr = string(r[:60]) + "..."
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", s.Coordinate, s.Package, s.Version, s.State, health, pid, s.Restarts, lastErr)
 	}
 	tw.Flush()
 }

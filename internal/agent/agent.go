@@ -41,6 +41,8 @@ type Server interface {
 	Desired(ctx context.Context, id, after string, wait bool) (*api.Resolved, error)
 	PostEvents(ctx context.Context, id string, evs []api.Event) error
 	Blob(ctx context.Context, digest string) (io.ReadCloser, int64, error)
+	// Keepalive is `drover keepalive` (node.go).
+	Keepalive(ctx context.Context, id string, req api.KeepaliveRequest) (api.KeepaliveResponse, error)
 }
 
 // Config holds the agent's settings.
@@ -81,9 +83,14 @@ type Config struct {
 	Now    func() time.Time
 }
 
-// Agent is one machine's agent. Create it with New, then Run it.
+// Agent is one machine's agent. Create it with New, then Run it. Its
+// parts each have their own type and lock: the event queue and spool
+// (spool.go), the node-local API (local.go, node.go), the health loop
+// (node.go), the services (services.go), hooks, progress and metrics
+// (hooks.go); mu guards only the convergence outcome below.
 type Agent struct {
 	ev agentEvents // hooks, progress and metrics (hooks.go)
+	q  *eventQueue // events to send, and their spool (spool.go)
 
 	cfg    Config
 	log    *slog.Logger
@@ -93,18 +100,15 @@ type Agent struct {
 	engine *install.Engine
 	tags   []string
 	facts  facts.Facts
-	node   nodeState // node-local verbs and health (node.go)
-	svc    *services // package services (services.go)
-	sup    supersede // newer desired states (supersede.go)
-	net    netProbes // network checks of other devices (netprobe.go)
+	node   nodeState  // node-local verbs (node.go)
+	checks healthLoop // the machine's health checks (node.go)
+	svc    *services  // package services (services.go)
+	sup    supersede  // newer desired states (supersede.go)
+	net    netProbes  // network checks of other devices (netprobe.go)
 
 	mu        sync.Mutex
 	applied   string // digest of the resolved state last converged to
 	lastErr   string
-	pending   []api.Event
-	dropped   int
-	spool     *spool        // pending, on disk
-	holdUntil time.Time     // the server asked for no events before this (429)
 	converged chan struct{} // closed and replaced after each convergence run
 	fail      struct {
 		digest string
@@ -115,12 +119,10 @@ type Agent struct {
 	}
 }
 
-// maxPending bounds the events kept while the server is away.
-const maxPending = 10000
-
-// New prepares the agent's home and its install engine. It does not
-// touch the server; it asks the cloud metadata service (Config.MetadataURL)
-// once, within a short timeout, unless its cached answer is fresh.
+// New prepares the agent's home and its install engine, and starts its
+// hook runner (stopped when Run returns). It does not touch the server;
+// it asks the cloud metadata service (Config.MetadataURL) once, within a
+// short timeout, unless its cached answer is fresh.
 func New(cfg Config, srv Server) (*Agent, error) {
 	if cfg.Home == "" {
 		return nil, errors.New("agent: no home folder")
@@ -157,6 +159,9 @@ func New(cfg Config, srv Server) (*Agent, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	// Secret parameter values never reach the log (services.go).
+	secrets := &secretSet{}
+	cfg.Logger = slog.New(maskHandler{h: cfg.Logger.Handler(), s: secrets})
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -209,15 +214,14 @@ func New(cfg Config, srv Server) (*Agent, error) {
 		cfg: cfg, log: cfg.Logger.With("device", cfg.Device), now: cfg.Now, srv: srv,
 		cache: cache, engine: eng, tags: tags, facts: f, converged: make(chan struct{}),
 	}
-	sp, unsent, err := openSpool(filepath.Join(cfg.Home, "system"))
-	if err != nil {
+	if a.q, err = openQueue(filepath.Join(cfg.Home, "system"), a.log, cfg.Now); err != nil {
 		return nil, err
 	}
-	a.spool, a.pending = sp, unsent
 	a.nodeDefaults()
-	if err := a.initServices(); err != nil {
+	if err := a.initServices(secrets); err != nil {
 		return nil, err
 	}
+	a.initEvents()
 	return a, nil
 }
 
@@ -247,6 +251,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.log.Info("agent started", "tags", a.tags, "socket", ln.Addr().String())
+	// The hook runner stops with Run; the services keep running, for
+	// the next agent to adopt.
+	defer a.ev.stopHooks()
+	defer a.svc.sup.Close()
 	wake := make(chan *api.Resolved, 1)
 	var wg sync.WaitGroup
 	for _, run := range []func(context.Context){
@@ -349,8 +357,8 @@ func (a *Agent) report(ctx context.Context) error {
 	a.flushEvents(ctx)
 	a.mu.Lock()
 	rep := api.Report{
-		Facts: a.facts, Tags: a.tags, Labels: a.cfg.Labels, Installed: a.installed(), Services: a.svc.sup.States(),
-		Applied: a.applied, Error: a.lastErr, AgentVersion: Version, Health: a.healthReport(),
+		Facts: a.facts, Tags: a.tags, Labels: a.cfg.Labels, Installed: a.installed(), Services: a.ServiceStates(),
+		Applied: a.applied, Error: a.svc.secrets.mask(a.lastErr), AgentVersion: Version, Health: a.healthReport(),
 	}
 	a.mu.Unlock()
 	if rep.Installed == nil {
@@ -367,80 +375,24 @@ func (a *Agent) report(ctx context.Context) error {
 }
 
 // event queues an event for the server; it is sent at the next flush.
+// Secret parameter values are masked out of its message and payload
+// first (services.go).
 func (a *Agent) event(ev api.Event) {
 	ev.Time = a.now().UTC()
 	ev.Device = a.cfg.Device
+	a.svc.secrets.maskEvent(&ev)
 	a.tapEvent(ev)
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if len(a.pending) >= maxPending {
-		a.pending = a.pending[1:]
-		a.dropped++
-		a.spoolRewrite()
-	}
-	a.pending = append(a.pending, ev)
-	if a.spool != nil {
-		if err := a.spool.add(ev); err != nil {
-			a.log.Warn("event spool", "err", err)
-		}
-	}
-}
-
-// spoolRewrite makes the spool hold exactly a.pending; a.mu is held.
-func (a *Agent) spoolRewrite() {
-	if a.spool == nil {
-		return
-	}
-	if err := a.spool.rewrite(a.pending); err != nil {
-		a.log.Warn("event spool", "err", err)
-	}
+	a.q.add(ev)
 }
 
 // flushEvents sends the queued events; on failure they stay queued.
 func (a *Agent) flushEvents(ctx context.Context) {
-	a.node.flushMu.Lock()
-	defer a.node.flushMu.Unlock()
-	a.mu.Lock()
-	evs := a.pending
-	dropped := a.dropped
-	hold := a.holdUntil
-	a.mu.Unlock()
-	if a.now().Before(hold) {
-		return // over the server's quota: the spool keeps them
-	}
-	if dropped > 0 {
-		evs = append(slices.Clone(evs), api.Event{Time: a.now().UTC(), Device: a.cfg.Device, Kind: api.KindLog, Level: api.LevelWarn,
-			Message: fmt.Sprintf("%d events were dropped while the server was away", dropped)})
-	}
-	for len(evs) > 0 {
-		n := eventBatch(evs)
-		err := a.srv.PostEvents(ctx, a.cfg.Device, evs[:n])
-		var over *api.Error
-		if errors.As(err, &over) && over.Code == api.ETOOMANY {
-			// Past a quota: the first Accepted were stored; the rest
-			// wait in the spool until Retry-After has passed.
-			a.log.Warn("server quota reached: events wait", "retry_after", over.RetryAfter, "waiting", len(evs)-over.Accepted)
-			a.mu.Lock()
-			a.holdUntil = a.now().Add(time.Duration(max(over.RetryAfter, 1)) * time.Second)
-			a.mu.Unlock()
-			n = min(max(over.Accepted, 0), n)
-		} else if err != nil {
-			a.log.Debug("events not sent", "err", err)
-			return
-		}
-		a.mu.Lock()
-		a.pending = a.pending[min(n, len(a.pending)):]
-		a.spoolRewrite()
-		if dropped > 0 {
-			a.dropped = 0
-			dropped = 0
-		}
-		a.mu.Unlock()
-		evs = evs[n:]
-		if err != nil {
-			return
-		}
-	}
+	a.q.flush(ctx, func(ctx context.Context, evs []api.Event) error {
+		return a.srv.PostEvents(ctx, a.cfg.Device, evs)
+	}, func(n int) api.Event {
+		return api.Event{Time: a.now().UTC(), Device: a.cfg.Device, Kind: api.KindLog, Level: api.LevelWarn,
+			Message: fmt.Sprintf("%d events were dropped while the server was away", n)}
+	})
 }
 
 // WaitConverged returns a channel closed after the next convergence run.

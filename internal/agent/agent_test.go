@@ -52,6 +52,10 @@ func (s *fakeServer) PostEvents(_ context.Context, _ string, evs []api.Event) er
 	return nil
 }
 
+func (s *fakeServer) Keepalive(context.Context, string, api.KeepaliveRequest) (api.KeepaliveResponse, error) {
+	return api.KeepaliveResponse{}, &api.Error{Code: api.ENOTFOUND, Message: "the fake server keeps no keepalives"}
+}
+
 func (s *fakeServer) Blob(_ context.Context, digest string) (io.ReadCloser, int64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

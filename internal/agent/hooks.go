@@ -33,33 +33,51 @@ const KindHook = "hook"
 const defaultHookTimeout = 60 * time.Second
 
 // agentEvents is the agent's hook runner, progress sender and metrics,
-// made on first use.
+// made by New. The hook runner's goroutine starts in New and stops when
+// Run returns (stopHooks).
 type agentEvents struct {
-	once  sync.Once
 	hooks *hook.Queue
 	reg   *prometheus.Registry
 	m     agentMetrics
 	prog  *progressSender
+
+	stop     context.CancelFunc
+	stopped  chan struct{} // closed when the hook runner returned
+	stopOnce sync.Once
 }
 
-func (a *Agent) events() *agentEvents {
+// initEvents makes the hook runner, progress sender and metrics, and
+// starts the hook runner. Called by New.
+func (a *Agent) initEvents() {
 	e := &a.ev
-	e.once.Do(func() {
-		timeout := a.cfg.HookTimeout
-		if timeout <= 0 {
-			timeout = defaultHookTimeout
-		}
-		r := hook.New(hook.Config{Dir: filepath.Join(a.cfg.Home, "config", "hooks"), Timeout: timeout,
-			Env:     []string{"DROVER_HOME=" + a.cfg.Home, "DROVER_DEVICE=" + a.cfg.Device},
-			Ignored: a.hookIgnored, Logger: a.log.With("component", "hooks")})
-		e.hooks = hook.NewQueue(r, 1000, a.hookDone)
-		go e.hooks.Run(context.Background()) // lives as long as the agent process
-		e.reg = prometheus.NewRegistry()
-		e.m = newAgentMetrics(e.reg, a)
-		e.prog = newProgressSender(a)
-	})
-	return e
+	timeout := a.cfg.HookTimeout
+	if timeout <= 0 {
+		timeout = defaultHookTimeout
+	}
+	r := hook.New(hook.Config{Dir: filepath.Join(a.cfg.Home, "config", "hooks"), Timeout: timeout,
+		Env:     []string{"DROVER_HOME=" + a.cfg.Home, "DROVER_DEVICE=" + a.cfg.Device},
+		Ignored: a.hookIgnored, Logger: a.log.With("component", "hooks")})
+	e.hooks = hook.NewQueue(r, 1000, a.hookDone)
+	e.reg = prometheus.NewRegistry()
+	e.m = newAgentMetrics(e.reg, a)
+	e.prog = newProgressSender(a)
+	ctx, cancel := context.WithCancel(context.Background())
+	e.stop, e.stopped = cancel, make(chan struct{})
+	go func() {
+		defer close(e.stopped)
+		e.hooks.Run(ctx)
+	}()
 }
+
+// stopHooks stops the hook runner and waits for it.
+func (e *agentEvents) stopHooks() {
+	e.stopOnce.Do(func() {
+		e.stop()
+		<-e.stopped
+	})
+}
+
+func (a *Agent) events() *agentEvents { return &a.ev }
 
 // runHooks runs the hooks of phase for ev in the background, in the
 // order they were asked for; a failing or hanging hook (killed after its

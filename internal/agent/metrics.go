@@ -25,11 +25,7 @@ func newAgentMetrics(reg *prometheus.Registry, a *Agent) agentMetrics {
 	}
 	pending := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "drover_agent_pending_events", Help: "Events waiting to be sent to the server.",
-	}, func() float64 {
-		a.mu.Lock()
-		defer a.mu.Unlock()
-		return float64(len(a.pending))
-	})
+	}, func() float64 { return float64(a.q.len()) })
 	installed := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "drover_agent_installed_packages", Help: "Packages installed by the agent.",
 	}, func() float64 { return float64(len(a.engine.Installed())) })

@@ -43,70 +43,35 @@ const MaxSend = 1 << 20
 // maxLog bounds the message of `drover log`.
 const maxLog = 64 << 10
 
-// Local API bodies of the node-local verbs.
-type (
-	// LogRequest is the body of POST /v1/log.
-	LogRequest struct {
-		Message  string `json:"message"`
-		Level    string `json:"level,omitempty"`
-		Priority string `json:"priority,omitempty"`
-	}
-	// SendRequest is the body of POST /v1/send. Body is text, or base64
-	// when Encoding is "base64".
-	SendRequest struct {
-		RoutingKey string `json:"routing_key,omitempty"`
-		Body       string `json:"body"`
-		Encoding   string `json:"encoding,omitempty"`
-	}
-	// Delivery answers log and send: whether the server has the event
-	// yet, or it waits in the agent's queue for the server to come back.
-	Delivery struct {
-		Sent  bool   `json:"sent"`
-		Error string `json:"error,omitempty"`
-	}
-	// KeepaliveAnswer answers PUT /v1/keepalive.
-	KeepaliveAnswer struct {
-		Sent        bool             `json:"sent"`
-		Error       string           `json:"error,omitempty"`
-		Keepalive   *api.Keepalive   `json:"keepalive,omitempty"`
-		Termination *api.Termination `json:"termination,omitempty"`
-	}
-	// ConvergeLine is one line of POST /v1/converge: a step event, or the
-	// last line with Done set.
-	ConvergeLine struct {
-		Kind    string `json:"kind,omitempty"`
-		Level   string `json:"level,omitempty"`
-		Package string `json:"package,omitempty"`
-		Message string `json:"message,omitempty"`
-		// Progress is set on the lines of step-progress events.
-		Progress  *Progress `json:"progress,omitempty"`
-		Done      bool      `json:"done,omitempty"`
-		Converged bool      `json:"converged,omitempty"`
-		Error     string    `json:"error,omitempty"`
-	}
-)
-
-// keepaliveServer is the server call behind `drover keepalive`;
-// *client.Client has it.
-type keepaliveServer interface {
-	Keepalive(ctx context.Context, id string, req api.KeepaliveRequest) (api.KeepaliveResponse, error)
-}
-
-// nodeState is the agent's state for the node-local verbs and health.
+// nodeState is the agent's state for the node-local verbs.
 type nodeState struct {
 	convergeMu sync.Mutex // one convergence at a time: the loop's or `drover converge`
 
 	mu        sync.Mutex
 	runCtx    context.Context
-	machine   *health.Machine
-	health    api.HealthReport
-	skipped   map[string]bool // files skipped last run, warned about once
-	last      map[string]api.HealthCheck
 	taps      map[int]func(api.Event)
 	nextTap   int
 	keepalive *pendingKeepalive // to send when the server is back
-	// flushMu keeps two flushes from sending the same events twice.
-	flushMu sync.Mutex
+}
+
+// healthLoop is the machine's health checks (healthcheck.d), run by
+// runHealth: its own type and lock.
+type healthLoop struct {
+	mu      sync.Mutex
+	machine *health.Machine
+	report  api.HealthReport
+	// skipped and last belong to the loop's goroutine: no lock.
+	skipped map[string]bool // files skipped last run, warned about once
+	last    map[string]api.HealthCheck
+}
+
+// hold holds results back after an install (the start delay).
+func (h *healthLoop) hold(now time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.machine != nil {
+		h.machine.Hold(now)
+	}
 }
 
 type pendingKeepalive struct {
@@ -142,12 +107,12 @@ func (a *Agent) localNodeRoutes(mux *http.ServeMux) {
 // tapEvent hands ev to the callers of `drover converge` and holds health
 // results back after an install.
 func (a *Agent) tapEvent(ev api.Event) {
+	if ev.Kind == api.KindStepDone {
+		a.checks.hold(a.now())
+	}
 	n := &a.node
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if ev.Kind == api.KindStepDone && n.machine != nil {
-		n.machine.Hold(a.now())
-	}
 	for _, fn := range n.taps {
 		fn(ev)
 	}
@@ -212,9 +177,18 @@ func (a *Agent) handleConfig(w http.ResponseWriter, r *http.Request) {
 			if app.Instance != "" {
 				key += "@" + app.Instance
 			}
-			p := app.Params
-			if p == nil {
-				p = map[string]any{}
+			p := map[string]any{}
+			var decls map[string]api.Param
+			if m, err := a.engine.Manifest(app.Digest); err == nil {
+				decls = m.Params
+			}
+			for k, v := range app.Params {
+				if decls[k].Secret {
+					v = "***" // secrets are never shown
+				} else if str, ok := v.(string); ok {
+					v = a.svc.secrets.mask(str)
+				}
+				p[k] = v
 			}
 			params[key] = p
 		}
@@ -259,7 +233,7 @@ func (a *Agent) handleConverge(w http.ResponseWriter, r *http.Request) {
 		a.mu.Unlock()
 		a.convergeLocked(ctx, nil)
 		_, lastErr := a.Status()
-		done <- ConvergeLine{Done: true, Converged: lastErr == "", Error: lastErr}
+		done <- ConvergeLine{Done: true, Converged: lastErr == "", Error: a.svc.secrets.mask(lastErr)}
 	}()
 	sw := local.NewStreamWriter(w)
 	for {
@@ -374,10 +348,7 @@ func (a *Agent) deliver(ctx context.Context) Delivery {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	a.flushEvents(ctx)
-	a.mu.Lock()
-	left := len(a.pending)
-	a.mu.Unlock()
-	if left == 0 {
+	if a.q.len() == 0 {
 		return Delivery{Sent: true}
 	}
 	return Delivery{Error: "the server is unreachable; the agent sends it when the server is back"}
@@ -393,14 +364,9 @@ func (a *Agent) handleKeepalive(w http.ResponseWriter, r *http.Request) {
 		local.WriteError(w, api.Errorf(api.EINVALID, "keepalive: want one of a positive number of seconds, forever or cancel"))
 		return
 	}
-	ks, ok := a.srv.(keepaliveServer)
-	if !ok {
-		local.WriteError(w, api.Errorf(api.EINTERNAL, "keepalive: this agent has no server connection"))
-		return
-	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
-	resp, err := ks.Keepalive(ctx, a.cfg.Device, req)
+	resp, err := a.srv.Keepalive(ctx, a.cfg.Device, req)
 	var ae *api.Error
 	if err == nil || (errors.As(err, &ae) && ae.Code != api.ENOTFOUND) {
 		a.node.mu.Lock()
@@ -424,11 +390,10 @@ func (a *Agent) handleKeepalive(w http.ResponseWriter, r *http.Request) {
 // retryKeepalive sends a keepalive queued while the server was away. A
 // duration counts from when it was asked, not from when it is sent.
 func (a *Agent) retryKeepalive(ctx context.Context) {
-	ks, ok := a.srv.(keepaliveServer)
 	a.node.mu.Lock()
 	p := a.node.keepalive
 	a.node.mu.Unlock()
-	if p == nil || !ok {
+	if p == nil {
 		return
 	}
 	req := p.req
@@ -446,7 +411,7 @@ func (a *Agent) retryKeepalive(ctx context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	_, err := ks.Keepalive(ctx, a.cfg.Device, req)
+	_, err := a.srv.Keepalive(ctx, a.cfg.Device, req)
 	var ae *api.Error
 	if err != nil && !(errors.As(err, &ae) && ae.Code != api.ENOTFOUND) {
 		return // still away: next time
@@ -486,10 +451,10 @@ func readLocal(w http.ResponseWriter, r *http.Request, limit int64, v any) error
 
 // healthReport returns the health part of the report.
 func (a *Agent) healthReport() *api.HealthReport {
-	a.node.mu.Lock()
-	defer a.node.mu.Unlock()
-	h := a.node.health
-	if h.Status == "" && a.node.machine == nil {
+	a.checks.mu.Lock()
+	defer a.checks.mu.Unlock()
+	h := a.checks.report
+	if h.Status == "" && a.checks.machine == nil {
 		h.Status = api.HealthStarting
 	}
 	h.Checks = append([]api.HealthCheck(nil), h.Checks...)
@@ -499,13 +464,15 @@ func (a *Agent) healthReport() *api.HealthReport {
 // runHealth runs the health checks every interval until ctx is done, and
 // sends a keepalive queued while the server was away.
 func (a *Agent) runHealth(ctx context.Context) {
-	n := &a.node
+	a.node.mu.Lock()
+	a.node.runCtx = ctx
+	a.node.mu.Unlock()
+	n := &a.checks
 	n.mu.Lock()
-	n.runCtx = ctx
 	n.machine = health.NewMachine(health.MachineConfig{
 		StartDelay: a.cfg.Node.HealthStartDelay, Consecutive: a.cfg.Node.HealthConsecutive,
 	}, a.now())
-	n.health = api.HealthReport{Status: api.HealthStarting, Since: a.now().UTC()}
+	n.report = api.HealthReport{Status: api.HealthStarting, Since: a.now().UTC()}
 	n.mu.Unlock()
 	ticker := time.NewTicker(a.cfg.Node.HealthInterval)
 	defer ticker.Stop()
@@ -523,7 +490,7 @@ func (a *Agent) runHealth(ctx context.Context) {
 // checkHealth runs the checks once (unless within the start delay),
 // emits events for what changed and reports a changed state at once.
 func (a *Agent) checkHealth(ctx context.Context) {
-	n := &a.node
+	n := &a.checks
 	n.mu.Lock()
 	waiting := n.machine.Waiting(a.now())
 	n.mu.Unlock()
@@ -574,7 +541,7 @@ func (a *Agent) checkHealth(ctx context.Context) {
 	prev, _ := n.machine.State()
 	state, changed := n.machine.Observe(a.now(), overall)
 	_, since := n.machine.State()
-	n.health = api.HealthReport{Status: state, Since: since.UTC(), Checks: results}
+	n.report = api.HealthReport{Status: state, Since: since.UTC(), Checks: results}
 	n.mu.Unlock()
 	if changed {
 		ev := api.Event{Kind: api.KindHealth, Level: api.LevelInfo, Priority: api.PriorityMedium,

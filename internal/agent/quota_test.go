@@ -35,13 +35,14 @@ func TestEventsHonourRetryAfter(t *testing.T) {
 	a.srv = srv
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	a.now = func() time.Time { return now }
+	a.q.now = a.now
 	for i := range 5 {
 		a.event(api.Event{Kind: api.KindLog, Level: api.LevelInfo, Message: string(rune('a' + i))})
 	}
 	ctx := context.Background()
 	a.flushEvents(ctx)
-	if len(fake.events) != 3 || len(a.pending) != 2 {
-		t.Fatalf("after a refusal: server has %d events, agent keeps %d; want 3 and 2", len(fake.events), len(a.pending))
+	if len(fake.events) != 3 || a.q.len() != 2 {
+		t.Fatalf("after a refusal: server has %d events, agent keeps %d; want 3 and 2", len(fake.events), a.q.len())
 	}
 	posts := srv.posts
 	now = now.Add(10 * time.Second)
@@ -54,14 +55,14 @@ func TestEventsHonourRetryAfter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(a2.pending) != 2 {
-		t.Errorf("spool after restart holds %d events, want the 2 refused", len(a2.pending))
+	if a2.q.len() != 2 {
+		t.Errorf("spool after restart holds %d events, want the 2 refused", a2.q.len())
 	}
 	srv.limit = 100
 	now = now.Add(21 * time.Second)
 	a.flushEvents(ctx)
-	if len(a.pending) != 0 {
-		t.Errorf("after Retry-After the agent still keeps %d events", len(a.pending))
+	if a.q.len() != 0 {
+		t.Errorf("after Retry-After the agent still keeps %d events", a.q.len())
 	}
 	var msgs string
 	for _, ev := range fake.events {

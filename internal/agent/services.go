@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,8 +24,9 @@ import (
 	"github.com/drover-dev/drover/internal/service"
 )
 
-// services is the agent's part of issue 3: the supervisor of the
-// packages' services, and the purge flags of the desired-state entries.
+// services is the agent's part that runs the packages' services: the
+// supervisor, the purge flags of the desired-state entries, and the
+// secret parameter values to keep out of events, reports and logs.
 type services struct {
 	sup *service.Supervisor
 	// mu serializes what changes services: a convergence step, the
@@ -31,13 +34,14 @@ type services struct {
 	mu      sync.Mutex
 	changed chan struct{} // a service changed state: report soon
 	purgeMu sync.Mutex
+	secrets *secretSet
 }
 
 // initServices makes the supervisor. Called by New.
-func (a *Agent) initServices() error {
+func (a *Agent) initServices(secrets *secretSet) error {
 	ch := make(chan struct{}, 1)
 	sup, err := service.New(service.Config{
-		RuntimeRoot: a.cfg.RuntimeRoot, Logger: a.cfg.Logger, Now: a.cfg.Now,
+		RuntimeRoot: a.cfg.RuntimeRoot, Logger: a.log, Now: a.cfg.Now,
 		// Services' health commands run as often as the machine's
 		// health checks (--health-interval), with their timeout.
 		HealthInterval: a.cfg.Node.HealthInterval, HealthTimeout: a.cfg.Node.HealthTimeout,
@@ -47,16 +51,52 @@ func (a *Agent) initServices() error {
 			default:
 			}
 		},
+		OnEvent: a.serviceEvent,
 	})
 	if err != nil {
 		return fmt.Errorf("services: %w", err)
 	}
-	a.svc = &services{sup: sup, changed: ch}
+	a.svc = &services{sup: sup, changed: ch, secrets: secrets}
 	return nil
 }
 
-// ServiceStates returns the state of every supervised service.
-func (a *Agent) ServiceStates() []api.ServiceState { return a.svc.sup.States() }
+// serviceEvent turns what happened to a service on its own (a crash, an
+// exit, a restart by policy) into an event.
+func (a *Agent) serviceEvent(sev service.Event) {
+	ev := api.Event{Package: sev.Package + ":" + sev.Version, Message: sev.Message,
+		Payload: mustJSON(map[string]any{"coordinate": sev.Coordinate, "failed": sev.Failed, "restart": sev.Restart})}
+	switch sev.Kind {
+	case service.EventExited:
+		ev.Kind = api.KindServiceExited
+		switch {
+		case sev.Failed && !sev.Restart:
+			ev.Level, ev.Priority = api.LevelError, api.PriorityHigh
+		case sev.Restart:
+			ev.Level, ev.Priority = api.LevelWarn, api.PriorityMedium
+		default:
+			ev.Level, ev.Priority = api.LevelInfo, api.PriorityMedium
+		}
+	case service.EventRestarted:
+		ev.Kind, ev.Level, ev.Priority = api.KindServiceRestarted, api.LevelInfo, api.PriorityMedium
+		if sev.Failed {
+			ev.Level, ev.Priority = api.LevelError, api.PriorityHigh
+		}
+	default:
+		return
+	}
+	a.event(ev)
+}
+
+// ServiceStates returns the state of every supervised service, secret
+// values masked out of their errors.
+func (a *Agent) ServiceStates() []api.ServiceState {
+	sts := a.svc.sup.States()
+	for i := range sts {
+		st := &sts[i]
+		st.Error, st.LastError, st.HealthOutput = a.svc.secrets.mask(st.Error), a.svc.secrets.mask(st.LastError), a.svc.secrets.mask(st.HealthOutput)
+	}
+	return sts
+}
 
 // installed is the engine's installed apps with the digest of the
 // parameter values each was configured with, for plan.Make and reports.
@@ -120,15 +160,9 @@ func (a *Agent) serviceSpecs(name, instance string) ([]service.Spec, error) {
 	}
 	loc, _ := a.engine.Location(name, instance)
 	params := a.engine.Params(name, instance)
-	var out []service.Spec
-	for _, s := range m.Services {
-		out = append(out, service.Spec{
-			Coordinate: service.Coordinate(name, instance, s.Name, a.cfg.Labels),
-			Package:    name, Version: app.Version, Instance: instance, Service: s.Name,
-			Location: loc, Start: s.Start, Stop: s.Stop, Health: s.Health, Restart: s.Restart, Params: params,
-		})
-	}
-	return out, nil
+	a.svc.secrets.note(m.Params, params)
+	return service.Specs(m, service.App{Name: name, Version: app.Version, Instance: instance, Location: loc,
+		Params: params, Labels: a.cfg.Labels}), nil
 }
 
 // startServices starts an installed app's services; a service already
@@ -211,6 +245,9 @@ func (a *Agent) notePurge(res *api.Resolved) {
 	m := a.loadPurge()
 	changed := false
 	for _, app := range res.Apps {
+		if m, err := a.engine.Manifest(app.Digest); err == nil {
+			a.svc.secrets.noteAny(m.Params, app.Params)
+		}
 		k := app.Name + "\x00" + app.Instance
 		if m[k] != app.Purge {
 			changed = true
@@ -263,8 +300,8 @@ func (a *Agent) templateData(m *api.Manifest, instance string, vals map[string]a
 // renderedTemplates renders a root-mode build's templates for
 // install.Target.Templates: in root mode a template is a file the package
 // owns, installed under the engine's ownership, conflict and journal
-// rules. Prefix-mode builds render at configure (configureHook) into
-// their own version folder.
+// rules (0600 when the build has a secret parameter). Prefix-mode builds
+// render at configure (configureHook) into their own version folder.
 func (a *Agent) renderedTemplates(ctx context.Context, m *api.Manifest, instance string, vals map[string]any) ([]param.Rendered, error) {
 	if m.Install != api.InstallRoot || len(m.Templates) == 0 {
 		return nil, nil
@@ -273,14 +310,20 @@ func (a *Agent) renderedTemplates(ctx context.Context, m *api.Manifest, instance
 }
 
 // configureHook renders a prefix-mode build's templates into the install
-// location at configure (install.Target.Configure), with the app's values.
+// location at configure (install.Target.Configure), with the app's values,
+// readable by their owner only when the build has a secret parameter.
 func (a *Agent) configureHook(m *api.Manifest, instance string, vals map[string]any) func(ctx context.Context, loc string) error {
+	// Known before the step's scripts run, so their output is masked.
+	a.svc.secrets.noteAny(m.Params, vals)
 	if len(m.Templates) == 0 || m.Install == api.InstallRoot {
 		return nil
 	}
 	data := a.templateData(m, instance, vals)
 	return func(ctx context.Context, loc string) error {
-		return param.WriteTemplates(ctx, loc, m, data, a.openTemplate)
+		if err := param.WriteTemplates(ctx, loc, m, data, a.openTemplate); err != nil {
+			return err
+		}
+		return param.PrivateTemplates(loc, m)
 	}
 }
 
@@ -294,6 +337,127 @@ func (a *Agent) openTemplate(ctx context.Context, d string) (io.ReadCloser, erro
 		return nil, err
 	}
 	return a.cache.Open(ctx, d)
+}
+
+// secretSet holds the values of the secret parameters the agent knows
+// of. They are masked (as ***) out of events, reports and the agent's
+// log. Values shorter than minSecret are not masked: they cannot be
+// told from ordinary text.
+type secretSet struct {
+	mu   sync.RWMutex
+	vals map[string]bool
+}
+
+const minSecret = 4
+
+// note records the secret values among vals, by their declarations.
+func (s *secretSet) note(decls map[string]api.Param, vals map[string]string) {
+	for name, p := range decls {
+		if v, ok := vals[name]; ok && p.Secret && len(v) >= minSecret {
+			s.mu.Lock()
+			if s.vals == nil {
+				s.vals = map[string]bool{}
+			}
+			s.vals[v] = true
+			s.mu.Unlock()
+		}
+	}
+}
+
+// noteAny is note for typed values.
+func (s *secretSet) noteAny(decls map[string]api.Param, vals map[string]any) {
+	strs := map[string]string{}
+	for name, v := range vals {
+		if v != nil {
+			strs[name] = param.String(v)
+		}
+	}
+	s.note(decls, strs)
+}
+
+// mask replaces every known secret value in text.
+func (s *secretSet) mask(text string) string {
+	if s == nil || text == "" {
+		return text
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for v := range s.vals {
+		text = strings.ReplaceAll(text, v, "***")
+		// As it reads inside a JSON string.
+		if q, err := json.Marshal(v); err == nil && len(q) > 2 {
+			text = strings.ReplaceAll(text, string(q[1:len(q)-1]), "***")
+		}
+	}
+	return text
+}
+
+// maskEvent masks secrets out of an event's message and payload.
+func (s *secretSet) maskEvent(ev *api.Event) {
+	ev.Message = s.mask(ev.Message)
+	if len(ev.Payload) > 0 {
+		if p := s.mask(string(ev.Payload)); json.Valid([]byte(p)) {
+			ev.Payload = json.RawMessage(p)
+		}
+	}
+}
+
+// maskHandler masks secret values out of the agent's log.
+type maskHandler struct {
+	h slog.Handler
+	s *secretSet
+}
+
+func (m maskHandler) Enabled(ctx context.Context, l slog.Level) bool { return m.h.Enabled(ctx, l) }
+
+func (m maskHandler) Handle(ctx context.Context, r slog.Record) error {
+	out := slog.NewRecord(r.Time, r.Level, m.s.mask(r.Message), r.PC)
+	r.Attrs(func(at slog.Attr) bool {
+		out.AddAttrs(m.maskAttr(at))
+		return true
+	})
+	return m.h.Handle(ctx, out)
+}
+
+func (m maskHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	masked := make([]slog.Attr, len(attrs))
+	for i, at := range attrs {
+		masked[i] = m.maskAttr(at)
+	}
+	return maskHandler{h: m.h.WithAttrs(masked), s: m.s}
+}
+
+func (m maskHandler) WithGroup(name string) slog.Handler {
+	return maskHandler{h: m.h.WithGroup(name), s: m.s}
+}
+
+func (m maskHandler) maskAttr(at slog.Attr) slog.Attr {
+	v := at.Value.Resolve()
+	switch v.Kind() {
+	case slog.KindString:
+		return slog.String(at.Key, m.s.mask(v.String()))
+	case slog.KindAny:
+		switch x := v.Any().(type) {
+		case error:
+			return slog.String(at.Key, m.s.mask(x.Error()))
+		case fmt.Stringer:
+			return slog.String(at.Key, m.s.mask(x.String()))
+		case []string:
+			out := make([]string, len(x))
+			for i, e := range x {
+				out[i] = m.s.mask(e)
+			}
+			return slog.Any(at.Key, out)
+		}
+	case slog.KindGroup:
+		g := v.Group()
+		out := make([]any, len(g))
+		for i, e := range g {
+			out[i] = m.maskAttr(e)
+		}
+		return slog.Group(at.Key, out...)
+	}
+	return at
 }
 
 // applyWithServices applies a build and handles the app's services: the
@@ -381,7 +545,7 @@ func (a *Agent) reconfigure(ctx context.Context, m *api.Manifest, app *api.Resol
 // no coordinate is given.
 func (a *Agent) localServiceRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) {
-		local.WriteJSON(w, http.StatusOK, a.svc.sup.States())
+		local.WriteJSON(w, http.StatusOK, a.ServiceStates())
 	})
 	mux.HandleFunc("POST /v1/services/{action}", func(w http.ResponseWriter, r *http.Request) {
 		action := r.PathValue("action")
@@ -424,9 +588,9 @@ func (a *Agent) localServiceRoutes(mux *http.ServeMux) {
 				Message: fmt.Sprintf("service-%s %s (node-local verb)", action, c)})
 		}
 		if err := errors.Join(errs...); err != nil {
-			local.WriteError(w, api.Errorf(api.EINVALID, err.Error()))
+			local.WriteError(w, api.Errorf(api.EINVALID, a.svc.secrets.mask(err.Error())))
 			return
 		}
-		local.WriteJSON(w, http.StatusOK, a.svc.sup.States())
+		local.WriteJSON(w, http.StatusOK, a.ServiceStates())
 	})
 }

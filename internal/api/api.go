@@ -127,6 +127,10 @@ type Param struct {
 	Allowed     []any    `json:"allowed,omitempty" yaml:"allowed"`
 	Description string   `json:"description,omitempty" yaml:"description"`
 	Required    bool     `json:"required,omitempty" yaml:"required"`
+	// Secret values never appear on a command line, in events or in
+	// logs: services and scripts get them through DROVER_PARAM_<NAME>
+	// and a 0600 file, <runtime-dir>/etc/params/<NAME>.
+	Secret bool `json:"secret,omitempty" yaml:"secret"`
 }
 
 // Template is rendered with the parameters at configure.
@@ -145,6 +149,21 @@ type Service struct {
 	Restart string `json:"restart,omitempty" yaml:"restart"`
 	// NetChecks are checked from other devices (api/netcheck.go).
 	NetChecks []NetCheck `json:"net_checks,omitempty" yaml:"net-checks"`
+	// Ports are TCP ports the service listens on: a start counts as
+	// successful only once each accepts connections on loopback within
+	// Startup (a duration like 30s; default 30s).
+	Ports   []int  `json:"ports,omitempty" yaml:"ports"`
+	Startup string `json:"startup,omitempty" yaml:"startup"`
+	// Console bounds the files of the service's console/ folder.
+	Console *ServiceConsole `json:"console,omitempty" yaml:"console"`
+}
+
+// ServiceConsole is how a service's console logs rotate: a file that
+// reaches MaxSize (like 10MB; default 10MB) is renamed to .1 (older ones
+// shift up) and Keep old files are kept (default 5).
+type ServiceConsole struct {
+	MaxSize string `json:"max_size,omitempty" yaml:"max-size"`
+	Keep    *int   `json:"keep,omitempty" yaml:"keep"`
 }
 
 // Script names of a package, in no particular order.

@@ -37,6 +37,14 @@ const (
 	// KindQuota: the server refused a device's events or reports past
 	// one of its quotas; one such warning per device and window.
 	KindQuota = "quota-exceeded"
+	// KindServiceExited: a supervised service's process ended without
+	// being asked to (a crash, a signal, an exit): error/high when it
+	// failed and is not restarted, warn/medium when a restart follows,
+	// info/medium for a clean exit left alone.
+	KindServiceExited = "service-exited"
+	// KindServiceRestarted: the supervisor started a service again per
+	// its restart policy (info/medium), or could not (error/high).
+	KindServiceRestarted = "service-restarted"
 )
 
 // Event is anything that happened, stored with a monotonically increasing ID.

@@ -33,6 +33,10 @@ type ServiceState struct {
 	// Error says why a failed service failed: exit status and the tail
 	// of its console.
 	Error string `json:"error,omitempty" yaml:"error,omitempty"`
+	// LastError is the service's last failure (exit status, signal or
+	// why a start failed), kept after a restart; LastErrorTime is when.
+	LastError     string    `json:"last_error,omitempty" yaml:"last_error,omitempty"`
+	LastErrorTime time.Time `json:"last_error_time,omitzero" yaml:"last_error_time,omitempty"`
 	// Health is the verdict of the service's health command while the
 	// service runs (healthy, unhealthy or unknown); empty when it does
 	// not run.

@@ -37,6 +37,12 @@ func (e *Engine) keepTemplates(m *api.Manifest, ts []param.Rendered) ([]api.File
 	if err := os.MkdirAll(e.renderedDir(), 0o700); err != nil {
 		return nil, err
 	}
+	// A template may render a secret parameter: then only its owner
+	// reads it, as in prefix mode (param.PrivateTemplates).
+	mode := uint32(templateMode)
+	if param.HasSecret(m.Params) {
+		mode = 0o600
+	}
 	var out []api.File
 	seen := map[string]bool{}
 	for _, t := range ts {
@@ -53,7 +59,7 @@ func (e *Engine) keepTemplates(m *api.Manifest, ts []param.Rendered) ([]api.File
 				return nil, fmt.Errorf("template %s: %w", t.Dest, err)
 			}
 		}
-		out = append(out, api.File{Path: t.Dest, Type: api.TypeFile, Mode: templateMode, Size: int64(len(t.Data)), Digest: d})
+		out = append(out, api.File{Path: t.Dest, Type: api.TypeFile, Mode: mode, Size: int64(len(t.Data)), Digest: d})
 	}
 	slices.SortFunc(out, func(a, b api.File) int { return strings.Compare(a.Path, b.Path) })
 	return out, nil

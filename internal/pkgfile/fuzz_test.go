@@ -20,6 +20,7 @@ func FuzzParseSpec(f *testing.F) {
 	f.Add([]byte("group: g\nname: n\nversion: 1.0.0\n"))
 	f.Add([]byte("group: g\nname: n\nversion: 1.0.0\nparams:\n  p: {type: list, default: [1, a, true]}\n"))
 	f.Add([]byte("group: g\nname: n\nversion: 1.0.0\nservices:\n  - {name: w, start: bin/w, net-checks: [{tcp: 80}, {http: /h, port: 81}]}\n"))
+	f.Add([]byte("group: g\nname: n\nversion: 1.0.0\nservices:\n  - {name: a, start: b, ports: [80], startup: 5s, console: {max-size: 1MiB, keep: 3}}\n"))
 	f.Add([]byte("a: &a [*a, *a]\n"))
 	f.Add([]byte("{"))
 	f.Fuzz(func(t *testing.T, data []byte) {

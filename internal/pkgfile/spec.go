@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/Masterminds/semver/v3"
 	"go.yaml.in/yaml/v3"
@@ -315,5 +316,99 @@ func validateService(s api.Service, seen map[string]bool) error {
 	if err := validateNetChecks(s); err != nil { // netchecks.go
 		return err
 	}
+	if len(s.Ports) > maxServicePorts {
+		return fmt.Errorf("service %s: ports: at most %d", s.Name, maxServicePorts)
+	}
+	seenPort := map[int]bool{}
+	for _, p := range s.Ports {
+		if p < 1 || p > 65535 {
+			return fmt.Errorf("service %s: ports: %d: want a TCP port from 1 to 65535", s.Name, p)
+		}
+		if seenPort[p] {
+			return fmt.Errorf("service %s: ports: %d is listed twice", s.Name, p)
+		}
+		seenPort[p] = true
+	}
+	if s.Startup != "" && len(s.Ports) == 0 {
+		return fmt.Errorf("service %s: startup: it bounds the wait for ports: declare ports", s.Name)
+	}
+	if _, err := StartupTimeout(s); err != nil {
+		return fmt.Errorf("service %s: %w", s.Name, err)
+	}
+	if _, _, err := ConsoleLimits(s); err != nil {
+		return fmt.Errorf("service %s: %w", s.Name, err)
+	}
 	return nil
+}
+
+// Service settings' defaults and bounds.
+const (
+	// DefaultStartup is how long a service with ports has to accept
+	// connections on them.
+	DefaultStartup = 30 * time.Second
+	maxStartup     = time.Hour
+	// DefaultConsoleMaxSize and DefaultConsoleKeep: console files rotate
+	// at 10MB and five old ones are kept.
+	DefaultConsoleMaxSize = 10_000_000
+	DefaultConsoleKeep    = 5
+	minConsoleMaxSize     = 1000
+	maxConsoleKeep        = 100
+	maxServicePorts       = 16
+)
+
+// StartupTimeout returns how long a start of s has for its ports to
+// accept connections: its startup, or DefaultStartup.
+func StartupTimeout(s api.Service) (time.Duration, error) {
+	if s.Startup == "" {
+		return DefaultStartup, nil
+	}
+	d, err := time.ParseDuration(s.Startup)
+	if err != nil || d <= 0 || d > maxStartup {
+		return 0, fmt.Errorf("startup %q: want a duration like 30s or 2m, at most 1h", s.Startup)
+	}
+	return d, nil
+}
+
+// ConsoleLimits returns the size at which s's console files rotate and
+// how many old ones are kept, defaults filled in.
+func ConsoleLimits(s api.Service) (maxSize int64, keep int, err error) {
+	maxSize, keep = DefaultConsoleMaxSize, DefaultConsoleKeep
+	if s.Console == nil {
+		return maxSize, keep, nil
+	}
+	if s.Console.MaxSize != "" {
+		if maxSize, err = ParseSize(s.Console.MaxSize); err != nil || maxSize < minConsoleMaxSize {
+			return 0, 0, fmt.Errorf("console: max-size %q: want a size like 10MB, 512KiB or 1000000 (at least 1kB)", s.Console.MaxSize)
+		}
+	}
+	if s.Console.Keep != nil {
+		keep = *s.Console.Keep
+		if keep < 1 || keep > maxConsoleKeep {
+			return 0, 0, fmt.Errorf("console: keep %d: want 1 to %d old files", keep, maxConsoleKeep)
+		}
+	}
+	return maxSize, keep, nil
+}
+
+// ParseSize parses a byte count: a whole number of bytes, or a number
+// with a unit, kB, MB, GB (powers of 1000) or KiB, MiB, GiB (powers of
+// 1024), case-insensitive: "10MB" is 10,000,000 bytes.
+func ParseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	lower := strings.ToLower(t)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30}, {"kb", 1e3}, {"mb", 1e6}, {"gb", 1e9}, {"b", 1}} {
+		if strings.HasSuffix(lower, u.suffix) {
+			mult, t = u.mult, strings.TrimSpace(t[:len(t)-len(u.suffix)])
+			break
+		}
+	}
+	f, err := strconv.ParseFloat(t, 64)
+	if err != nil || !(f >= 0 && f*float64(mult) <= 1<<50) { // NaN fails too
+		return 0, fmt.Errorf("size %q: want a number of bytes like 10MB, 1.5GiB or 4096", s)
+	}
+	return int64(f * float64(mult)), nil
 }

@@ -12,6 +12,8 @@ import (
 
 func ptr(f float64) *float64 { return &f }
 
+func ptrInt(n int) *int { return &n }
+
 func TestParseSpec(t *testing.T) {
 	good := []struct {
 		name string
@@ -37,7 +39,7 @@ depends:
 params:
   port:  {type: int, default: 8080, min: 1, max: 65535, description: "listen port"}
   mode:  {type: string, default: fast, allowed: [fast, safe]}
-  token: {type: string, required: true}
+  token: {type: string, required: true, secret: true}
   ratio: {type: float, default: 1}
   debug: {type: bool, default: false}
   hosts: {type: list, default: [a, 2]}
@@ -51,6 +53,7 @@ services:
     health: bin/health
     restart: always
   - {name: worker_2, start: bin/worker}
+  - {name: api, start: bin/api, ports: [8081, 9090], startup: 45s, console: {max-size: 1MiB, keep: 2}}
 `,
 			want: &Spec{
 				Group: "com.example", Name: "openvpn", Version: "1.2.0-rc.1",
@@ -59,7 +62,7 @@ services:
 				Params: map[string]api.Param{
 					"port":  {Type: "int", Default: int64(8080), Min: ptr(1), Max: ptr(65535), Description: "listen port"},
 					"mode":  {Type: "string", Default: "fast", Allowed: []any{"fast", "safe"}},
-					"token": {Type: "string", Required: true},
+					"token": {Type: "string", Required: true, Secret: true},
 					"ratio": {Type: "float", Default: 1.0},
 					"debug": {Type: "bool", Default: false},
 					"hosts": {Type: "list", Default: []any{"a", int64(2)}},
@@ -69,6 +72,8 @@ services:
 				Services: []api.Service{
 					{Name: "web", Start: "bin/start", Stop: "bin/stop", Health: "bin/health", Restart: "always"},
 					{Name: "worker_2", Start: "bin/worker", Restart: "on-failure"},
+					{Name: "api", Start: "bin/api", Restart: "on-failure", Ports: []int{8081, 9090}, Startup: "45s",
+						Console: &api.ServiceConsole{MaxSize: "1MiB", Keep: ptrInt(2)}},
 				},
 			},
 		},
@@ -131,6 +136,18 @@ services:
 		{"service twice", head + "services:\n  - {name: a, start: x}\n  - {name: a, start: y}\n", []string{"services[1]", "two services"}},
 		{"service bad restart", head + "services:\n  - {name: a, start: x, restart: sometimes}\n", []string{"restart"}},
 		{"service start absolute", head + "services:\n  - {name: a, start: /bin/sh}\n", []string{"absolute"}},
+		{"service port 0", head + "services:\n  - {name: a, start: x, ports: [0]}\n", []string{"services[0]", "ports: 0", "1 to 65535"}},
+		{"service port too big", head + "services:\n  - {name: a, start: x, ports: [70000]}\n", []string{"ports: 70000"}},
+		{"service port twice", head + "services:\n  - {name: a, start: x, ports: [80, 80]}\n", []string{"listed twice"}},
+		{"service port not a number", head + "services:\n  - {name: a, start: x, ports: [http]}\n", []string{"line 5"}},
+		{"service bad startup", head + "services:\n  - {name: a, start: x, ports: [80], startup: soon}\n", []string{"startup \"soon\""}},
+		{"service startup negative", head + "services:\n  - {name: a, start: x, ports: [80], startup: -5s}\n", []string{"startup"}},
+		{"service startup without ports", head + "services:\n  - {name: a, start: x, startup: 5s}\n", []string{"declare ports"}},
+		{"console bad size", head + "services:\n  - {name: a, start: x, console: {max-size: big}}\n", []string{"max-size \"big\""}},
+		{"console size too small", head + "services:\n  - {name: a, start: x, console: {max-size: 10}}\n", []string{"at least 1kB"}},
+		{"console keep 0", head + "services:\n  - {name: a, start: x, console: {keep: 0}}\n", []string{"keep 0"}},
+		{"console unknown field", head + "services:\n  - {name: a, start: x, console: {max_size: 1MB}}\n", []string{"max_size"}},
+		{"param secret not bool", head + "params:\n  t: {type: string, secret: maybe}\n", []string{"line 5"}},
 		{"too large", head + "#" + strings.Repeat("x", maxSpecSize), []string{"larger"}},
 	}
 	for _, tc := range bad {
@@ -148,5 +165,30 @@ services:
 				}
 			}
 		})
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"10MB", 10_000_000, true},
+		{"512KiB", 512 << 10, true},
+		{"1.5GiB", 3 << 29, true},
+		{"4096", 4096, true},
+		{" 2 kb ", 2000, true},
+		{"", 0, false},
+		{"-1MB", 0, false},
+		{"NaN", 0, false},
+		{"ten", 0, false},
+		{"1e300", 0, false},
+	}
+	for _, tt := range tests {
+		got, err := ParseSize(tt.in)
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("ParseSize(%q) = %d, %v, want %d, ok %v", tt.in, got, err, tt.want, tt.ok)
+		}
 	}
 }

@@ -262,6 +262,7 @@ var metricKinds = map[string]bool{
 	api.KindKeepalive: true, api.KindTerminateRequested: true, api.KindTerminateDelayed: true,
 	api.KindTerminating: true, api.KindTerminated: true, api.KindHookFailed: true,
 	api.KindTerminateCleared: true, KindHook: true, KindOutbox: true, "step-progress": true,
+	api.KindServiceExited: true, api.KindServiceRestarted: true,
 }
 
 func metricKind(kind string) string {

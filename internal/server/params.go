@@ -57,8 +57,31 @@ func (s *Server) handleGetParams(w http.ResponseWriter, r *http.Request, _ peer)
 		}
 		out.Packages = all
 	}
+	for pkg, v := range out.Packages {
+		s.maskSecrets(ctx, pkg, v)
+	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// maskSecrets replaces, in vals, the value of each parameter a pushed
+// build of pkg declares secret with "***": secret values are set, never
+// read back.
+func (s *Server) maskSecrets(ctx context.Context, pkg string, vals map[string]any) {
+	for _, c := range s.res.candidates() {
+		if c.Name != pkg {
+			continue
+		}
+		m, err := s.res.manifest(ctx, c.Digest)
+		if err != nil {
+			continue
+		}
+		for name, p := range m.Params {
+			if _, ok := vals[name]; ok && p.Secret {
+				vals[name] = "***"
+			}
+		}
+	}
 }
 
 func (s *Server) handleSetParams(w http.ResponseWriter, r *http.Request, p peer) error {
@@ -113,6 +136,7 @@ func (s *Server) handleSetParams(w http.ResponseWriter, r *http.Request, p peer)
 	if err := s.emit(ctx, api.Event{Device: device, Kind: api.KindState, Level: api.LevelInfo, Priority: api.PriorityLow, Message: msg}); err != nil {
 		return err
 	}
+	s.maskSecrets(ctx, pkg, cur)
 	writeJSON(w, http.StatusOK, ParamValues{Device: device, Packages: map[string]map[string]any{pkg: cur}})
 	return nil
 }

@@ -158,10 +158,10 @@ func (s *Supervisor) healthRestart(p *supervised, gen int) {
 		return
 	}
 	p.healthKill = true
-	sp, pid, done, out := p.spec, p.pid, p.done, p.healthOut
+	sp, pid, pgid, done, out := p.spec, p.pid, p.pgid, p.done, p.healthOut
 	s.mu.Unlock()
 	s.log.Warn("service unhealthy, restarting it", "service", sp.Coordinate, "checks", healthRestartAfter, "output", out)
-	if err := s.terminate(context.Background(), sp, pid, done); err != nil {
+	if err := s.terminate(context.Background(), sp, pid, pgid, done); err != nil {
 		s.log.Warn("stop an unhealthy service", "service", sp.Coordinate, "err", err)
 	}
 }

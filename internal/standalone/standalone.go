@@ -79,7 +79,8 @@ func Open(ctx context.Context, cfg Config) (*Standalone, error) {
 	if err := eng.Recover(ctx); err != nil {
 		return nil, fmt.Errorf("recover interrupted install: %w", err)
 	}
-	sup, err := service.New(service.Config{RuntimeRoot: f.RuntimeRoot})
+	// Detached: no supervisor stays once the command exits.
+	sup, err := service.New(service.Config{RuntimeRoot: f.RuntimeRoot, Detached: true})
 	if err != nil {
 		return nil, err
 	}
@@ -101,15 +102,8 @@ func (s *Standalone) specs(name, instance string) []service.Spec {
 			return nil
 		}
 		loc, _ := s.engine.Location(name, instance)
-		var out []service.Spec
-		for _, sv := range m.Services {
-			out = append(out, service.Spec{
-				Coordinate: service.Coordinate(name, instance, sv.Name, nil), Package: name, Version: app.Version,
-				Instance: instance, Service: sv.Name, Location: loc, Start: sv.Start, Stop: sv.Stop, Restart: sv.Restart,
-				Params: s.engine.Params(name, instance),
-			})
-		}
-		return out
+		return service.Specs(m, service.App{Name: name, Version: app.Version, Instance: instance, Location: loc,
+			Params: s.engine.Params(name, instance)})
 	}
 	return nil
 }
@@ -264,7 +258,10 @@ func (s *Standalone) Install(ctx context.Context, req Request) (Result, error) {
 	data := param.Data{Params: vals, Device: param.Device{ID: s.device}, Package: param.Package{Name: name, Version: m.Version}, Instance: instance}
 	open := func(ctx context.Context, d string) (io.ReadCloser, error) { return s.cache.Open(ctx, d) }
 	configure := func(ctx context.Context, loc string) error {
-		return param.WriteTemplates(ctx, loc, m, data, open)
+		if err := param.WriteTemplates(ctx, loc, m, data, open); err != nil {
+			return err
+		}
+		return param.PrivateTemplates(loc, m)
 	}
 	// Root mode: rendered templates are files the package owns,
 	// installed under the engine's ownership and journal rules.
