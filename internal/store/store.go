@@ -117,6 +117,7 @@ type Store interface {
 
 	Outbox
 	Params
+	Rollouts
 }
 
 // Write is one change for Commit. Removals happen before puts.
