@@ -120,7 +120,9 @@ func Started(r *api.Rollout) Note {
 
 // Active reports whether r still runs or may run again (running or
 // paused): its documents are held.
-func Active(r *api.Rollout) bool { return r.Phase == api.RolloutRunning || r.Phase == api.RolloutPaused }
+func Active(r *api.Rollout) bool {
+	return r.Phase == api.RolloutRunning || r.Phase == api.RolloutPaused
+}
 
 // admitted reports whether a device outcome means it holds the rollout's
 // documents.
