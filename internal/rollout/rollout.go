@@ -79,15 +79,15 @@ type Note struct {
 	Message  string
 }
 
-// Event kinds of rollouts.
+// Event kinds of rollouts (api.KindRollout*).
 const (
-	KindStarted = "rollout-started"
-	KindWave    = "rollout-wave" // a wave began or passed
-	KindPaused  = "rollout-paused"
-	KindResumed = "rollout-resumed"
-	KindFailed  = "rollout-failed"
-	KindDone    = "rollout-done"
-	KindAborted = "rollout-aborted"
+	KindStarted = api.KindRolloutStarted
+	KindWave    = api.KindRolloutWave
+	KindPaused  = api.KindRolloutPaused
+	KindResumed = api.KindRolloutResumed
+	KindFailed  = api.KindRolloutFailed
+	KindDone    = api.KindRolloutDone
+	KindAborted = api.KindRolloutAborted
 )
 
 // Result is what a transition asks the driver to do.
