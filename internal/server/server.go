@@ -58,6 +58,7 @@ type Server struct {
 	res   *resolver
 	ev    *eventsState // events.go
 	node  nodeServer   // node.go
+	ro    rollouts     // rollouts.go
 
 	mu   sync.Mutex
 	http *http.Server
@@ -89,6 +90,9 @@ func New(ctx context.Context, cfg Config, st store.Store, blobs blob.Store) (*Se
 	if err := s.res.loadCandidates(ctx); err != nil {
 		return nil, err
 	}
+	if err := s.initRollouts(ctx); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -113,7 +117,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	// Terminations held by keepalive timers of an earlier run (node.go).
 	resumed := make(chan struct{})
 	go func() { s.resumeTerminations(evCtx); close(resumed) }()
-	defer func() { stopEvents(); <-evDone; <-resumed; s.stopTimers() }()
+	// Rollouts: one driver loop (rollouts.go).
+	rolloutsDone := make(chan struct{})
+	go func() { s.runRollouts(evCtx); close(rolloutsDone) }()
+	defer func() { stopEvents(); <-evDone; <-resumed; <-rolloutsDone; s.stopTimers() }()
 	errc := make(chan error, 1)
 	go func() {
 		if s.cfg.TLS != nil {
@@ -162,6 +169,7 @@ func (s *Server) Handler() http.Handler {
 	s.eventRoutes(mux)
 	s.nodeRoutes(mux)
 	s.paramRoutes(mux)
+	s.rolloutRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.Errorf(api.ENOTFOUND, fmt.Sprintf("no such call: %s %s", r.Method, r.URL.Path)))
 	})
