@@ -313,6 +313,9 @@ type Device struct {
 	Termination  *Termination  `json:"termination,omitempty" yaml:"termination,omitempty"`
 	// Services are the package services the agent supervises (api/service.go).
 	Services []ServiceState `json:"services,omitempty" yaml:"services,omitempty"`
+	// Effective is the device's effective desired state, each app with
+	// the document that gave it; set by GET /v1/devices/{id} only.
+	Effective []EffectiveApp `json:"effective,omitempty" yaml:"effective,omitempty"`
 }
 
 // MissingRequest asks which of these blobs the server lacks.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -50,12 +51,16 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request, p peer) er
 	}
 	// Keep what the server owns (keepalive, termination); health (node.go).
 	nodeEvs, runHook := s.nodeReport(old, &d, rep)
-	tagsChanged := isNew || !slices.Equal(old.Tags, tags)
+	// Tags and labels decide the resolution (tag match, group selectors):
+	// when they change, resolve with the reported ones before they are
+	// stored, so the record and its events go in one commit, and keep that
+	// resolution for the device's long-poll.
+	inputsChanged := isNew || !slices.Equal(old.Tags, tags) || !maps.Equal(old.Labels, d.Labels)
 	var res *resolution
-	if tagsChanged {
-		// Resolve with the reported tags before they are stored, so the
-		// record and its events go in one commit.
-		res, err = s.res.with(ctx, id, tags)
+	var t ticket
+	if inputsChanged {
+		t = s.res.ticket(id)
+		res, err = s.res.compute(ctx, inputOf(d), s.res.documents())
 	} else {
 		res, err = s.res.get(ctx, id)
 	}
@@ -77,8 +82,8 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request, p peer) er
 	if err := s.commit(ctx, store.Write{Device: &d, Events: evs}); err != nil {
 		return err
 	}
-	if tagsChanged {
-		s.res.invalidate(id)
+	if inputsChanged {
+		s.res.swap(t, res)
 		s.hub.notify(id)
 	}
 	if runHook {

@@ -59,6 +59,11 @@ type Server struct {
 	ev    *eventsState // events.go
 	node  nodeServer   // node.go
 	ro    rollouts     // rollouts.go
+	sizes blobSizes    // plan.go
+
+	// docMu serializes document writes: each is checked against the
+	// documents it replaces.
+	docMu sync.Mutex
 
 	mu   sync.Mutex
 	http *http.Server
@@ -82,12 +87,15 @@ func New(ctx context.Context, cfg Config, st store.Store, blobs blob.Store) (*Se
 		cfg.Now = time.Now
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, store: st, blobs: blobs, hub: newHub()}
-	s.res = newResolver(st)
+	s.res = newResolver(st, s.stagedDocuments)
 	var err error
 	if s.ev, err = s.newEvents(ctx); err != nil {
 		return nil, err
 	}
 	if err := s.res.loadCandidates(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.res.loadDocuments(ctx); err != nil {
 		return nil, err
 	}
 	if err := s.initRollouts(ctx); err != nil {
@@ -165,6 +173,11 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/devices/{id}/state", s.admin(s.handleGetState))
 	mux.HandleFunc("PUT /v1/devices/{id}/state", s.admin(s.handleSetState))
 	mux.HandleFunc("PUT /v1/states", s.admin(s.handleSetStates))
+	mux.HandleFunc("DELETE /v1/devices/{id}", s.admin(s.handleRemoveDevice))
+	mux.HandleFunc("GET /v1/documents", s.admin(s.handleDocuments))
+	mux.HandleFunc("GET /v1/documents/{kind}/{name}", s.admin(s.handleDocument))
+	mux.HandleFunc("DELETE /v1/documents/{kind}/{name}", s.admin(s.handleRemoveDocument))
+	mux.HandleFunc("POST /v1/plan", s.admin(s.handlePlan))
 	mux.HandleFunc("GET /v1/events", s.admin(s.handleEvents))
 	s.eventRoutes(mux)
 	s.nodeRoutes(mux)
