@@ -34,6 +34,9 @@ type rollouts struct {
 	staged map[string][]string // device -> rollouts giving it documents, oldest first
 	wake   chan struct{}       // the driver looks again
 	gate   *hook.Runner        // nil: no gate hooks
+	// finishing names the rollout whose documents are being stored as
+	// it ends done: it no longer holds them against that write.
+	finishing string
 }
 
 func (s *Server) initRollouts(ctx context.Context) error {
@@ -129,7 +132,7 @@ func (s *Server) rolloutHolds(keys []string) (name string, held bool) {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	for _, r := range rs.byName {
-		if !rollout.Active(r) {
+		if !rollout.Active(r) || r.Name == rs.finishing {
 			continue
 		}
 		for _, d := range r.Documents {
@@ -313,7 +316,14 @@ func (s *Server) changeRollout(ctx context.Context, name string, change func(r *
 	if res.Done {
 		// The documents become the stored state, pinned as the rollout
 		// rolled them; a crash before the save below only repeats this.
-		if err := s.setDocuments(ctx, cur.Documents, "rollout/"+cur.Name); err != nil {
+		s.ro.mu.Lock()
+		s.ro.finishing = cur.Name
+		s.ro.mu.Unlock()
+		err := s.setDocuments(ctx, cur.Documents, "rollout/"+cur.Name)
+		s.ro.mu.Lock()
+		s.ro.finishing = ""
+		s.ro.mu.Unlock()
+		if err != nil {
 			return fmt.Errorf("rollout %s done: store its documents: %w", cur.Name, err)
 		}
 	}
@@ -581,6 +591,11 @@ func (s *Server) handleStartRollout(w http.ResponseWriter, r *http.Request, p pe
 	if err != nil {
 		return err
 	}
+	// Staged documents resolve against the builds that exist now, as a
+	// document set now would.
+	for i := range docs {
+		docs[i].Set, docs[i].SetBy = s.now().UTC(), p.name
+	}
 	spec.Documents = docs
 	plan, err := s.planDocuments(ctx, docs)
 	if err != nil {
@@ -594,6 +609,9 @@ func (s *Server) handleStartRollout(w http.ResponseWriter, r *http.Request, p pe
 	for _, dp := range plan.Devices {
 		for _, e := range dp.Errors {
 			errs = append(errs, dp.Device+": "+e)
+		}
+		for _, c := range dp.Conflicts {
+			errs = append(errs, dp.Device+": file conflict: "+c)
 		}
 		if len(dp.Steps) > 0 {
 			devices = append(devices, dp.Device)
