@@ -129,11 +129,16 @@ func parseRolloutDocuments(data []byte) ([]api.Document, error) {
 	var out []api.Document
 	for {
 		var d struct {
-			ID         string           `yaml:"id"`
-			Group      string           `yaml:"group"`
-			Selector   *string          `yaml:"selector"`
-			SystemTags []string         `yaml:"systemtags"`
-			Apps       []api.DesiredApp `yaml:"apps"`
+			ID       string           `yaml:"id"`
+			Group    string           `yaml:"group"`
+			Selector *string          `yaml:"selector"`
+			Apps     []api.DesiredApp `yaml:"apps"`
+			// What `state get` prints beside a document: ignored.
+			SystemTags []string  `yaml:"systemtags"`
+			Kind       string    `yaml:"kind"`
+			Pinned     []api.Pin `yaml:"pinned"`
+			Set        string    `yaml:"set"`
+			SetBy      string    `yaml:"set_by"`
 		}
 		err := dec.Decode(&d)
 		if errors.Is(err, io.EOF) {

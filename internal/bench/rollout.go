@@ -9,8 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/drover-dev/drover/internal/agent"
@@ -345,7 +345,7 @@ func writeServicePackage(dir, version string, bad bool) (string, error) {
 		data string
 		mode os.FileMode
 	}{
-		pkgfile.SpecFile: {fmt.Sprintf("group: com.example.bench\nname: svc\nversion: %s\nservices:\n  - {name: svc, start: bin/svc, health: bin/health, restart: never}\n", version), 0o644},
+		pkgfile.SpecFile:   {fmt.Sprintf("group: com.example.bench\nname: svc\nversion: %s\nservices:\n  - {name: svc, start: bin/svc, health: bin/health, restart: never}\n", version), 0o644},
 		"files/bin/svc":    {"#!/bin/sh\nexec sleep 100000\n", 0o755},
 		"files/bin/health": {health, 0o755},
 	}

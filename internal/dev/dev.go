@@ -249,6 +249,11 @@ func printNext(out io.Writer, dir, addr, ca, cert, key, home, root string) {
   go run ./cmd/drover state set -f /tmp/state.yaml
   %[6]s/software/com/example/hello/current/bin/hello
 
+  # a rollout: back to 1.0.0 in health-gated waves, each soaked 10s
+  sed 's/version: 1.1.0/version: 1.0.0/' /tmp/state.yaml > /tmp/rollout.yaml
+  go run ./cmd/drover rollout start -f /tmp/rollout.yaml --name hello-back --soak 10s --wait
+  go run ./cmd/drover rollout status hello-back
+
 Root-mode files land under %[7]s. Sample sources: %[8]s/packages.
 Press Ctrl-C to stop; the folder %[8]s stays for you to look at.
 `, addr, ca, cert, key, Device, home, root, dir)
