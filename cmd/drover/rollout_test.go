@@ -238,3 +238,57 @@ func TestRolloutFleet(t *testing.T) {
 		}
 	}
 }
+
+func TestRolloutUsageErrors(t *testing.T) {
+	doc := filepath.Join(t.TempDir(), "d.yaml")
+	if err := os.WriteFile(doc, []byte("id: d1\napps: []\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"rollout"}, "verb"},
+		{[]string{"rollout", "start"}, "-f"},
+		{[]string{"rollout", "start", "-f", doc, "--waves", "10%,5%,100%"}, "grow"},
+		{[]string{"rollout", "start", "-f", doc, "--waves", "0"}, `wave "0"`},
+		{[]string{"rollout", "start", "-f", doc, "--on-failure", "retry"}, "retry"},
+		{[]string{"rollout", "start", "-f", doc, "--max-failures", "lots"}, "max failures"},
+		{[]string{"rollout", "start", "-f", doc, "--soak", "0s"}, "--soak"},
+		{[]string{"rollout", "start", "-f", doc, "--name", "Not_OK"}, "rollout name"},
+		{[]string{"rollout", "start", "-f", doc, "-o", "xml"}, "xml"},
+		{[]string{"rollout", "status"}, "arg"},
+		{[]string{"rollout", "abort", "a", "b"}, "arg"},
+		{[]string{"rollout", "ls", "-o", "xml"}, "xml"},
+	} {
+		r := runBin(t, nil, "", tt.args...)
+		oneLine(t, strings.Join(tt.args, " "), r, 2, tt.want)
+	}
+	// A malformed file is bad input: exit 1, before any server is asked.
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(bad, []byte("id: d1\napps:\n  - {name: nocolon}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	oneLine(t, "rollout start -f bad.yaml", runBin(t, nil, "", "rollout", "start", "-f", bad), 1, "nocolon")
+}
+
+func FuzzParseRolloutDocuments(f *testing.F) {
+	for _, s := range []string{
+		"id: d1\napps:\n  - {name: com.example:app, version: 1.0.0}\n",
+		"group: web\nselector: \"env=prod\"\napps: []\n---\nid: d2\napps: []\n",
+		"group: web\napps: []\n", "id: a\ngroup: b\n", "bogus: 1\n", "---\n", "id: d1\npinned: [{name: a:b, constraint: ^1, version: 1.0.0}]\napps: []\n",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		docs, err := parseRolloutDocuments([]byte(s))
+		if err != nil {
+			return
+		}
+		for _, d := range docs {
+			if (d.Kind == api.DocDevice) == (d.Kind == api.DocGroup) || d.Apps == nil {
+				t.Fatalf("parseRolloutDocuments(%q) gave %+v", s, d)
+			}
+		}
+	})
+}
