@@ -3,7 +3,7 @@
 //
 //	drover-bench fleet [-n 100,1000,5000] [-drover PATH] [-dir DIR] [-timeout 120s] [-set-workers 16]
 //	drover-bench install [-files 5000] [-size 200MB] [-dir DIR] [-runs 3] [-warm]
-//	drover-bench rollout [-n 1000] [-waves 1,10%,50%,100%] [-soak 10s] [-health-interval 2s]
+//	drover-bench rollout [-n 1000] [-waves 1,10%,50%,100%] [-soak 10s] [-health-interval 2s] [-max-failures 0]
 //
 // Exit 0 on success, 1 on failure, 2 on bad usage; an error is one line
 // on stderr.
@@ -28,7 +28,7 @@ const usage = `usage:
   drover-bench fleet [-n 100,1000,5000] [-drover PATH] [-dir DIR] [-timeout 120s] [-set-workers 16] [-bulk]
   drover-bench install [-files 5000] [-size 200MB] [-dir DIR] [-runs 3] [-warm]
   drover-bench events -amqp URL [-n 50000] [-probes 500]
-  drover-bench rollout [-n 1000] [-waves 1,10%,50%,100%] [-soak 10s] [-health-interval 2s] [-drover PATH] [-dir DIR] [-timeout 10m]
+  drover-bench rollout [-n 1000] [-waves 1,10%,50%,100%] [-soak 10s] [-health-interval 2s] [-max-failures 0] [-drover PATH] [-dir DIR] [-timeout 10m]
 `
 
 func main() {
@@ -123,6 +123,7 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer) error {
 		waves := fs.String("waves", "1,10%,50%,100%", "waves of both rollouts")
 		soak := fs.Duration("soak", 10*time.Second, "soak of each wave")
 		hi := fs.Duration("health-interval", 2*time.Second, "how often each agent checks its service")
+		maxf := fs.String("max-failures", "0", "failed devices a wave of the good rollout may have")
 		drover := fs.String("drover", "", "drover binary to run as the server (default: build ./cmd/drover)")
 		dir := fs.String("dir", "", "parent of the work folder (default /dev/shm, a tmpfs)")
 		timeout := fs.Duration("timeout", 10*time.Minute, "bound of the whole run")
@@ -133,7 +134,7 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("%w: rollout: -waves: %v", bench.ErrUsage, err)
 		}
-		return bench.Rollout(ctx, bench.RolloutConfig{N: *n, Waves: ws, Soak: *soak, HealthInterval: *hi, Drover: *drover,
+		return bench.Rollout(ctx, bench.RolloutConfig{N: *n, Waves: ws, Soak: *soak, HealthInterval: *hi, MaxFailures: *maxf, Drover: *drover,
 			Dir: *dir, Timeout: *timeout, Out: stdout})
 	case "-h", "-help", "--help", "help":
 		return flag.ErrHelp

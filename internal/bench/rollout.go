@@ -29,6 +29,8 @@ type RolloutConfig struct {
 	Dir    string        // parent of the work folder; "" = /dev/shm or the temp folder
 	// HealthInterval is how often each agent checks its service; default 2s.
 	HealthInterval time.Duration
+	// MaxFailures of the good rollout (the bad one allows none); default "0".
+	MaxFailures string
 	Timeout        time.Duration // bound of the whole run; default 10m
 	Out            io.Writer
 }
@@ -149,34 +151,17 @@ func Rollout(ctx context.Context, cfg RolloutConfig) (err error) {
 	tap.watch("1.1.0")
 	cpu0 := procCPU(srv.cmd.Process.Pid)
 	spec := api.RolloutSpec{Name: "good", Documents: docs("1.1.0"), Waves: cfg.Waves, Soak: api.Duration(cfg.Soak),
-		WaveTimeout: api.Duration(5 * time.Minute)}
+		WaveTimeout: api.Duration(5 * time.Minute), MaxFailures: cfg.MaxFailures}
 	r, err := runRollout(ctx, admin, spec, func(r api.Rollout) bool { return r.Phase != api.RolloutRunning })
 	if err != nil {
 		return fl.explain(err)
 	}
 	cpu := procCPU(srv.cmd.Process.Pid) - cpu0
+	fmt.Fprintf(out, "good rollout: %s in %s (%d waves, soaks %s, max failures %s); server CPU %s\n", r.Phase, secs(r.Updated.Sub(r.Created)),
+		len(r.Stages), secs(time.Duration(len(r.Stages))*cfg.Soak), r.MaxFailures, secs(cpu))
+	printWaves(out, r, tap, cfg.Soak)
 	if r.Phase != api.RolloutDone {
 		return fmt.Errorf("good rollout ended %s: %s", r.Phase, r.Reason)
-	}
-	total := r.Updated.Sub(r.Created)
-	fmt.Fprintf(out, "good rollout: done in %s (%d waves, soaks %s); server CPU %s\n", secs(total), len(r.Stages),
-		secs(time.Duration(len(r.Stages))*cfg.Soak), secs(cpu))
-	prev := r.Created
-	for i, st := range r.Stages {
-		beyond := st.Passed.Sub(prev) - cfg.Soak
-		var last time.Time
-		for _, id := range st.Devices {
-			if h := tap.healthy(id); h.After(last) {
-				last = h
-			}
-		}
-		server := st.Started.Sub(prev)
-		if !last.IsZero() {
-			server += max(st.Soaking.Sub(last), 0)
-		}
-		fmt.Fprintf(out, "    wave %d/%d (%s, %d devices): beyond the soak %s: devices converged and reported healthy %s after the wave began; the server's own part %s\n",
-			i+1, len(r.Stages), r.Waves[i], st.Size, secs(beyond), secs(max(last.Sub(st.Started), 0)), ms(server))
-		prev = st.Passed
 	}
 
 	// A bad build, caught in the first wave.
@@ -203,6 +188,32 @@ func Rollout(ctx context.Context, cfg RolloutConfig) (err error) {
 	}
 	fmt.Fprintln(out, "    abort --revert: every device back on 1.1.0")
 	return nil
+}
+
+// printWaves prints, per wave, the time beyond its soak and how it splits
+// between the devices (converge, first health verdict, report) and the
+// server (gate, wave start, soak start).
+func printWaves(out io.Writer, r api.Rollout, tap *reportTap, soak time.Duration) {
+	prev := r.Created
+	for i, st := range r.Stages {
+		if st.Passed.IsZero() {
+			fmt.Fprintf(out, "    wave %d/%d (%s, %d devices): %d failed, not passed\n", i+1, len(r.Stages), r.Waves[i], st.Size, st.Failures)
+			break
+		}
+		var last time.Time
+		for _, id := range st.Devices {
+			if h := tap.healthy(id); h.After(last) {
+				last = h
+			}
+		}
+		server := st.Started.Sub(prev)
+		if !last.IsZero() {
+			server += max(st.Soaking.Sub(last), 0)
+		}
+		fmt.Fprintf(out, "    wave %d/%d (%s, %d devices, %d failed): beyond the soak %s: devices converged and reported healthy %s after the wave began; the server's own part %s\n",
+			i+1, len(r.Stages), r.Waves[i], st.Size, st.Failures, secs(st.Passed.Sub(prev)-soak), secs(max(last.Sub(st.Started), 0)), ms(server))
+		prev = st.Passed
+	}
 }
 
 // runRollout starts spec and polls it until end says so.
