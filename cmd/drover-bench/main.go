@@ -3,6 +3,7 @@
 //
 //	drover-bench fleet [-n 100,1000,5000] [-drover PATH] [-dir DIR] [-timeout 120s] [-set-workers 16]
 //	drover-bench install [-files 5000] [-size 200MB] [-dir DIR] [-runs 3] [-warm]
+//	drover-bench plan [-n 10000] [-runs 3] [-dir DIR]
 //	drover-bench rollout [-n 1000] [-waves 1,10%,50%,100%] [-soak 10s] [-health-interval 2s] [-max-failures 0]
 //
 // Exit 0 on success, 1 on failure, 2 on bad usage; an error is one line
@@ -28,6 +29,7 @@ const usage = `usage:
   drover-bench fleet [-n 100,1000,5000] [-drover PATH] [-dir DIR] [-timeout 120s] [-set-workers 16] [-bulk]
   drover-bench install [-files 5000] [-size 200MB] [-dir DIR] [-runs 3] [-warm]
   drover-bench events -amqp URL [-n 50000] [-probes 500]
+  drover-bench plan [-n 10000] [-runs 3] [-dir DIR]
   drover-bench rollout [-n 1000] [-waves 1,10%,50%,100%] [-soak 10s] [-health-interval 2s] [-max-failures 0] [-drover PATH] [-dir DIR] [-timeout 10m]
 `
 
@@ -118,6 +120,14 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer) error {
 			return fmt.Errorf("%w: events: give -amqp URL (or DROVER_TEST_AMQP), -n and -probes >= 1", bench.ErrUsage)
 		}
 		return bench.Events(ctx, bench.EventsConfig{URL: *url, Events: *n, Probes: *probes, Out: stdout})
+	case "plan":
+		n := fs.Int("n", 10000, "devices in the store")
+		runs := fs.Int("runs", 3, "warm plans timed after the cold one")
+		dir := fs.String("dir", "", "parent of the work folder (default: the system temp folder)")
+		if err := parse(); err != nil {
+			return err
+		}
+		return bench.Plan(ctx, bench.PlanConfig{Devices: *n, Runs: *runs, Dir: *dir, Out: stdout})
 	case "rollout":
 		n := fs.Int("n", 1000, "agents, in this process")
 		waves := fs.String("waves", "1,10%,50%,100%", "waves of both rollouts")

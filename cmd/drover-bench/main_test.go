@@ -20,6 +20,7 @@ func TestRunUsage(t *testing.T) {
 		{[]string{"fleet", "extra"}, 2, `unexpected argument "extra"`},
 		{[]string{"install", "-size", "lots"}, 2, `size "lots"`},
 		{[]string{"install", "-files", "0"}, 2, "at least 1"},
+		{[]string{"plan", "-n", "0"}, 2, "at least 1"},
 		{[]string{"help"}, 0, ""},
 		{[]string{"install", "-h"}, 0, ""},
 	}

@@ -14,7 +14,7 @@ import (
 func deviceCmd(e *env) *cobra.Command {
 	var conn connFlags
 	c := operatorCmd("device", "List and show devices", &conn)
-	c.AddCommand(deviceLsCmd(e, &conn), deviceShowCmd(e, &conn))
+	c.AddCommand(deviceLsCmd(e, &conn), deviceShowCmd(e, &conn), deviceRmCmd(e, &conn))
 	return c
 }
 
@@ -79,7 +79,17 @@ type deviceView struct {
 	SystemTags []string          `json:"systemtags" yaml:"systemtags"`
 	Labels     map[string]string `json:"labels,omitempty" yaml:"labels,omitempty"`
 	Apps       []appView         `json:"apps" yaml:"apps"`
-	Status     statusView        `json:"status" yaml:"status"`
+	// Effective is the effective desired state, each app with the
+	// document that gave it (device show only).
+	Effective []effectiveView `json:"effective,omitempty" yaml:"effective,omitempty"`
+	Status    statusView      `json:"status" yaml:"status"`
+}
+
+type effectiveView struct {
+	Name     string `json:"name" yaml:"name"`
+	Version  string `json:"version,omitempty" yaml:"version,omitempty"`
+	Instance string `json:"instance,omitempty" yaml:"instance,omitempty"`
+	Source   string `json:"source" yaml:"source"`
 }
 
 type appView struct {
@@ -118,7 +128,30 @@ func viewOf(d api.Device) deviceView {
 	if v.SystemTags == nil {
 		v.SystemTags = []string{}
 	}
+	for _, a := range d.Effective {
+		v.Effective = append(v.Effective, effectiveView{Name: a.Name, Version: a.Version, Instance: a.Instance, Source: a.Source})
+	}
 	return v
+}
+
+func deviceRmCmd(e *env, conn *connFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "rm ID",
+		Short: "Forget a device: its reports and own document go, its events stay",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := conn.client()
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			if err := cl.RemoveDevice(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "device %s removed\n", args[0])
+			return nil
+		},
+	}
 }
 
 func deviceShowCmd(e *env, conn *connFlags) *cobra.Command {

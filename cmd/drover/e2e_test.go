@@ -195,12 +195,15 @@ func TestEndToEnd(t *testing.T) {
 	// Alpha was left alone through all of it.
 	f.waitConverged("alpha", "com.example:conf=1.0.0", "com.example:tool=1.0.0")
 
+	// pkg rm of a build alpha uses is refused; --force removes it.
+	r := runBin(t, f.adminEnv(), "", "pkg", "rm", "com.example:tool:1.0.0", "--tags", "edge,linux")
+	oneLine(t, "pkg rm of a build in use", r, 1, "device alpha has it from device/alpha")
 	// pkg rm: a removed build can no longer be asked for.
-	f.op("pkg", "rm", "com.example:tool:1.0.0", "--tags", "edge,linux")
+	f.op("pkg", "rm", "com.example:tool:1.0.0", "--tags", "edge,linux", "--force")
 	if ls := f.op("pkg", "ls", "com.example:tool"); strings.Contains(ls, "edge") || !strings.Contains(ls, "com.example:tool:1.0.0") {
 		t.Errorf("after pkg rm of the edge build, pkg ls says:\n%s", ls)
 	}
-	r := runBin(t, f.adminEnv(), "", "pkg", "rm", "com.example:tool:9.9.9")
+	r = runBin(t, f.adminEnv(), "", "pkg", "rm", "com.example:tool:9.9.9")
 	oneLine(t, "pkg rm of an unknown coordinate", r, 1, "9.9.9")
 
 	// Events as YAML documents, for scripts (DESIGN §4: -o yaml|json).

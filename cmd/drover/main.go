@@ -109,6 +109,7 @@ func newRootCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		devCmd,
 		deviceCmd,
 		stateCmd,
+		planCmd,
 		eventsCmd,
 		rolloutCmd,
 	} {

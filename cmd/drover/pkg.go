@@ -176,8 +176,9 @@ func pkgLsCmd(e *env, conn *connFlags) *cobra.Command {
 
 func pkgRmCmd(e *env, conn *connFlags) *cobra.Command {
 	var tags string
+	var force bool
 	c := &cobra.Command{
-		Use:   "rm COORDINATE [--tags a,b]",
+		Use:   "rm COORDINATE [--tags a,b] [--force]",
 		Short: "Remove the builds of a coordinate (only the build with exactly --tags, when given)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -196,7 +197,7 @@ func pkgRmCmd(e *env, conn *connFlags) *cobra.Command {
 				return err
 			}
 			defer cl.Close()
-			n, err := cl.DeletePackage(cmd.Context(), args[0], tl)
+			n, err := cl.RemovePackage(cmd.Context(), args[0], tl, force)
 			if err != nil {
 				return err
 			}
@@ -205,6 +206,7 @@ func pkgRmCmd(e *env, conn *connFlags) *cobra.Command {
 		},
 	}
 	c.Flags().StringVar(&tags, "tags", "", "remove only the build with exactly these tags (comma separated)")
+	c.Flags().BoolVar(&force, "force", false, "remove builds that some device's effective desired state still uses")
 	return c
 }
 

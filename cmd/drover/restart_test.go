@@ -76,10 +76,27 @@ wait:
 			t.Fatalf("drover dev did not converge within 60s:\n%s\nstderr: %s", out.String(), stderr.String())
 		}
 	}
-	for _, want := range []string{"dev-1 converged", "export DROVER_ADDR=https://127.0.0.1:", "device ls", "state set -f"} {
+	for _, want := range []string{"dev-1 converged", "export DROVER_ADDR=https://127.0.0.1:", "device ls", "state set -f", "plan -f " + dir + "/group.yaml"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("drover dev output lacks %q:\n%s", want, out.String())
 		}
+	}
+	// The fleet commands it suggests work as printed.
+	var env []string
+	for _, l := range strings.Split(out.String(), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "export "); ok {
+			env = append(env, v)
+		}
+	}
+	group := filepath.Join(dir, "group.yaml")
+	if r := runBin(t, env, "", "state", "rm", "dev-1"); r.code != 0 {
+		t.Errorf("state rm dev-1: exit %d %s", r.code, r.stderr)
+	}
+	if r := runBin(t, env, "", "plan", "-f", group); r.code != 0 || !strings.Contains(r.stdout, "upgrade     com.example:hello 1.0.0 -> 1.1.0") || !strings.Contains(r.stdout, "1 devices change, 0 unchanged, 0 errors") {
+		t.Errorf("plan -f group.yaml: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := runBin(t, env, "", "state", "set", "-f", group); r.code != 0 || !strings.Contains(r.stdout, "group dev set (2 apps") {
+		t.Errorf("state set -f group.yaml: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	hello := filepath.Join(dir, "agent", "software", "com", "example", "hello", "current", "bin", "hello")
 	if got, err := exec.Command(hello).Output(); err != nil || !strings.Contains(string(got), "hello from drover, version 1.0.0") {

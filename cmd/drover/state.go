@@ -1,107 +1,256 @@
 package main
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
 
 	"github.com/spf13/cobra"
-	"go.yaml.in/yaml/v3"
 
 	"github.com/drover-dev/drover/internal/api"
+	fleetdocs "github.com/drover-dev/drover/internal/fleet"
 )
 
 func stateCmd(e *env) *cobra.Command {
 	var conn connFlags
-	c := operatorCmd("state", "Get and set a device's desired state", &conn)
-	c.AddCommand(stateGetCmd(e, &conn), stateSetCmd(e, &conn))
+	c := operatorCmd("state", "Get, set, list and remove desired-state documents (devices and groups)", &conn)
+	c.AddCommand(stateGetCmd(e, &conn), stateSetCmd(e, &conn), stateLsCmd(e, &conn), stateRmCmd(e, &conn))
 	return c
 }
 
+// documentView is a document as `state get` prints it: as written, with
+// the versions its constraints were pinned to.
+type documentView struct {
+	ID         string           `json:"id,omitempty" yaml:"id,omitempty"`
+	Group      string           `json:"group,omitempty" yaml:"group,omitempty"`
+	Selector   *string          `json:"selector,omitempty" yaml:"selector,omitempty"`
+	SystemTags []string         `json:"systemtags,omitempty" yaml:"systemtags,omitempty"`
+	Apps       []api.DesiredApp `json:"apps" yaml:"apps"`
+	Pinned     []api.Pin        `json:"pinned,omitempty" yaml:"pinned,omitempty"`
+}
+
+func viewOfDocument(d api.Document) documentView {
+	v := documentView{ID: d.ID, Group: d.Group, Apps: d.Apps, Pinned: d.Pinned}
+	if d.Kind == api.DocGroup {
+		sel := d.Selector
+		v.Selector = &sel
+	}
+	if v.Apps == nil {
+		v.Apps = []api.DesiredApp{}
+	}
+	return v
+}
+
 func stateGetCmd(e *env, conn *connFlags) *cobra.Command {
-	var format string
+	var format, group string
 	c := &cobra.Command{
-		Use:   "get ID",
-		Short: "Print a device's desired state as YAML",
-		Args:  cobra.ExactArgs(1),
+		Use:   "get (ID | --group NAME)",
+		Short: "Print a device's own document or a group document as YAML, with the versions it pinned",
+		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(format, outYAML, outJSON); err != nil {
 				return err
+			}
+			if (group == "") == (len(args) == 0) {
+				return usagef("state get: give a device ID or --group NAME")
 			}
 			cl, err := conn.client()
 			if err != nil {
 				return err
 			}
 			defer cl.Close()
-			st, err := cl.State(cmd.Context(), args[0])
+			kind, name := api.DocDevice, ""
+			if group != "" {
+				kind, name = api.DocGroup, group
+			} else {
+				name = args[0]
+			}
+			d, err := cl.Document(cmd.Context(), kind, name)
 			if err != nil {
 				return err
 			}
-			// systemtags come from the device's report, as in device show.
-			if d, err := cl.Device(cmd.Context(), args[0]); err == nil {
-				st.SystemTags = d.Tags
+			v := viewOfDocument(d)
+			if kind == api.DocDevice {
+				// systemtags come from the device's report, as in device show.
+				if dev, err := cl.Device(cmd.Context(), name); err == nil {
+					v.SystemTags = dev.Tags
+				}
 			}
-			return printAs(e.stdout, format, st)
+			return printAs(e.stdout, format, v)
 		},
 	}
+	c.Flags().StringVar(&group, "group", "", "print the group document NAME")
 	addOutputFlag(c, &format, outYAML)
 	return c
 }
 
+// readStateFile reads -f FILE ('-' is stdin) and parses its documents.
+func readStateFile(e *env, file string) ([]api.Document, error) {
+	var data []byte
+	var err error
+	if file == "-" {
+		data, err = io.ReadAll(io.LimitReader(e.stdin, 64<<20))
+	} else {
+		data, err = os.ReadFile(file)
+	}
+	if err != nil {
+		return nil, err
+	}
+	docs, err := fleetdocs.ParseDocuments(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	return docs, nil
+}
+
 func stateSetCmd(e *env, conn *connFlags) *cobra.Command {
-	var file string
+	var file, format string
+	var dryRun bool
 	c := &cobra.Command{
-		Use:   "set -f FILE",
-		Short: "Set desired states from a YAML file, one document per device ('-' reads stdin)",
+		Use:   "set -f FILE [--dry-run]",
+		Short: "Set device and group documents from a YAML file ('-' reads stdin); --dry-run prints the plan and changes nothing",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if file == "" {
 				return usagef("state set: -f FILE is required")
 			}
-			var data []byte
-			var err error
-			if file == "-" {
-				data, err = io.ReadAll(io.LimitReader(e.stdin, 4<<20))
-			} else {
-				data, err = os.ReadFile(file)
+			if dryRun {
+				return runPlan(cmd, e, conn, file, format)
 			}
-			if err != nil {
+			if err := checkOutput(format, outText, outYAML, outJSON); err != nil {
 				return err
 			}
-			sts, err := parseStates(data)
+			docs, err := readStateFile(e, file)
 			if err != nil {
-				return fmt.Errorf("%s: %w", file, err)
+				return err
 			}
 			cl, err := conn.client()
 			if err != nil {
 				return err
 			}
 			defer cl.Close()
-			if len(sts) > 1 {
-				// Many devices: one call, all or nothing.
-				res, err := cl.SetStates(cmd.Context(), sts)
-				if err != nil {
-					return err
-				}
-				for i, st := range sts {
-					fmt.Fprintf(e.stdout, "desired state of %s set (%d apps)\n", st.ID, len(st.Apps))
-					printResolved(e, res[i])
-				}
-				return nil
-			}
-			st := sts[0]
-			res, err := cl.SetState(cmd.Context(), st)
+			// One call, all or nothing.
+			res, err := cl.SetDocuments(cmd.Context(), docs)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(e.stdout, "desired state of %s set (%d apps)\n", st.ID, len(st.Apps))
-			printResolved(e, *res)
+			if format != outText {
+				return printAs(e.stdout, format, res)
+			}
+			for i, d := range docs {
+				if d.Kind == api.DocGroup {
+					fmt.Fprintf(e.stdout, "group %s set (%d apps, selector %q)\n", d.Group, len(d.Apps), d.Selector)
+					continue
+				}
+				fmt.Fprintf(e.stdout, "desired state of %s set (%d apps)\n", d.ID, len(d.Apps))
+				if i < len(res) {
+					printResolved(e, res[i])
+				}
+			}
 			return nil
 		},
 	}
-	c.Flags().StringVarP(&file, "file", "f", "", "desired state YAML (the shape of 'state get')")
+	c.Flags().StringVarP(&file, "file", "f", "", "device and group documents, YAML separated by ---")
+	c.Flags().BoolVar(&dryRun, "dry-run", false, "print what would change on each device (as drover plan) and change nothing")
+	addOutputFlag(c, &format, outText)
+	return c
+}
+
+func stateLsCmd(e *env, conn *connFlags) *cobra.Command {
+	var format string
+	c := &cobra.Command{
+		Use:   "ls",
+		Short: "List every document: kind, name, selector, apps, devices matched, newer fitting versions",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(format, outText, outYAML, outJSON); err != nil {
+				return err
+			}
+			cl, err := conn.client()
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			docs, err := cl.Documents(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if format != outText {
+				return printAs(e.stdout, format, docs)
+			}
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "KIND\tNAME\tSELECTOR\tAPPS\tDEVICES\tNEWER")
+			for _, d := range docs {
+				name, sel := d.ID, "-"
+				if d.Kind == api.DocGroup {
+					name, sel = d.Group, strconv.Quote(d.Selector)
+				}
+				apps := make([]string, len(d.Apps))
+				pins := map[string]string{}
+				for _, p := range d.Pinned {
+					pins[p.Name+"\x00"+p.Instance] = p.Version
+				}
+				for i, a := range d.Apps {
+					apps[i] = a.Name
+					if a.Instance != "" {
+						apps[i] += "[" + a.Instance + "]"
+					}
+					if a.Version != "" {
+						apps[i] += " " + a.Version
+					}
+					if v, ok := pins[a.Name+"\x00"+a.Instance]; ok {
+						apps[i] += "=" + v
+					}
+				}
+				newer := strings.Join(d.Newer, ", ")
+				if newer == "" {
+					newer = "-"
+				}
+				if len(apps) == 0 {
+					apps = []string{"-"}
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", d.Kind, name, sel, strings.Join(apps, ", "), d.Devices, newer)
+			}
+			return tw.Flush()
+		},
+	}
+	addOutputFlag(c, &format, outText)
+	return c
+}
+
+func stateRmCmd(e *env, conn *connFlags) *cobra.Command {
+	var group string
+	c := &cobra.Command{
+		Use:   "rm (ID | --group NAME)",
+		Short: "Remove a device's own document or a group document",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if (group == "") == (len(args) == 0) {
+				return usagef("state rm: give a device ID or --group NAME")
+			}
+			cl, err := conn.client()
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			kind, name, what := api.DocDevice, "", ""
+			if group != "" {
+				kind, name, what = api.DocGroup, group, "group "+group
+			} else {
+				name = args[0]
+				what = "desired state of " + name
+			}
+			if err := cl.RemoveDocument(cmd.Context(), kind, name); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "%s removed\n", what)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&group, "group", "", "remove the group document NAME")
 	return c
 }
 
@@ -115,56 +264,4 @@ func printResolved(e *env, res api.Resolved) {
 		}
 		fmt.Fprintf(e.stdout, "  %s %s%s\n", a.Name, a.Version, note)
 	}
-}
-
-// parseState reads one desired state (see parseStates).
-func parseState(data []byte) (api.DesiredState, error) {
-	sts, err := parseStates(data)
-	if err != nil {
-		return api.DesiredState{}, err
-	}
-	if len(sts) != 1 {
-		return api.DesiredState{}, errors.New("malformed desired state: more than one YAML document")
-	}
-	return sts[0], nil
-}
-
-// parseStates reads desired-state YAML strictly: unknown fields are
-// errors, so a typo never silently changes a fleet. Several documents
-// (separated by ---) are several devices' states.
-func parseStates(data []byte) ([]api.DesiredState, error) {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	var out []api.DesiredState
-	seen := map[string]bool{}
-	for {
-		var st api.DesiredState
-		err := dec.Decode(&st)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("malformed desired state: %w", err)
-		}
-		if st.ID == "" {
-			return nil, fmt.Errorf("desired state %d has no id", len(out)+1)
-		}
-		if seen[st.ID] {
-			return nil, fmt.Errorf("device %s has two desired states", st.ID)
-		}
-		seen[st.ID] = true
-		for i, a := range st.Apps {
-			if a.Name == "" {
-				return nil, fmt.Errorf("%s: apps[%d]: no name", st.ID, i)
-			}
-			if _, _, err := api.ParsePackageName(a.Name); err != nil {
-				return nil, fmt.Errorf("%s: apps[%d]: %w", st.ID, i, err)
-			}
-		}
-		out = append(out, st)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("empty desired state")
-	}
-	return out, nil
 }

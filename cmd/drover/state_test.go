@@ -3,6 +3,8 @@ package main
 import (
 	"strings"
 	"testing"
+
+	fleetdocs "github.com/drover-dev/drover/internal/fleet"
 )
 
 func TestParseState(t *testing.T) {
@@ -18,13 +20,12 @@ func TestParseState(t *testing.T) {
 		{"no id", "apps: []\n", "no id", 0},
 		{"bad name", "id: d\napps:\n  - name: openvpn\n", "group:name", 0},
 		{"empty", "", "empty", 0},
-		{"two documents", "id: d\napps: []\n---\nid: e\n", "more than one", 0},
 		{"second document unknown field", "id: d\napps: []\n---\nid: e\ncolour: red\n", "colour", 0},
 		{"not yaml", "id: [d\n", "malformed", 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			st, err := parseState([]byte(tt.yaml))
+			docs, err := fleetdocs.ParseDocuments([]byte(tt.yaml))
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("parseState(%q) = %v, want an error mentioning %q", tt.yaml, err, tt.wantErr)
@@ -34,7 +35,7 @@ func TestParseState(t *testing.T) {
 			if err != nil {
 				t.Fatalf("parseState(%q) = %v", tt.yaml, err)
 			}
-			if len(st.Apps) != tt.apps {
+			if st := docs[0]; len(docs) != 1 || len(st.Apps) != tt.apps {
 				t.Errorf("parseState(%q) has %d apps, want %d", tt.yaml, len(st.Apps), tt.apps)
 			}
 		})
@@ -42,11 +43,11 @@ func TestParseState(t *testing.T) {
 }
 
 func TestParseStates(t *testing.T) {
-	sts, err := parseStates([]byte("id: a\napps: []\n---\nid: b\napps:\n  - name: com.example:x\n"))
+	sts, err := fleetdocs.ParseDocuments([]byte("id: a\napps: []\n---\nid: b\napps:\n  - name: com.example:x\n"))
 	if err != nil || len(sts) != 2 || sts[0].ID != "a" || sts[1].ID != "b" || len(sts[1].Apps) != 1 {
 		t.Fatalf("parseStates(two documents) = %+v, %v", sts, err)
 	}
-	if _, err := parseStates([]byte("id: a\napps: []\n---\nid: a\napps: []\n")); err == nil || !strings.Contains(err.Error(), "two desired states") {
+	if _, err := fleetdocs.ParseDocuments([]byte("id: a\napps: []\n---\nid: a\napps: []\n")); err == nil || !strings.Contains(err.Error(), "two desired states") {
 		t.Errorf("parseStates(the same device twice) = %v, want an error", err)
 	}
 }
@@ -58,16 +59,18 @@ func FuzzParseState(f *testing.F) {
 	f.Add([]byte("id: d\napps: [{name: a:b, params: {x: [1, 2]}}]\n"))
 	f.Add([]byte("&a [*a]"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		st, err := parseState(data)
+		docs, err := fleetdocs.ParseDocuments(data)
 		if err != nil {
 			return
 		}
-		if st.ID == "" {
-			t.Errorf("parsed a state with no id from %q", data)
-		}
-		for _, a := range st.Apps {
-			if !strings.Contains(a.Name, ":") {
-				t.Errorf("parsed app name %q from %q", a.Name, data)
+		for _, st := range docs {
+			if st.ID == "" && st.Group == "" {
+				t.Errorf("parsed a state with no id from %q", data)
+			}
+			for _, a := range st.Apps {
+				if !strings.Contains(a.Name, ":") {
+					t.Errorf("parsed app name %q from %q", a.Name, data)
+				}
 			}
 		}
 	})

@@ -172,6 +172,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	fmt.Fprintf(out, "\n%s converged: %s/com/example/hello/current -> 1.0.0, %s/etc/motd\n\n", Device, filepath.Join(home, "software"), rootDir)
+	groupFile := filepath.Join(cfg.Dir, "group.yaml")
+	if err := os.WriteFile(groupFile, []byte(groupDocument), 0o644); err != nil {
+		return err
+	}
 	printNext(out, cfg.Dir, addr, caFile, admCert, admKey, home, rootDir)
 
 	select {
@@ -249,8 +253,16 @@ func printNext(out io.Writer, dir, addr, ca, cert, key, home, root string) {
   go run ./cmd/drover state set -f /tmp/state.yaml
   %[6]s/software/com/example/hello/current/bin/hello
 
-  # a rollout: back to 1.0.0 in health-gated waves, each soaked 10s
-  sed 's/version: 1.1.0/version: 1.0.0/' /tmp/state.yaml > /tmp/rollout.yaml
+  # a fleet: %[8]s/group.yaml gives every device labelled env=dev its apps
+  # (a device's own document wins, so remove dev-1's first)
+  go run ./cmd/drover state rm %[5]s
+  go run ./cmd/drover plan -f %[8]s/group.yaml
+  go run ./cmd/drover state set -f %[8]s/group.yaml
+  go run ./cmd/drover state ls
+  go run ./cmd/drover device show %[5]s
+
+  # a rollout: the group back to 1.0.0 in health-gated waves, each soaked 10s
+  sed 's/"^1.0"/1.0.0/' %[8]s/group.yaml > /tmp/rollout.yaml
   go run ./cmd/drover rollout start -f /tmp/rollout.yaml --name hello-back --soak 10s --wait
   go run ./cmd/drover rollout status hello-back
 
@@ -258,6 +270,17 @@ Root-mode files land under %[7]s. Sample sources: %[8]s/packages.
 Press Ctrl-C to stop; the folder %[8]s stays for you to look at.
 `, addr, ca, cert, key, Device, home, root, dir)
 }
+
+// groupDocument is the group document printNext suggests: the dev
+// device's apps, for every device labelled env=dev.
+const groupDocument = `# A group document: every device whose labels match the selector gets
+# these apps (see docs/fleet.md). Constraints are pinned when it is set.
+group: dev
+selector: "env=dev"
+apps:
+  - {name: com.example:hello, version: "^1.0"}
+  - {name: com.example:motd, version: "^1.0"}
+`
 
 // buildSamples writes the embedded sample sources to disk with the modes a
 // package author would give them, and builds each into a package file.

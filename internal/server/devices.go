@@ -13,7 +13,7 @@ import (
 
 // withStatus fills the fields derived from the current resolution.
 func (s *Server) withStatus(ctx context.Context, d api.Device) (api.Device, error) {
-	res, err := s.res.get(ctx, d.ID)
+	res, err := s.res.getFor(ctx, d)
 	if err != nil {
 		return d, err
 	}

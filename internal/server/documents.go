@@ -145,7 +145,7 @@ func (s *Server) evaluate(ctx context.Context, next *fleet.Set) ([]change, error
 	out := make([]change, 0, len(devs))
 	for _, d := range devs {
 		t := s.res.ticket(d.ID)
-		old, err := s.res.get(ctx, d.ID)
+		old, err := s.res.getFor(ctx, d)
 		if err != nil {
 			return nil, err
 		}
@@ -372,7 +372,7 @@ func (s *Server) summaries(ctx context.Context) ([]api.DocumentSummary, error) {
 		return nil, err
 	}
 	for _, d := range devs {
-		res, err := s.res.get(ctx, d.ID)
+		res, err := s.res.getFor(ctx, d)
 		if err != nil {
 			return nil, err
 		}

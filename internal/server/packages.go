@@ -98,7 +98,7 @@ func (s *Server) inUse(ctx context.Context, digests map[string]api.Build) (devic
 		return "", "", api.Build{}, err
 	}
 	for _, d := range devs {
-		res, err := s.res.get(ctx, d.ID)
+		res, err := s.res.getFor(ctx, d)
 		if err != nil {
 			return "", "", api.Build{}, err
 		}

@@ -44,7 +44,8 @@ type resolver struct {
 	byCutoff  map[int64][]resolve.Candidate
 	docs      *fleet.Set
 	params    *paramCache
-	memo      map[string]*api.Resolved // resolutions shared by devices with the same inputs
+	memo      map[string]*api.Resolved   // resolutions shared by devices with the same inputs
+	allowed   map[string]map[string]bool // by resolution digest: the blobs it lets a device fetch
 	cache     map[string]*cached
 	gen       uint64            // bumped by invalidateResolutions
 	devGen    map[string]uint64 // bumped by invalidate(device)
@@ -65,7 +66,7 @@ type cached struct {
 func newResolver(st store.Store, staged func(string) ([]api.Document, string)) *resolver {
 	empty, _ := fleet.Compile(nil)
 	return &resolver{st: st, staged: staged, manifests: map[string]*manifest{}, cache: map[string]*cached{},
-		devGen: map[string]uint64{}, docs: empty, memo: map[string]*api.Resolved{}, params: newParamCache(st)}
+		devGen: map[string]uint64{}, docs: empty, memo: map[string]*api.Resolved{}, allowed: map[string]map[string]bool{}, params: newParamCache(st)}
 }
 
 // loadDocuments reads every document from the store.
@@ -241,6 +242,23 @@ func (rv *resolver) get(ctx context.Context, device string) (*resolution, error)
 	return res, nil
 }
 
+// getFor is get for a device whose record the caller has just read.
+func (rv *resolver) getFor(ctx context.Context, d api.Device) (*resolution, error) {
+	t := rv.ticket(d.ID)
+	rv.mu.Lock()
+	c, ok := rv.cache[d.ID]
+	rv.mu.Unlock()
+	if ok && c.gen == t.gen && c.devGen == t.devGen {
+		return c.res, nil
+	}
+	res, err := rv.compute(ctx, inputOf(d), rv.documents())
+	if err != nil {
+		return nil, err
+	}
+	rv.keep(t, res)
+	return res, nil
+}
+
 // input is what a resolution depends on besides documents and builds.
 type input struct {
 	id       string
@@ -293,18 +311,41 @@ func (rv *resolver) compute(ctx context.Context, in input, set *fleet.Set) (*res
 		}
 		return nil, err
 	}
-	allowed := map[string]bool{}
+	allowed, err := rv.allowedBlobs(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	return &resolution{r: r, eff: eff, allowed: allowed}, nil
+}
+
+// allowedBlobs returns the blobs a device with resolution r may fetch:
+// its builds' manifests and every blob they name. Devices with the same
+// resolved apps share one set.
+func (rv *resolver) allowedBlobs(ctx context.Context, r *api.Resolved) (map[string]bool, error) {
+	rv.mu.Lock()
+	a, ok := rv.allowed[r.Digest]
+	rv.mu.Unlock()
+	if ok {
+		return a, nil
+	}
+	a = map[string]bool{}
 	for _, app := range r.Apps {
 		m, err := rv.manifest(ctx, app.Digest)
 		if err != nil {
 			return nil, err
 		}
-		allowed[app.Digest] = true
+		a[app.Digest] = true
 		for _, d := range m.Digests() {
-			allowed[d] = true
+			a[d] = true
 		}
 	}
-	return &resolution{r: r, eff: eff, allowed: allowed}, nil
+	rv.mu.Lock()
+	if len(rv.allowed) > 10000 {
+		rv.allowed = map[string]map[string]bool{}
+	}
+	rv.allowed[r.Digest] = a
+	rv.mu.Unlock()
+	return a, nil
 }
 
 func errorResolution(id string, eff fleet.Result, msg string) *resolution {
@@ -371,6 +412,7 @@ type paramCache struct {
 	mu    sync.Mutex
 	fleet map[string]map[string]any            // nil: not loaded
 	devs  map[string]map[string]map[string]any // device → package → values
+	have  map[string]bool                      // devices with values of their own; nil: not loaded
 }
 
 func newParamCache(st store.Store) *paramCache {
@@ -402,9 +444,26 @@ func (pc *paramCache) device(ctx context.Context, id string) (map[string]map[str
 	}
 	pc.mu.Lock()
 	v, ok := pc.devs[id]
+	have := pc.have
 	pc.mu.Unlock()
 	if ok {
 		return v, nil
+	}
+	if have == nil {
+		ids, err := pc.st.ParamDevices(ctx)
+		if err != nil {
+			return nil, err
+		}
+		have = make(map[string]bool, len(ids))
+		for _, id := range ids {
+			have[id] = true
+		}
+		pc.mu.Lock()
+		pc.have = have
+		pc.mu.Unlock()
+	}
+	if !have[id] {
+		return map[string]map[string]any{}, nil
 	}
 	v, err := pc.st.AllParamValues(ctx, id)
 	if err != nil {
@@ -424,6 +483,7 @@ func (pc *paramCache) device(ctx context.Context, id string) (map[string]map[str
 func (pc *paramCache) forget(device string) {
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
+	pc.have = nil
 	if device == "" {
 		pc.fleet = nil
 		pc.devs = map[string]map[string]map[string]any{}

@@ -29,6 +29,8 @@ type testServer struct {
 	srv   *Server
 	admin *client.Client
 	dev   map[string]*client.Client
+	// client makes another client with a certificate of role and name.
+	client func(role pki.Role, name string) *client.Client
 }
 
 func newTestServer(t *testing.T, pollTimeout time.Duration) *testServer {
@@ -83,7 +85,7 @@ func newTestServer(t *testing.T, pollTimeout time.Duration) *testServer {
 		t.Cleanup(cl.Close)
 		return cl
 	}
-	ts := &testServer{srv: srv, admin: cl(pki.RoleAdmin, "ops"), dev: map[string]*client.Client{}}
+	ts := &testServer{srv: srv, admin: cl(pki.RoleAdmin, "ops"), dev: map[string]*client.Client{}, client: cl}
 	for _, id := range []string{"d1", "d2"} {
 		ts.dev[id] = cl(pki.RoleDevice, id)
 	}

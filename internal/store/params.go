@@ -19,4 +19,9 @@ type Params interface {
 	// AllParamValues returns every package's values for device ("" =
 	// fleet), by package name.
 	AllParamValues(ctx context.Context, device string) (map[string]map[string]any, error)
+
+	// ParamDevices returns the ids of the devices that have values of
+	// their own, sorted, so a caller resolving many devices reads values
+	// only for those.
+	ParamDevices(ctx context.Context) ([]string, error)
 }

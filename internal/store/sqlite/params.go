@@ -88,3 +88,24 @@ func (db *DB) AllParamValues(ctx context.Context, device string) (map[string]map
 	}
 	return out, nil
 }
+
+// ParamDevices implements store.Params.
+func (db *DB) ParamDevices(ctx context.Context) ([]string, error) {
+	rows, err := db.read.QueryContext(ctx, `SELECT DISTINCT device FROM param_values WHERE device != '' ORDER BY device`)
+	if err != nil {
+		return nil, fmt.Errorf("list devices with param values: %w", err)
+	}
+	defer rows.Close()
+	out := []string{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("list devices with param values: %w", err)
+		}
+		out = append(out, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list devices with param values: %w", err)
+	}
+	return out, nil
+}

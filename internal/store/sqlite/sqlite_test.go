@@ -244,8 +244,12 @@ func TestMigrateDesiredToDocuments(t *testing.T) {
 		t.Fatalf("migrate = %v", err)
 	}
 	docs, err := db.Documents(ctx)
+	if err != nil || len(docs) != 1 || docs[0].Set.IsZero() {
+		t.Fatalf("Documents after migration = %+v, %v, want one, set at the migration", docs, err)
+	}
+	docs[0].Set = time.Time{}
 	want := []api.Document{{Kind: api.DocDevice, ID: "dev-1", Apps: []api.DesiredApp{{Name: "org.a:app", Version: "^1", Tags: []string{}}}}}
-	if diff := cmp.Diff(want, docs); err != nil || diff != "" {
+	if diff := cmp.Diff(want, docs); diff != "" {
 		t.Errorf("Documents after migration = %v, mismatch (-want +got):\n%s", err, diff)
 	}
 }

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -14,6 +15,33 @@ var paramsTests = []struct {
 	fn   func(t *testing.T, open func(t *testing.T) store.Store)
 }{
 	{"ParamValues", testParamValues},
+	{"ParamDevices", testParamDevices},
+}
+
+func testParamDevices(t *testing.T, open func(t *testing.T) store.Store) {
+	s := open(t)
+	if ids, err := s.ParamDevices(ctx); err != nil || ids == nil || len(ids) != 0 {
+		t.Errorf("ParamDevices(none) = %v, %v, want an empty non-nil list", ids, err)
+	}
+	for _, dev := range []string{"", "dev-b", "dev-a", "dev-b"} {
+		pkg := "org.a:app"
+		if dev == "dev-b" {
+			pkg = "org.a:other" + dev
+		}
+		if err := s.SetParamValues(ctx, dev, pkg, map[string]any{"port": float64(1)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.SetParamValues(ctx, "dev-c", "org.a:app", map[string]any{"x": "y"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetParamValues(ctx, "dev-c", "org.a:app", map[string]any{}); err != nil { // removes them
+		t.Fatal(err)
+	}
+	ids, err := s.ParamDevices(ctx)
+	if err != nil || strings.Join(ids, ",") != "dev-a,dev-b" {
+		t.Errorf("ParamDevices = %v, %v, want [dev-a dev-b] (not the fleet, not a device whose values were removed)", ids, err)
+	}
 }
 
 func testParamValues(t *testing.T, open func(t *testing.T) store.Store) {

@@ -1,7 +1,8 @@
 -- Desired-state documents of both kinds: a device's own (key device/ID)
 -- and groups chosen by label selector (key group/NAME). data is the whole
 -- api.Document as JSON. The per-device desired states stored before
--- become device documents.
+-- become device documents, set now: builds pushed later are not
+-- considered for them (documents are pinned to what existed when set).
 CREATE TABLE documents (
     key  TEXT NOT NULL PRIMARY KEY, -- api.Document.Key()
     kind TEXT NOT NULL,             -- device | group
@@ -10,6 +11,6 @@ CREATE TABLE documents (
 ) STRICT;
 
 INSERT INTO documents (key, kind, name, data)
-    SELECT 'device/' || id, 'device', id, json_set(json_remove(data, '$.systemtags'), '$.kind', 'device') FROM desired;
+    SELECT 'device/' || id, 'device', id, json_set(json_remove(data, '$.systemtags'), '$.kind', 'device', '$.set', strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) FROM desired;
 
 DROP TABLE desired;
