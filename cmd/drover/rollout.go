@@ -1,17 +1,13 @@
 package main
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
-	"go.yaml.in/yaml/v3"
 
 	"github.com/drover-dev/drover/internal/api"
 	"github.com/drover-dev/drover/internal/client"
@@ -55,12 +51,8 @@ func rolloutStartCmd(e *env, conn *connFlags) *cobra.Command {
 			if err := rollout.Normalize(&spec); err != nil {
 				return usageError{err}
 			}
-			data, err := readInput(e, file)
-			if err != nil {
+			if spec.Documents, err = readStateFile(e, file); err != nil {
 				return err
-			}
-			if spec.Documents, err = parseRolloutDocuments(data); err != nil {
-				return fmt.Errorf("%s: %w", file, err)
 			}
 			cl, err := conn.client()
 			if err != nil {
@@ -111,72 +103,6 @@ func rolloutStartCmd(e *env, conn *connFlags) *cobra.Command {
 	fl.BoolVar(&wait, "wait", false, "wait until the rollout ends or pauses; exit 1 unless it is done")
 	addOutputFlag(c, &format, outText)
 	return c
-}
-
-// readInput reads a file, or stdin for "-".
-func readInput(e *env, file string) ([]byte, error) {
-	if file == "-" {
-		return io.ReadAll(io.LimitReader(e.stdin, 64<<20))
-	}
-	return os.ReadFile(file)
-}
-
-// parseRolloutDocuments reads device and group documents, strictly:
-// unknown fields are errors.
-func parseRolloutDocuments(data []byte) ([]api.Document, error) {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	var out []api.Document
-	for {
-		var d struct {
-			ID       string           `yaml:"id"`
-			Group    string           `yaml:"group"`
-			Selector *string          `yaml:"selector"`
-			Apps     []api.DesiredApp `yaml:"apps"`
-			// What `state get` prints beside a document: ignored.
-			SystemTags []string  `yaml:"systemtags"`
-			Kind       string    `yaml:"kind"`
-			Pinned     []api.Pin `yaml:"pinned"`
-			Set        string    `yaml:"set"`
-			SetBy      string    `yaml:"set_by"`
-		}
-		err := dec.Decode(&d)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("malformed document: %w", err)
-		}
-		doc := api.Document{ID: d.ID, Group: d.Group, Apps: d.Apps}
-		switch {
-		case d.ID != "" && d.Group == "" && d.Selector == nil:
-			doc.Kind = api.DocDevice
-		case d.Group != "" && d.ID == "":
-			doc.Kind = api.DocGroup
-			if d.Selector == nil {
-				return nil, fmt.Errorf("group %s: no selector (\"\" selects every device)", d.Group)
-			}
-			doc.Selector = *d.Selector
-		default:
-			return nil, fmt.Errorf("document %d: want an id (a device) or a group with a selector", len(out)+1)
-		}
-		for i, a := range doc.Apps {
-			if _, _, err := api.ParsePackageName(a.Name); err != nil {
-				return nil, fmt.Errorf("%s: apps[%d]: %w", doc.Key(), i, err)
-			}
-			if doc.Apps[i].Tags == nil {
-				doc.Apps[i].Tags = []string{}
-			}
-		}
-		if doc.Apps == nil {
-			doc.Apps = []api.DesiredApp{}
-		}
-		out = append(out, doc)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no documents")
-	}
-	return out, nil
 }
 
 // waitRollout follows a rollout until it ends or pauses, printing each

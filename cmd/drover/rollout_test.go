@@ -271,24 +271,3 @@ func TestRolloutUsageErrors(t *testing.T) {
 	}
 	oneLine(t, "rollout start -f bad.yaml", runBin(t, nil, "", "rollout", "start", "-f", bad), 1, "nocolon")
 }
-
-func FuzzParseRolloutDocuments(f *testing.F) {
-	for _, s := range []string{
-		"id: d1\napps:\n  - {name: com.example:app, version: 1.0.0}\n",
-		"group: web\nselector: \"env=prod\"\napps: []\n---\nid: d2\napps: []\n",
-		"group: web\napps: []\n", "id: a\ngroup: b\n", "bogus: 1\n", "---\n", "id: d1\npinned: [{name: a:b, constraint: ^1, version: 1.0.0}]\napps: []\n",
-	} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		docs, err := parseRolloutDocuments([]byte(s))
-		if err != nil {
-			return
-		}
-		for _, d := range docs {
-			if (d.Kind == api.DocDevice) == (d.Kind == api.DocGroup) || d.Apps == nil {
-				t.Fatalf("parseRolloutDocuments(%q) gave %+v", s, d)
-			}
-		}
-	})
-}
