@@ -319,7 +319,7 @@ func (s *Server) changeRollout(ctx context.Context, name string, change func(r *
 		s.ro.mu.Lock()
 		s.ro.finishing = cur.Name
 		s.ro.mu.Unlock()
-		err := s.setDocuments(ctx, cur.Documents, "rollout/"+cur.Name)
+		err := s.setDocumentsAt(ctx, cur.Documents, "rollout/"+cur.Name, rolloutCutoff(&cur))
 		s.ro.mu.Lock()
 		s.ro.finishing = ""
 		s.ro.mu.Unlock()
@@ -339,6 +339,16 @@ func (s *Server) changeRollout(ctx context.Context, name string, change func(r *
 	slices.Sort(wake)
 	s.invalidateDevices(slices.Compact(wake))
 	return nil
+}
+
+// rolloutCutoff is when r's documents were pinned: their Set time.
+func rolloutCutoff(r *api.Rollout) time.Time {
+	for _, d := range r.Documents {
+		if !d.Set.IsZero() {
+			return d.Set
+		}
+	}
+	return r.Created
 }
 
 // saveRollout stores r with the events of notes and updates the index.

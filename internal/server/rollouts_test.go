@@ -355,3 +355,40 @@ func TestRolloutStartRefusals(t *testing.T) {
 		t.Errorf("device posts rollout-done: %v, want refused", err)
 	}
 }
+
+// A build pushed while a rollout runs reaches no device through it: the
+// documents are stored, when it ends done, as they were pinned at its
+// start.
+func TestRolloutDonePinsAsAtItsStart(t *testing.T) {
+	f := newFleetSim(t, 2)
+	r := f.start(api.RolloutSpec{Name: "pinned", Documents: []api.Document{{Group: "prod", Selector: "env=prod",
+		Apps: []api.DesiredApp{{Name: "com.example:web", Version: "^1.1"}}}}})
+	if len(r.Documents[0].Pinned) != 1 || r.Documents[0].Pinned[0].Version != "1.1.0" {
+		t.Fatalf("pinned at the start: %+v", r.Documents[0].Pinned)
+	}
+	f.drive()
+	f.advance(time.Second)
+	f.ts.push(t, "web", "1.2.0", nil, "three")
+	for range 2 {
+		for _, id := range f.ids {
+			if f.version(id) == "1.2.0" {
+				t.Fatalf("%s got a build pushed during the rollout", id)
+			}
+			f.converge(id, "")
+		}
+		f.drive()
+		f.advance(time.Minute)
+	}
+	if r := f.rollout("pinned"); r.Phase != api.RolloutDone {
+		t.Fatalf("phase %s: %s", r.Phase, r.Reason)
+	}
+	doc, err := f.ts.srv.store.Document(context.Background(), "group/prod")
+	if err != nil || len(doc.Pinned) != 1 || doc.Pinned[0].Version != "1.1.0" || doc.SetBy != "rollout/pinned" {
+		t.Fatalf("stored document: %+v, %v", doc, err)
+	}
+	for _, id := range f.ids {
+		if v := f.version(id); v != "1.1.0" {
+			t.Errorf("%s at %s after done, want 1.1.0", id, v)
+		}
+	}
+}
