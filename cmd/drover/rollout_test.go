@@ -106,12 +106,13 @@ func TestRolloutFleet(t *testing.T) {
 			t.Logf("agent r1 log tail:\n%s", tail(agents["r1"].logs.String(), 4000))
 		}
 	})
-	docs := func(version string, ids ...string) string {
+	// Group documents by label: prod (r1-r4) and dev (r5).
+	docs := func(version string, groups ...string) string {
 		var b strings.Builder
-		for _, id := range ids {
-			fmt.Fprintf(&b, "---\nid: %s\napps:\n  - {name: com.example:app, version: %s}\n", id, version)
+		for _, g := range groups {
+			fmt.Fprintf(&b, "---\ngroup: %s\nselector: \"env=%s\"\napps:\n  - {name: com.example:app, version: %s}\n", g, g, version)
 		}
-		path := filepath.Join(f.dir, "docs-"+version+".yaml")
+		path := filepath.Join(f.dir, "docs-"+version+"-"+strings.Join(groups, "-")+".yaml")
 		if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -120,24 +121,25 @@ func TestRolloutFleet(t *testing.T) {
 	for _, id := range ids {
 		f.waitFor(id, "reported", func(d deviceJSON) bool { return d.ID == id })
 	}
-	f.op("state", "set", "-f", docs("1.0.0", ids...))
+	f.op("state", "set", "-f", docs("1.0.0", "prod", "dev"))
 	for _, id := range ids {
 		f.waitConverged(id, "com.example:app=1.0.0")
 	}
 
 	// A dry run shows the waves and changes nothing.
-	dry := f.op("rollout", "start", "-f", docs("1.1.0", prod...), "--waves", "1,50%,100%", "--dry-run")
+	dry := f.op("rollout", "start", "-f", docs("1.1.0", "prod"), "--waves", "1,50%,100%", "--dry-run")
 	for _, want := range []string{"wave 1/3 (1): 1 devices", "r1: upgrade com.example:app 1.0.0 -> 1.1.0", "wave 3/3 (100%): 2 devices", "4 devices change"} {
 		if !strings.Contains(dry, want) {
 			t.Errorf("dry run lacks %q:\n%s", want, dry)
 		}
 	}
+	t.Logf("rollout start --dry-run:\n%s", dry)
 	if ls := f.op("rollout", "ls", "-o", "json"); strings.TrimSpace(ls) != "[]" {
 		t.Errorf("a dry run stored a rollout: %s", ls)
 	}
 
 	// 1. A good rollout, waited for.
-	r := runBin(t, f.adminEnv(), "", "rollout", "start", "-f", docs("1.1.0", prod...), "--name", "good",
+	r := runBin(t, f.adminEnv(), "", "rollout", "start", "-f", docs("1.1.0", "prod"), "--name", "good",
 		"--waves", "1,50%,100%", "--soak", "1s", "--wave-timeout", "30s", "--wait")
 	if r.code != 0 || strings.TrimSpace(r.stdout) != "good" {
 		t.Fatalf("rollout start --wait: exit %d\n%s\n%s\nserver log:\n%s", r.code, r.stdout, r.stderr, tail(f.logs.String(), 3000))
@@ -150,7 +152,7 @@ func TestRolloutFleet(t *testing.T) {
 	}
 
 	// 2. A bad build: its first wave fails, the rollout pauses there.
-	f.op("rollout", "start", "-f", docs("1.2.0", prod...), "--name", "bad", "--waves", "1,100%", "--soak", "5s", "--wave-timeout", "30s")
+	f.op("rollout", "start", "-f", docs("1.2.0", "prod"), "--name", "bad", "--waves", "1,100%", "--soak", "5s", "--wave-timeout", "30s")
 	v := f.waitRollout("bad", "paused", func(v rolloutView) bool { return v.Phase != api.RolloutRunning })
 	if v.Phase != api.RolloutPaused || v.Devices[0].ID != "r1" || v.Devices[0].Outcome != api.OutcomeFailed ||
 		!strings.Contains(v.Devices[0].Reason, "unhealthy") || !strings.Contains(v.Reason, "r1") {
@@ -162,14 +164,15 @@ func TestRolloutFleet(t *testing.T) {
 		}
 	}
 	status := f.op("rollout", "status", "bad")
+	t.Logf("rollout status bad:\n%s\nstate set: %s", status, rs0(t, f, docs("1.3.0", "prod")))
 	for _, want := range []string{"phase:    paused", "r1 ", "failed", "unhealthy", "pending"} {
 		if !strings.Contains(status, want) {
 			t.Errorf("rollout status lacks %q:\n%s", want, status)
 		}
 	}
 	// While it holds the documents, state set of them is refused.
-	rs := runBin(t, f.adminEnv(), "", "state", "set", "-f", docs("1.3.0", "r2"))
-	if rs.code != 1 || !strings.Contains(rs.stderr, "rollout bad") {
+	rs := runBin(t, f.adminEnv(), "", "state", "set", "-f", docs("1.3.0", "prod"))
+	if rs.code != 1 || !strings.Contains(rs.stderr, "rollout bad holds group/prod") {
 		t.Errorf("state set during the rollout: exit %d %s", rs.code, rs.stderr)
 	}
 	// abort --revert brings r1 back.
@@ -200,7 +203,7 @@ func TestRolloutFleet(t *testing.T) {
 	if err := os.WriteFile(freeze, []byte("#!/bin/sh\necho 'change freeze until Monday' >&2\nexit 1\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	f.op("rollout", "start", "-f", docs("1.3.0", prod...), "--name", "gated", "--waves", "1,100%", "--soak", "4s", "--wave-timeout", "30s")
+	f.op("rollout", "start", "-f", docs("1.3.0", "prod"), "--name", "gated", "--waves", "1,100%", "--soak", "4s", "--wave-timeout", "30s")
 	v = f.waitRollout("gated", "paused by its gate", func(v rolloutView) bool { return v.Phase == api.RolloutPaused })
 	if !strings.Contains(v.Reason, "change freeze until Monday") || v.Devices[0].Outcome != api.OutcomePending {
 		t.Errorf("gated: %+v", v)
@@ -232,6 +235,7 @@ func TestRolloutFleet(t *testing.T) {
 		t.Errorf("r5 saw a rollout's version:\n%s", out)
 	}
 	ls := f.op("rollout", "ls")
+	t.Logf("rollout ls:\n%s\nrollout status gated:\n%s", ls, f.op("rollout", "status", "gated"))
 	for _, want := range []string{"NAME", "good", "done", "bad", "aborted", "gated"} {
 		if !strings.Contains(ls, want) {
 			t.Errorf("rollout ls lacks %q:\n%s", want, ls)
@@ -270,4 +274,9 @@ func TestRolloutUsageErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	oneLine(t, "rollout start -f bad.yaml", runBin(t, nil, "", "rollout", "start", "-f", bad), 1, "nocolon")
+}
+
+// rs0 is the stderr of a state set of file.
+func rs0(t *testing.T, f *fleet, file string) string {
+	return runBin(t, f.adminEnv(), "", "state", "set", "-f", file).stderr
 }
