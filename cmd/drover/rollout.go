@@ -291,6 +291,9 @@ func printRolloutStatus(w io.Writer, r api.Rollout, now time.Time) {
 	for _, d := range r.Documents {
 		docs = append(docs, d.Key())
 	}
+	if len(docs) > 5 {
+		docs = append(docs[:5], fmt.Sprintf("and %d more", len(docs)-5))
+	}
 	fmt.Fprintf(w, "documents: %s\n\n", strings.Join(docs, ", "))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "WAVE\tDEVICE\tOUTCOME\tSTEPS\tREASON")
