@@ -27,7 +27,8 @@ type RolloutConfig struct {
 	Soak   time.Duration // default 10s
 	Drover string        // drover binary; "" builds ./cmd/drover
 	Dir    string        // parent of the work folder; "" = /dev/shm or the temp folder
-	// HealthInterval is how often each agent checks its service; default 2s.
+	// HealthInterval is how often each agent runs its service's health
+	// command (the bad build's); default 2s.
 	HealthInterval time.Duration
 	// MaxFailures of the good rollout (the bad one allows none); default "0".
 	MaxFailures string
@@ -37,8 +38,8 @@ type RolloutConfig struct {
 
 const rolloutApp = "com.example.bench:svc"
 
-// Rollout runs N in-process agents whose package has a service with a
-// health command. A good rollout goes through every wave to done: the
+// Rollout runs N in-process agents whose package has a service (the bad
+// build's with a health command that fails). A good rollout goes through every wave to done: the
 // time each wave takes beyond its soak, and the server's CPU. Then a bad
 // build (its health command fails) is rolled out: the devices that ever
 // ran it, and the seconds from its first unhealthy report to the pause.
@@ -144,7 +145,7 @@ func Rollout(ctx context.Context, cfg RolloutConfig) (err error) {
 	if err := waitAgentsAt(ctx, fl, "1.0.0"); err != nil {
 		return fl.explain(err)
 	}
-	fmt.Fprintf(out, "rollout: %d agents in-process at %s, waves %s, soak %v, health checks every %v (2-core shared VM)\n",
+	fmt.Fprintf(out, "rollout: %d agents in-process at %s, waves %s, soak %v, the bad build's health command every %v (2-core shared VM)\n",
 		cfg.N, rolloutApp+" 1.0.0", strings.Join(cfg.Waves, ","), cfg.Soak, cfg.HealthInterval)
 
 	// A good rollout, to done.
@@ -178,7 +179,7 @@ func Rollout(ctx context.Context, cfg RolloutConfig) (err error) {
 	fmt.Fprintf(out, "bad rollout: %s at wave %d/%d: %s\n", r.Phase, r.Wave+1, len(r.Stages), r.Reason)
 	fmt.Fprintf(out, "    devices that ever ran 1.2.0: %d (first wave: %d) %v\n", len(ran), r.Stages[0].Size, ran)
 	if !first.IsZero() {
-		fmt.Fprintf(out, "    first unhealthy report to the pause: %s\n", secs(r.Updated.Sub(first)))
+		fmt.Fprintf(out, "    first unhealthy report to the pause: %s\n", ms(r.Updated.Sub(first)))
 	}
 	if _, err := admin.AbortRollout(ctx, "bad", true); err != nil {
 		return err
@@ -291,8 +292,10 @@ func (t *reportTap) saw(id string, r api.Report, at time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if _, ok := t.healthyAt[id]; !ok && t.healthyAt != nil {
+		// Running at the target version and not unhealthy: the good
+		// builds have no health command, so they are healthy running.
 		for _, s := range r.Services {
-			if s.Health == api.ServiceHealthy && s.Version == t.target {
+			if s.Version == t.target && s.State == api.ServiceRunning && s.Health != api.ServiceUnhealthy && r.Error == "" {
 				t.healthyAt[id] = at
 			}
 		}
@@ -348,15 +351,18 @@ func (s *tappedServer) Report(ctx context.Context, id string, r api.Report) (api
 // health command that passes, or fails when bad.
 func writeServicePackage(dir, version string, bad bool) (string, error) {
 	src := filepath.Join(dir, "src-"+version)
-	health := "#!/bin/sh\nexit 0\n"
+	// Only the bad build has a health command: a service without one is
+	// healthy while it runs, and 1,000 health commands every few seconds
+	// would load the machine more than the rollout does.
+	health, check := "#!/bin/sh\nexit 0\n", ""
 	if bad {
-		health = "#!/bin/sh\necho 'healthz: 500'\nexit 1\n"
+		health, check = "#!/bin/sh\necho 'healthz: 500'\nexit 1\n", ", health: bin/health"
 	}
 	files := map[string]struct {
 		data string
 		mode os.FileMode
 	}{
-		pkgfile.SpecFile:   {fmt.Sprintf("group: com.example.bench\nname: svc\nversion: %s\nservices:\n  - {name: svc, start: bin/svc, health: bin/health, restart: never}\n", version), 0o644},
+		pkgfile.SpecFile:   {fmt.Sprintf("group: com.example.bench\nname: svc\nversion: %s\nservices:\n  - {name: svc, start: bin/svc%s, restart: never}\n", version, check), 0o644},
 		"files/bin/svc":    {"#!/bin/sh\nexec sleep 100000\n", 0o755},
 		"files/bin/health": {health, 0o755},
 	}
