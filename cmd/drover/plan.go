@@ -64,7 +64,11 @@ func runPlan(cmd *cobra.Command, e *env, conn *connFlags, file, format string) e
 
 func printPlan(e *env, p api.Plan) {
 	for _, d := range p.Devices {
-		fmt.Fprintf(e.stdout, "%s: download %s\n", d.Device, humanBytes(d.Download))
+		if len(d.Errors) > 0 {
+			fmt.Fprintf(e.stdout, "%s:\n", d.Device)
+		} else {
+			fmt.Fprintf(e.stdout, "%s: download %s\n", d.Device, humanBytes(d.Download))
+		}
 		for _, st := range d.Steps {
 			who := st.Name
 			if st.Instance != "" {

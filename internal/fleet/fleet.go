@@ -36,27 +36,53 @@ type appKey struct{ name, instance string }
 
 func keyOf(a api.DesiredApp) appKey { return appKey{a.Name, a.Instance} }
 
-// Set is a compiled set of documents.
+// Set is a compiled set of documents. It is never changed once built:
+// With and Without make new sets that share what did not change, so
+// laying a few documents over thousands costs only the few.
 type Set struct {
-	devices map[string]*doc
-	groups  []*doc // by name
+	base   map[string]*doc // device documents by id, shared between sets
+	over   map[string]*doc // device documents laid over base; nil = removed
+	groups []*doc          // by name
+}
+
+// device returns device id's document, if any.
+func (s *Set) device(id string) (*doc, bool) {
+	if d, ok := s.over[id]; ok {
+		return d, d != nil
+	}
+	d, ok := s.base[id]
+	return d, ok
+}
+
+// derived returns a new set sharing s's base with a copy of its overlay.
+func (s *Set) derived(extra int) *Set {
+	n := &Set{base: s.base, over: make(map[string]*doc, len(s.over)+extra), groups: slices.Clone(s.groups)}
+	for k, v := range s.over {
+		n.over[k] = v
+	}
+	return n
 }
 
 // Compile parses every group's selector. A bad selector or group name is
 // an error naming the document.
 func Compile(docs []api.Document) (*Set, error) {
-	s := &Set{devices: map[string]*doc{}}
-	return s, s.add(docs, "")
+	s := &Set{base: map[string]*doc{}}
+	if err := s.add(docs, ""); err != nil {
+		return nil, err
+	}
+	// Everything compiled so far is the shared base.
+	for k, v := range s.over {
+		s.base[k] = v
+	}
+	s.over = nil
+	return s, nil
 }
 
 // With returns a copy of s in which docs replace the documents with the
 // same Key (or are added), their apps' Source being source when it is not
 // empty. s itself is not changed.
 func (s *Set) With(docs []api.Document, source string) (*Set, error) {
-	n := &Set{devices: make(map[string]*doc, len(s.devices)+len(docs)), groups: slices.Clone(s.groups)}
-	for k, v := range s.devices {
-		n.devices[k] = v
-	}
+	n := s.derived(len(docs))
 	return n, n.add(docs, source)
 }
 
@@ -66,15 +92,16 @@ func (s *Set) Without(keys []string) *Set {
 	for _, k := range keys {
 		drop[k] = true
 	}
-	n := &Set{devices: map[string]*doc{}}
-	for k, v := range s.devices {
-		if !drop[v.Key()] {
-			n.devices[k] = v
-		}
-	}
+	n := s.derived(len(keys))
+	n.groups = nil
 	for _, g := range s.groups {
 		if !drop[g.Key()] {
 			n.groups = append(n.groups, g)
+		}
+	}
+	for _, k := range keys {
+		if id, ok := strings.CutPrefix(k, api.DocDevice+"/"); ok {
+			n.over[id] = nil
 		}
 	}
 	return n
@@ -91,7 +118,10 @@ func (s *Set) add(docs []api.Document, source string) error {
 		}
 		switch d.Kind {
 		case api.DocDevice:
-			s.devices[d.ID] = c
+			if s.over == nil {
+				s.over = map[string]*doc{}
+			}
+			s.over[d.ID] = c
 		case api.DocGroup:
 			if !ValidGroupName(d.Group) {
 				return fmt.Errorf("group %q: want a name of lowercase letters, digits and '-', at most 63 long", d.Group)
@@ -116,14 +146,22 @@ func (s *Set) add(docs []api.Document, source string) error {
 
 // Documents returns the documents of s: devices by id, then groups by name.
 func (s *Set) Documents() []api.Document {
-	out := make([]api.Document, 0, len(s.devices)+len(s.groups))
-	ids := make([]string, 0, len(s.devices))
-	for id := range s.devices {
-		ids = append(ids, id)
+	var ids []string
+	for id := range s.base {
+		if _, ok := s.over[id]; !ok {
+			ids = append(ids, id)
+		}
+	}
+	for id, d := range s.over {
+		if d != nil {
+			ids = append(ids, id)
+		}
 	}
 	sort.Strings(ids)
+	out := make([]api.Document, 0, len(ids)+len(s.groups))
 	for _, id := range ids {
-		out = append(out, s.devices[id].Document)
+		d, _ := s.device(id)
+		out = append(out, d.Document)
 	}
 	for _, g := range s.groups {
 		out = append(out, g.Document)
@@ -178,7 +216,7 @@ func (s *Set) Effective(id string, labels map[string]string) Result {
 			r.Cutoff = d.Set
 		}
 	}
-	if d, ok := s.devices[id]; ok {
+	if d, ok := s.device(id); ok {
 		r.Applies = true
 		sources[d.Key()] = true
 		if d.Set.After(r.Cutoff) {

@@ -169,3 +169,37 @@ func TestCompileErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestDocumentsOfDerivedSets(t *testing.T) {
+	base, err := Compile([]api.Document{device("b"), device("a"), group("g2", ""), group("g1", "x")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := func(s *Set) []string {
+		var out []string
+		for _, d := range s.Documents() {
+			out = append(out, d.Key())
+		}
+		return out
+	}
+	with, err := base.With([]api.Document{device("c"), group("g0", "")}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	without := with.Without([]string{"device/a", "group/g2"})
+	for _, c := range []struct {
+		set  *Set
+		want []string
+	}{
+		{base, []string{"device/a", "device/b", "group/g1", "group/g2"}},
+		{with, []string{"device/a", "device/b", "device/c", "group/g0", "group/g1", "group/g2"}},
+		{without, []string{"device/b", "device/c", "group/g0", "group/g1"}},
+	} {
+		if got := keys(c.set); !cmp.Equal(got, c.want) {
+			t.Errorf("Documents = %v, want %v", got, c.want)
+		}
+	}
+	if r := without.Effective("a", nil); len(r.Sources) != 1 || r.Sources[0] != "group/g0" {
+		t.Errorf("a removed device document still applies: %v", r.Sources)
+	}
+}

@@ -95,17 +95,31 @@ func ParseDocuments(data []byte) ([]api.Document, error) {
 	return out, nil
 }
 
-var fieldNotFound = regexp.MustCompile(`field (\S+) not found in type \S+`)
+var (
+	fieldNotFound = regexp.MustCompile(`(?s)field (.*) not found in type \S+`)
+	wrongType     = regexp.MustCompile(`(?s)cannot unmarshal !*(\w*)(.*)? into \S+`)
+	yamlKinds     = map[string]string{"str": "a string", "seq": "a list", "map": "a mapping", "int": "a number",
+		"float": "a number", "bool": "true or false", "null": "nothing", "timestamp": "a time", "binary": "binary data"}
+)
 
 // yamlError makes a YAML error one line without Go type names.
 func yamlError(err error) string {
 	var te *yaml.TypeError
+	msgs := []string{strings.TrimPrefix(err.Error(), "yaml: ")}
 	if errors.As(err, &te) {
-		msgs := make([]string, len(te.Errors))
-		for i, m := range te.Errors {
-			msgs[i] = fieldNotFound.ReplaceAllString(m, `unknown field "$1"`)
-		}
-		return strings.Join(msgs, "; ")
+		msgs = te.Errors
 	}
-	return strings.ReplaceAll(strings.TrimPrefix(err.Error(), "yaml: "), "\n", " ")
+	out := make([]string, len(msgs))
+	for i, m := range msgs {
+		m = fieldNotFound.ReplaceAllStringFunc(m, func(s string) string { return fmt.Sprintf("unknown field %q", fieldNotFound.FindStringSubmatch(s)[1]) })
+		m = wrongType.ReplaceAllStringFunc(m, func(s string) string {
+			kind, ok := yamlKinds[wrongType.FindStringSubmatch(s)[1]]
+			if !ok {
+				kind = "a value of an unknown tag"
+			}
+			return "wrong type here: got " + kind
+		})
+		out[i] = strings.ReplaceAll(m, "\n", `\n`)
+	}
+	return strings.Join(out, "; ")
 }

@@ -25,6 +25,8 @@ func TestParseDocuments(t *testing.T) {
 		{"unknown field", "id: d\napps:\n  - name: com.example:a\n    versoin: 1\n", `unknown field "versoin"`, ""},
 		{"twice", "group: a\nselector: \"\"\n---\ngroup: a\nselector: x\n", "group a has two documents", ""},
 		{"empty", "", "empty", ""},
+		{"wrong type", "id: d\napps: {name: x}\n", "line 2: wrong type here: got a mapping", ""},
+		{"a string", "0\n00\n", "wrong type here: got a string", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -58,8 +60,8 @@ func FuzzParseDocuments(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		docs, err := ParseDocuments(data)
 		if err != nil {
-			if strings.Contains(err.Error(), "\n") {
-				t.Errorf("error with a newline: %q", err)
+			if strings.Contains(err.Error(), "\n") || strings.Contains(err.Error(), "fleet.") || strings.Contains(err.Error(), "api.") {
+				t.Errorf("error with a newline or a Go type name: %q", err)
 			}
 			return
 		}

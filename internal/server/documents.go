@@ -76,8 +76,10 @@ func docName(d api.Document) string {
 }
 
 // pinDocuments validates docs and resolves each constraint in them to the
-// newest version that exists now, recorded in Pinned. Nothing is stored.
-// Errors are *api.Error naming the document.
+// newest version that exists now, recorded in Pinned, and sets Set to now:
+// the pin time, after which pushed builds are not considered for the
+// document (fleet.Result.Cutoff). Nothing is stored. Errors are
+// *api.Error naming the document.
 func (s *Server) pinDocuments(ctx context.Context, docs []api.Document) ([]api.Document, error) {
 	return s.pinDocumentsAt(ctx, docs, time.Time{})
 }
@@ -89,6 +91,10 @@ func (s *Server) pinDocumentsAt(ctx context.Context, docs []api.Document, cutoff
 		return nil, api.Errorf(api.EINVALID, fmt.Sprintf("want 1 to %d documents, got %d", maxDocuments, len(docs)))
 	}
 	cands := s.res.candidatesAt(cutoff)
+	now := s.now().UTC()
+	if !cutoff.IsZero() {
+		now = cutoff.UTC()
+	}
 	out := make([]api.Document, len(docs))
 	seen := make(map[string]bool, len(docs))
 	for i, d := range docs {
@@ -115,6 +121,7 @@ func (s *Server) pinDocumentsAt(ctx context.Context, docs []api.Document, cutoff
 				d.Pinned = append(d.Pinned, api.Pin{Name: a.Name, Instance: a.Instance, Constraint: a.Version, Version: v})
 			}
 		}
+		d.Set = now
 		out[i] = d
 	}
 	return out, nil
@@ -197,12 +204,8 @@ func (s *Server) setDocumentsAt(ctx context.Context, docs []api.Document, by str
 	if err != nil {
 		return err
 	}
-	now := s.now().UTC()
-	if !cutoff.IsZero() {
-		now = cutoff.UTC()
-	}
 	for i := range pinned {
-		pinned[i].Set, pinned[i].SetBy = now, by
+		pinned[i].SetBy = by
 	}
 	old := s.res.documents()
 	next, err := old.With(pinned, "")
@@ -252,6 +255,11 @@ func (s *Server) removeDocuments(ctx context.Context, keys []string, by string) 
 	next := s.res.documents().Without(keys)
 	changes, err := s.evaluate(ctx, next)
 	if err != nil {
+		return err
+	}
+	// What the devices fall back to must be possible too (a tie between
+	// the groups left, say).
+	if err := s.refuse(ctx, changes, nil); err != nil {
 		return err
 	}
 	if err := s.commit(ctx, store.Write{RemoveDocuments: keys, Events: evs}); err != nil {

@@ -114,7 +114,7 @@ func TestGroupsPinsAndPlan(t *testing.T) {
 		id   string
 		want []string
 	}{
-		{"d1", []string{"web=1.0.0"}},              // the most specific group
+		{"d1", []string{"web=1.0.0"}},               // the most specific group
 		{"d2", []string{"tool=1.0.0", "web=1.1.0"}}, // own document, then the group (pinned ^1.0 = 1.1.0)
 	} {
 		if got := apps(ts.desired(t, c.id)); !cmp.Equal(got, c.want) {
@@ -254,5 +254,51 @@ func TestRootConflictRefused(t *testing.T) {
 	}
 	if _, err := ts.admin.SetDocuments(ctx, []api.Document{doc}); code(err) != api.EINVALID || !strings.Contains(err.Error(), "etc/app.conf") {
 		t.Errorf("state set of a root-mode conflict = %v, want invalid naming etc/app.conf", err)
+	}
+}
+
+// state rm of a group whose removal leaves a device between two
+// disagreeing groups is refused, and nothing is removed.
+func TestRemoveExposingTieRefused(t *testing.T) {
+	ts := newTestServer(t, 30*time.Second)
+	ctx := context.Background()
+	ts.push(t, "web", "1.0.0", []string{"linux"}, "web 1.0.0")
+	ts.push(t, "web", "1.1.0", []string{"linux"}, "web 1.1.0")
+	ts.reportAs(t, "d1", map[string]string{"env": "prod", "role": "web"})
+	if _, err := ts.admin.SetDocuments(ctx, []api.Document{
+		group("web", "role=web", app("web", "1.0.0")),
+		group("prod", "env=prod", app("web", "1.0.0")),
+		group("prod-web", "env=prod,role=web,!old", app("web", "1.1.0")),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// prod now disagrees with web, but prod-web is more specific.
+	if _, err := ts.admin.SetDocuments(ctx, []api.Document{group("prod", "env=prod", app("web", "1.1.0"))}); err != nil {
+		t.Fatal(err)
+	}
+	err := ts.admin.RemoveDocument(ctx, api.DocGroup, "prod-web")
+	if code(err) != api.EINVALID || !strings.Contains(err.Error(), "d1: com.example:web: groups prod and web") {
+		t.Errorf("state rm exposing a tie = %v, want invalid naming d1 and the groups", err)
+	}
+	if _, err := ts.admin.Document(ctx, api.DocGroup, "prod-web"); err != nil {
+		t.Errorf("a refused state rm removed the document: %v", err)
+	}
+	if got := apps(ts.desired(t, "d1")); !cmp.Equal(got, []string{"web=1.1.0"}) {
+		t.Errorf("d1 after a refused state rm = %v", got)
+	}
+	if err := ts.admin.RemoveDocument(ctx, api.DocGroup, "nope"); code(err) != api.ENOTFOUND {
+		t.Errorf("state rm of an unknown group = %v, want not found", err)
+	}
+	// A label change can still bring the tie: it is the device's error,
+	// shown by device ls and device show, and the agent is told to change
+	// nothing (no apps, an error).
+	ts.reportAs(t, "d1", map[string]string{"env": "prod", "role": "web", "old": "yes"})
+	r := ts.desired(t, "d1")
+	if !strings.Contains(r.Error, "groups prod and web (1 selector terms each) disagree") || len(r.Apps) != 0 {
+		t.Errorf("d1 with a tie resolves to %+v, want the tie error and no apps", r)
+	}
+	devs, err := ts.admin.Devices(ctx)
+	if err != nil || len(devs) != 1 || !strings.Contains(devs[0].Error, "disagree") || devs[0].Converged {
+		t.Errorf("device ls with a tie = %+v, %v", devs, err)
 	}
 }
