@@ -601,10 +601,10 @@ func (s *Server) handleStartRollout(w http.ResponseWriter, r *http.Request, p pe
 	if err != nil {
 		return err
 	}
-	// Staged documents resolve against the builds that exist now, as a
-	// document set now would.
+	// pinDocuments set each document's Set to now: staged, they resolve
+	// against the builds that exist now, as a document set now would.
 	for i := range docs {
-		docs[i].Set, docs[i].SetBy = s.now().UTC(), p.name
+		docs[i].SetBy = p.name
 	}
 	spec.Documents = docs
 	plan, err := s.planDocuments(ctx, docs)
