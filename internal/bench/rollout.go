@@ -32,8 +32,8 @@ type RolloutConfig struct {
 	HealthInterval time.Duration
 	// MaxFailures of the good rollout (the bad one allows none); default "0".
 	MaxFailures string
-	Timeout        time.Duration // bound of the whole run; default 10m
-	Out            io.Writer
+	Timeout     time.Duration // bound of the whole run; default 10m
+	Out         io.Writer
 }
 
 const rolloutApp = "com.example.bench:svc"
