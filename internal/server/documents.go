@@ -228,6 +228,7 @@ func (s *Server) setDocumentsAt(ctx context.Context, docs []api.Document, by str
 	}
 	s.res.setDocuments(next)
 	s.applyChanges(changes, deviceIDs(pinned))
+	s.documentsStored(keys)
 	return nil
 }
 
@@ -267,6 +268,7 @@ func (s *Server) removeDocuments(ctx context.Context, keys []string, by string) 
 	}
 	s.res.setDocuments(next)
 	s.applyChanges(changes, ids)
+	s.documentsStored(keys)
 	return nil
 }
 

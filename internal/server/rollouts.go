@@ -118,6 +118,24 @@ func (s *Server) stagedDocuments(id string) (docs []api.Document, name string) {
 	return docs, name
 }
 
+// documentsStored is told, after a state set or rm committed, which
+// document keys it changed: the devices an aborted rollout still gives
+// one of them resolve again, from the stored documents now. (The change's
+// own evaluation ran before the commit, with the staged ones.)
+func (s *Server) documentsStored(keys []string) {
+	rs := &s.ro
+	rs.mu.Lock()
+	var wake []string
+	for _, r := range rs.byName {
+		if r.Phase != api.RolloutAborted || !slices.ContainsFunc(r.Documents, func(d api.Document) bool { return slices.Contains(keys, d.Key()) }) {
+			continue
+		}
+		wake = append(wake, rollout.Staged(r)...)
+	}
+	rs.mu.Unlock()
+	s.invalidateDevices(wake)
+}
+
 // setSince reports whether the stored document of key was set after t.
 func (s *Server) setSince(key string, t time.Time) bool {
 	d, err := s.store.Document(context.Background(), key)

@@ -392,3 +392,38 @@ func TestRolloutDonePinsAsAtItsStart(t *testing.T) {
 		}
 	}
 }
+
+// abort without --revert leaves the devices of begun waves where they
+// are, until their document is set again.
+func TestRolloutAbortKeepsUntilSetAgain(t *testing.T) {
+	f := newFleetSim(t, 3)
+	f.start(api.RolloutSpec{Name: "stop"})
+	f.drive()
+	if _, err := f.ts.admin.AbortRollout(context.Background(), "stop", false); err != nil {
+		t.Fatal(err)
+	}
+	if got := []string{f.version("a-dev"), f.version("b-dev")}; !slices.Equal(got, []string{"1.1.0", "1.0.0"}) {
+		t.Fatalf("after abort: %v, want a-dev kept at 1.1.0, b-dev untouched", got)
+	}
+	if _, held := f.ts.srv.rolloutHolds([]string{"group/prod"}); held {
+		t.Error("an aborted rollout still holds its documents")
+	}
+	// A server restart keeps that too.
+	old := f.ts.srv
+	s2, err := New(context.Background(), old.cfg, old.store, old.blobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.setClock(s2)
+	f.ts.srv = s2
+	if v := f.version("a-dev"); v != "1.1.0" {
+		t.Fatalf("a-dev at %s after a restart", v)
+	}
+	f.advance(time.Second)
+	if err := f.set(api.Document{Group: "prod", Selector: "env=prod", Apps: []api.DesiredApp{{Name: "com.example:web", Version: "1.0.0"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if v := f.version("a-dev"); v != "1.0.0" {
+		t.Errorf("a-dev at %s after its document was set again, want 1.0.0", v)
+	}
+}
