@@ -63,7 +63,7 @@ func (f *fleet) rollout(name string) rolloutView {
 
 func (f *fleet) waitRollout(name, what string, cond func(rolloutView) bool) rolloutView {
 	f.t.Helper()
-	deadline := time.Now().Add(40 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	var last rolloutView
 	for time.Now().Before(deadline) {
 		if last = f.rollout(name); cond(last) {
@@ -71,7 +71,7 @@ func (f *fleet) waitRollout(name, what string, cond func(rolloutView) bool) roll
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	f.t.Fatalf("rollout %s: %s: not reached in 40s; last %+v\nserver log tail:\n%s", name, what, last, tail(f.logs.String(), 3000))
+	f.t.Fatalf("rollout %s: %s: not reached in 60s; last %+v\nserver log tail:\n%s", name, what, last, tail(f.logs.String(), 3000))
 	return last
 }
 
@@ -140,7 +140,7 @@ func TestRolloutFleet(t *testing.T) {
 
 	// 1. A good rollout, waited for.
 	r := runBin(t, f.adminEnv(), "", "rollout", "start", "-f", docs("1.1.0", "prod"), "--name", "good",
-		"--waves", "1,50%,100%", "--soak", "1s", "--wave-timeout", "30s", "--wait")
+		"--waves", "1,50%,100%", "--soak", "1s", "--wave-timeout", "60s", "--wait")
 	if r.code != 0 || strings.TrimSpace(r.stdout) != "good" {
 		t.Fatalf("rollout start --wait: exit %d\n%s\n%s\nserver log:\n%s", r.code, r.stdout, r.stderr, tail(f.logs.String(), 3000))
 	}
@@ -152,7 +152,7 @@ func TestRolloutFleet(t *testing.T) {
 	}
 
 	// 2. A bad build: its first wave fails, the rollout pauses there.
-	f.op("rollout", "start", "-f", docs("1.2.0", "prod"), "--name", "bad", "--waves", "1,100%", "--soak", "5s", "--wave-timeout", "30s")
+	f.op("rollout", "start", "-f", docs("1.2.0", "prod"), "--name", "bad", "--waves", "1,100%", "--soak", "5s", "--wave-timeout", "60s")
 	v := f.waitRollout("bad", "paused", func(v rolloutView) bool { return v.Phase != api.RolloutRunning })
 	if v.Phase != api.RolloutPaused || v.Devices[0].ID != "r1" || v.Devices[0].Outcome != api.OutcomeFailed ||
 		!strings.Contains(v.Devices[0].Reason, "unhealthy") || !strings.Contains(v.Reason, "r1") {
@@ -203,7 +203,7 @@ func TestRolloutFleet(t *testing.T) {
 	if err := os.WriteFile(freeze, []byte("#!/bin/sh\necho 'change freeze until Monday' >&2\nexit 1\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	f.op("rollout", "start", "-f", docs("1.3.0", "prod"), "--name", "gated", "--waves", "1,100%", "--soak", "4s", "--wave-timeout", "30s")
+	f.op("rollout", "start", "-f", docs("1.3.0", "prod"), "--name", "gated", "--waves", "1,100%", "--soak", "4s", "--wave-timeout", "60s")
 	v = f.waitRollout("gated", "paused by its gate", func(v rolloutView) bool { return v.Phase == api.RolloutPaused })
 	if !strings.Contains(v.Reason, "change freeze until Monday") || v.Devices[0].Outcome != api.OutcomePending {
 		t.Errorf("gated: %+v", v)
