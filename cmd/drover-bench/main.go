@@ -5,6 +5,7 @@
 //	drover-bench install [-files 5000] [-size 200MB] [-dir DIR] [-runs 3] [-warm]
 //	drover-bench trust [-builds 10000] [-pushes 50] [-dir DIR]
 //	drover-bench plan [-n 10000] [-runs 3] [-dir DIR]
+//	drover-bench rollout [-n 1000] [-waves 1,10%,50%,100%] [-soak 10s] [-health-interval 2s] [-max-failures 0]
 //
 // Exit 0 on success, 1 on failure, 2 on bad usage; an error is one line
 // on stderr.
@@ -22,6 +23,7 @@ import (
 	"time"
 
 	"github.com/drover-dev/drover/internal/bench"
+	"github.com/drover-dev/drover/internal/rollout"
 )
 
 const usage = `usage:
@@ -30,6 +32,7 @@ const usage = `usage:
   drover-bench events -amqp URL [-n 50000] [-probes 500]
   drover-bench trust [-builds 10000] [-pushes 50] [-dir DIR]
   drover-bench plan [-n 10000] [-runs 3] [-dir DIR]
+  drover-bench rollout [-n 1000] [-waves 1,10%,50%,100%] [-soak 10s] [-health-interval 2s] [-max-failures 0] [-drover PATH] [-dir DIR] [-timeout 10m]
 `
 
 func main() {
@@ -135,6 +138,24 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer) error {
 			return err
 		}
 		return bench.Plan(ctx, bench.PlanConfig{Devices: *n, Runs: *runs, Dir: *dir, Out: stdout})
+	case "rollout":
+		n := fs.Int("n", 1000, "agents, in this process")
+		waves := fs.String("waves", "1,10%,50%,100%", "waves of both rollouts")
+		soak := fs.Duration("soak", 10*time.Second, "soak of each wave")
+		hi := fs.Duration("health-interval", 2*time.Second, "how often each agent checks its service")
+		maxf := fs.String("max-failures", "0", "failed devices a wave of the good rollout may have")
+		drover := fs.String("drover", "", "drover binary to run as the server (default: build ./cmd/drover)")
+		dir := fs.String("dir", "", "parent of the work folder (default /dev/shm, a tmpfs)")
+		timeout := fs.Duration("timeout", 10*time.Minute, "bound of the whole run")
+		if err := parse(); err != nil {
+			return err
+		}
+		ws, err := rollout.ParseWaves(*waves)
+		if err != nil {
+			return fmt.Errorf("%w: rollout: -waves: %v", bench.ErrUsage, err)
+		}
+		return bench.Rollout(ctx, bench.RolloutConfig{N: *n, Waves: ws, Soak: *soak, HealthInterval: *hi, MaxFailures: *maxf, Drover: *drover,
+			Dir: *dir, Timeout: *timeout, Out: stdout})
 	case "-h", "-help", "--help", "help":
 		return flag.ErrHelp
 	}

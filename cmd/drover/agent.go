@@ -16,8 +16,8 @@ import (
 
 	"github.com/drover-dev/drover/internal/agent"
 	"github.com/drover-dev/drover/internal/agentfile"
-	"github.com/drover-dev/drover/internal/facts"
 	"github.com/drover-dev/drover/internal/client"
+	"github.com/drover-dev/drover/internal/facts"
 	"github.com/drover-dev/drover/internal/pki"
 	"github.com/drover-dev/drover/internal/service"
 	"github.com/drover-dev/drover/internal/trust"

@@ -183,8 +183,8 @@ type Rollout struct {
 
 // RolloutWave is one wave of a rollout.
 type RolloutWave struct {
-	Size     int       `json:"size" yaml:"size"`         // devices in this wave (not cumulative)
-	Devices  []string  `json:"devices" yaml:"devices"`   // its devices, in the rollout's stable order
+	Size     int       `json:"size" yaml:"size"`       // devices in this wave (not cumulative)
+	Devices  []string  `json:"devices" yaml:"devices"` // its devices, in the rollout's stable order
 	Started  time.Time `json:"started,omitzero" yaml:"started,omitempty"`
 	Soaking  time.Time `json:"soaking,omitzero" yaml:"soaking,omitempty"` // when its soak began
 	Passed   time.Time `json:"passed,omitzero" yaml:"passed,omitempty"`
@@ -197,6 +197,16 @@ type RolloutDevice struct {
 	Wave    int    `json:"wave" yaml:"wave"`
 	Outcome string `json:"outcome" yaml:"outcome"`
 	Reason  string `json:"reason,omitempty" yaml:"reason,omitempty"`
+	// Steps are the device's changes, as the plan at the start saw them;
+	// the services of their apps must run and be healthy.
+	Steps []PlanStep `json:"steps,omitempty" yaml:"steps,omitempty"`
+}
+
+// RolloutDryRun answers `rollout start --dry-run`: the plan of the
+// documents and the waves the rollout would have. Nothing is stored.
+type RolloutDryRun struct {
+	Plan    Plan    `json:"plan" yaml:"plan"`
+	Rollout Rollout `json:"rollout" yaml:"rollout"`
 }
 
 // Duration is a time.Duration written as text ("5m", "90s") in JSON and

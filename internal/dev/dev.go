@@ -247,6 +247,11 @@ func printNext(out io.Writer, dir, addr, ca, cert, key, home, root string) {
   go run ./cmd/drover state ls
   go run ./cmd/drover device show %[5]s
 
+  # a rollout: the group back to 1.0.0 in health-gated waves, each soaked 10s
+  sed 's/"^1.0"/1.0.0/' %[8]s/group.yaml > /tmp/rollout.yaml
+  go run ./cmd/drover rollout start -f /tmp/rollout.yaml --name hello-back --soak 10s --wait
+  go run ./cmd/drover rollout status hello-back
+
   # signed builds (docs/trust.md): offline keys, then push with the publisher's key to a
   # server run with --trust-dir; agents run with --trust-root install only what is signed
   go run ./cmd/drover trust init --dir %[8]s/keys

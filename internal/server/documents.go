@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/drover-dev/drover/internal/api"
 	"github.com/drover-dev/drover/internal/fleet"
@@ -79,11 +80,20 @@ func docName(d api.Document) string {
 // document (fleet.Result.Cutoff). Nothing is stored. Errors are
 // *api.Error naming the document.
 func (s *Server) pinDocuments(ctx context.Context, docs []api.Document) ([]api.Document, error) {
+	return s.pinDocumentsAt(ctx, docs, time.Time{})
+}
+
+// pinDocumentsAt is pinDocuments against the builds that existed at
+// cutoff (zero: now), as a rollout's documents were pinned at its start.
+func (s *Server) pinDocumentsAt(ctx context.Context, docs []api.Document, cutoff time.Time) ([]api.Document, error) {
 	if len(docs) == 0 || len(docs) > maxDocuments {
 		return nil, api.Errorf(api.EINVALID, fmt.Sprintf("want 1 to %d documents, got %d", maxDocuments, len(docs)))
 	}
-	cands := s.res.candidates()
+	cands := s.res.candidatesAt(cutoff)
 	now := s.now().UTC()
+	if !cutoff.IsZero() {
+		now = cutoff.UTC()
+	}
 	out := make([]api.Document, len(docs))
 	seen := make(map[string]bool, len(docs))
 	for i, d := range docs {
@@ -168,6 +178,14 @@ func (s *Server) evaluate(ctx context.Context, next *fleet.Set) ([]change, error
 // the resolutions it computed, and wakes exactly the devices whose
 // resolution changed.
 func (s *Server) setDocuments(ctx context.Context, docs []api.Document, by string) error {
+	return s.setDocumentsAt(ctx, docs, by, time.Time{})
+}
+
+// setDocumentsAt is setDocuments with the documents set (and pinned) as
+// of cutoff (zero: now): a rollout that ends done stores its documents as
+// they were pinned at its start, so a build pushed meanwhile reaches no
+// device through it.
+func (s *Server) setDocumentsAt(ctx context.Context, docs []api.Document, by string, cutoff time.Time) error {
 	keys := make([]string, len(docs))
 	for i := range docs {
 		d := docs[i]
@@ -181,7 +199,7 @@ func (s *Server) setDocuments(ctx context.Context, docs []api.Document, by strin
 	if name, held := s.rolloutHolds(keys); held {
 		return api.Errorf(api.ECONFLICT, fmt.Sprintf("rollout %s holds %s: wait for it to end, or abort it", name, strings.Join(keys, ", ")))
 	}
-	pinned, err := s.pinDocuments(ctx, docs)
+	pinned, err := s.pinDocumentsAt(ctx, docs, cutoff)
 	if err != nil {
 		return err
 	}
@@ -209,6 +227,7 @@ func (s *Server) setDocuments(ctx context.Context, docs []api.Document, by strin
 	}
 	s.res.setDocuments(next)
 	s.applyChanges(changes, deviceIDs(pinned))
+	s.documentsStored(keys)
 	return nil
 }
 
@@ -248,6 +267,7 @@ func (s *Server) removeDocuments(ctx context.Context, keys []string, by string) 
 	}
 	s.res.setDocuments(next)
 	s.applyChanges(changes, ids)
+	s.documentsStored(keys)
 	return nil
 }
 

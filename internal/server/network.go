@@ -181,7 +181,7 @@ func (s *Server) netResults(ctx context.Context, proberID string, results []api.
 			}
 		}
 	}) {
-		if err := s.observe(ctx, proberID, target, byTarget[target]); err != nil {
+		if err := s.observeProbes(ctx, proberID, target, byTarget[target]); err != nil {
 			s.log.Warn("network checks: store outcomes", "device", target, "err", err)
 		}
 	}
@@ -190,8 +190,8 @@ func (s *Server) netResults(ctx context.Context, proberID string, results []api.
 // maxErrorText bounds a probe's error kept in a record.
 const maxErrorText = 256
 
-// observe stores one prober's outcomes of target's checks.
-func (s *Server) observe(ctx context.Context, prober, target string, results []api.ProbeResult) error {
+// observeProbes stores one prober's outcomes of target's checks.
+func (s *Server) observeProbes(ctx context.Context, prober, target string, results []api.ProbeResult) error {
 	defer s.lockDevice(target)()
 	d, err := s.store.Device(ctx, target)
 	if err != nil {

@@ -51,7 +51,7 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request, p peer) er
 	d := api.Device{
 		ID: id, Tags: tags, Labels: rep.Labels, Facts: rep.Facts, Installed: rep.Installed,
 		LastSeen: s.now().UTC(), Applied: rep.Applied, Error: rep.Error, Health: old.Health,
-		Services: rep.Services, Addr: remoteHost(r), NetObservations: old.NetObservations,
+		Services: rep.Services, Addr: remoteHost(r), NetObservations: old.NetObservations, ErrorDigest: rep.ErrorDigest,
 	}
 	if d.Installed == nil {
 		d.Installed = []api.InstalledApp{}
@@ -97,6 +97,7 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request, p peer) er
 	if runHook {
 		s.startHook(d) // after this report's events
 	}
+	s.rolloutReport(id)
 	writeJSON(w, http.StatusOK, api.ReportResponse{Desired: res.r.Digest, Probes: s.probesFor(ctx, d)})
 	return nil
 }
@@ -242,4 +243,6 @@ var serverKinds = map[string]bool{
 	api.KindKeepalive: true, api.KindTerminateRequested: true, api.KindTerminateDelayed: true,
 	api.KindTerminating: true, api.KindTerminated: true, api.KindHookFailed: true,
 	api.KindTerminateCleared: true, KindOutbox: true, api.KindQuota: true,
+	api.KindRolloutStarted: true, api.KindRolloutWave: true, api.KindRolloutPaused: true, api.KindRolloutResumed: true,
+	api.KindRolloutFailed: true, api.KindRolloutDone: true, api.KindRolloutAborted: true,
 }

@@ -75,6 +75,7 @@ type Server struct {
 	quota *quotas      // quota.go
 	node  nodeServer   // node.go
 	net   netState     // network.go
+	ro    rollouts     // rollouts.go
 	sizes blobSizes    // plan.go
 
 	// docMu serializes document writes: each is checked against the
@@ -118,6 +119,9 @@ func New(ctx context.Context, cfg Config, st store.Store, blobs blob.Store) (*Se
 	if err := s.res.loadDocuments(ctx); err != nil {
 		return nil, err
 	}
+	if err := s.initRollouts(ctx); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -157,12 +161,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		close(crlDone)
 	}()
+	// Rollouts: one driver loop (rollouts.go).
+	rolloutsDone := make(chan struct{})
+	go func() { s.runRollouts(evCtx); close(rolloutsDone) }()
 	defer func() {
 		stopEvents()
 		<-evDone
 		<-resumed
 		<-trustDone
 		<-crlDone
+		<-rolloutsDone
 		s.stopTimers()
 	}()
 	errc := make(chan error, 1)
@@ -220,6 +228,7 @@ func (s *Server) Handler() http.Handler {
 	s.paramRoutes(mux)
 	s.trustRoutes(mux)
 	s.certRoutes(mux)
+	s.rolloutRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.Errorf(api.ENOTFOUND, fmt.Sprintf("no such call: %s %s", r.Method, r.URL.Path)))
 	})

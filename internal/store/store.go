@@ -118,6 +118,7 @@ type Store interface {
 	Outbox
 	Params
 	Trust
+	Rollouts
 }
 
 // Write is one change for Commit. Removals happen before puts.
