@@ -110,6 +110,7 @@ func newRootCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		deviceCmd,
 		stateCmd,
 		eventsCmd,
+		uiCmd,
 	} {
 		root.AddCommand(add(e))
 	}

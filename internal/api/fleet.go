@@ -183,8 +183,8 @@ type Rollout struct {
 
 // RolloutWave is one wave of a rollout.
 type RolloutWave struct {
-	Size     int       `json:"size" yaml:"size"`         // devices in this wave (not cumulative)
-	Devices  []string  `json:"devices" yaml:"devices"`   // its devices, in the rollout's stable order
+	Size     int       `json:"size" yaml:"size"`       // devices in this wave (not cumulative)
+	Devices  []string  `json:"devices" yaml:"devices"` // its devices, in the rollout's stable order
 	Started  time.Time `json:"started,omitzero" yaml:"started,omitempty"`
 	Soaking  time.Time `json:"soaking,omitzero" yaml:"soaking,omitempty"` // when its soak began
 	Passed   time.Time `json:"passed,omitzero" yaml:"passed,omitempty"`
@@ -217,4 +217,17 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	}
 	*d = Duration(v)
 	return nil
+}
+
+// UILoginRequest asks for a one-time login URL of the fleet page.
+type UILoginRequest struct {
+	// TTL is how long the URL stays valid; 0 = 10 minutes.
+	TTL Duration `json:"ttl,omitempty"`
+}
+
+// UILogin is a one-time login URL's path (with its token) on the server's
+// address, and when it expires.
+type UILogin struct {
+	Path    string    `json:"path"`
+	Expires time.Time `json:"expires"`
 }

@@ -173,6 +173,12 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	fmt.Fprintf(out, "\n%s converged: %s/com/example/hello/current -> 1.0.0, %s/etc/motd\n\n", Device, filepath.Join(home, "software"), rootDir)
 	printNext(out, cfg.Dir, addr, caFile, admCert, admKey, home, rootDir)
+	// The fleet page: a login URL that works once, for an hour.
+	if login, err := op.UILogin(ctx, time.Hour); err == nil {
+		fmt.Fprintf(out, "Fleet page (this link works once, for an hour; later: go run ./cmd/drover ui url):\n  %s%s\n\n", addr, login.Path)
+	} else {
+		fmt.Fprintf(out, "Fleet page: %v\n\n", err)
+	}
 
 	select {
 	case <-ctx.Done():

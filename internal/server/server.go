@@ -22,6 +22,7 @@ import (
 	"github.com/drover-dev/drover/internal/api"
 	"github.com/drover-dev/drover/internal/blob"
 	"github.com/drover-dev/drover/internal/store"
+	"github.com/drover-dev/drover/internal/ui"
 )
 
 // Config holds the server's settings.
@@ -58,6 +59,7 @@ type Server struct {
 	res   *resolver
 	ev    *eventsState // events.go
 	node  nodeServer   // node.go
+	page  *ui.UI       // the fleet page (ui.go)
 
 	mu   sync.Mutex
 	http *http.Server
@@ -83,6 +85,9 @@ func New(ctx context.Context, cfg Config, st store.Store, blobs blob.Store) (*Se
 	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, store: st, blobs: blobs, hub: newHub()}
 	s.res = newResolver(st)
 	var err error
+	if s.page, err = ui.New(ui.Config{Logger: s.log.With("component", "ui"), Now: s.now}, pageBackend{s}); err != nil {
+		return nil, err
+	}
 	if s.ev, err = s.newEvents(ctx); err != nil {
 		return nil, err
 	}
@@ -162,10 +167,11 @@ func (s *Server) Handler() http.Handler {
 	s.eventRoutes(mux)
 	s.nodeRoutes(mux)
 	s.paramRoutes(mux)
+	s.uiRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.Errorf(api.ENOTFOUND, fmt.Sprintf("no such call: %s %s", r.Method, r.URL.Path)))
 	})
-	return s.logRequests(mux)
+	return s.logRequests(s.withPage(mux))
 }
 
 func (s *Server) logRequests(h http.Handler) http.Handler {

@@ -29,6 +29,16 @@ type testServer struct {
 	srv   *Server
 	admin *client.Client
 	dev   map[string]*client.Client
+	url   string // https://127.0.0.1:PORT
+	ca    string // the fleet CA certificate file
+	// client makes a client with a new certificate of role and name.
+	client func(role pki.Role, name string) *client.Client
+}
+
+// devClient is a client with a new device certificate for id.
+func (ts *testServer) devClient(t *testing.T, id string) *client.Client {
+	t.Helper()
+	return ts.client(pki.RoleDevice, id)
 }
 
 func newTestServer(t *testing.T, pollTimeout time.Duration) *testServer {
@@ -83,7 +93,7 @@ func newTestServer(t *testing.T, pollTimeout time.Duration) *testServer {
 		t.Cleanup(cl.Close)
 		return cl
 	}
-	ts := &testServer{srv: srv, admin: cl(pki.RoleAdmin, "ops"), dev: map[string]*client.Client{}}
+	ts := &testServer{srv: srv, admin: cl(pki.RoleAdmin, "ops"), dev: map[string]*client.Client{}, url: hs.URL, ca: ca, client: cl}
 	for _, id := range []string{"d1", "d2"} {
 		ts.dev[id] = cl(pki.RoleDevice, id)
 	}
