@@ -165,8 +165,10 @@ func secureHeaders(h http.Handler) http.Handler {
 			"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 		hd.Set("X-Content-Type-Options", "nosniff")
 		hd.Set("X-Frame-Options", "DENY")
-		// The login URL carries a token: never send it on as a referrer.
-		hd.Set("Referrer-Policy", "no-referrer")
+		// The login URL carries a token: never send it to another site.
+		// (no-referrer would make browsers send "Origin: null" on the
+		// page's own forms, which the CSRF check refuses.)
+		hd.Set("Referrer-Policy", "same-origin")
 		if !strings.HasPrefix(r.URL.Path, "/ui/static/") {
 			hd.Set("Cache-Control", "no-store")
 		}
