@@ -3,6 +3,7 @@
 //
 //	drover-bench fleet [-n 100,1000,5000] [-drover PATH] [-dir DIR] [-timeout 120s] [-set-workers 16]
 //	drover-bench install [-files 5000] [-size 200MB] [-dir DIR] [-runs 3] [-warm]
+//	drover-bench ui [-devices 10000] [-rate 1000] [-feed 20s] [-runs 5]
 //
 // Exit 0 on success, 1 on failure, 2 on bad usage; an error is one line
 // on stderr.
@@ -26,6 +27,7 @@ const usage = `usage:
   drover-bench fleet [-n 100,1000,5000] [-drover PATH] [-dir DIR] [-timeout 120s] [-set-workers 16] [-bulk]
   drover-bench install [-files 5000] [-size 200MB] [-dir DIR] [-runs 3] [-warm]
   drover-bench events -amqp URL [-n 50000] [-probes 500]
+  drover-bench ui [-devices 10000] [-rate 1000] [-feed 20s] [-runs 5]
 `
 
 func main() {
@@ -72,6 +74,16 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer) error {
 		return nil
 	}
 	switch args[0] {
+	case "ui":
+		devices := fs.Int("devices", 10000, "devices in the store")
+		rate := fs.Int("rate", 1000, "events per second for the live feed")
+		feed := fs.Duration("feed", 20*time.Second, "how long the live feed runs")
+		runs := fs.Int("runs", 5, "timed requests per page")
+		dir := fs.String("dir", "", "where the store goes (default: a temp folder)")
+		if err := parse(); err != nil {
+			return err
+		}
+		return bench.UI(ctx, bench.UIConfig{Devices: *devices, Rate: *rate, Feed: *feed, Runs: *runs, Dir: *dir, Out: stdout})
 	case "fleet":
 		sizes := fs.String("n", "100,1000,5000", "fleet sizes, comma separated")
 		drover := fs.String("drover", "", "drover binary to run as the server (default: build ./cmd/drover)")

@@ -60,6 +60,8 @@ type Server struct {
 	ev    *eventsState // events.go
 	node  nodeServer   // node.go
 	page  *ui.UI       // the fleet page (ui.go)
+	// devices lists every device for the fleet page (devindex.go).
+	devices devIndex
 
 	mu   sync.Mutex
 	http *http.Server

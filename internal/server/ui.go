@@ -68,12 +68,13 @@ var _ ui.Backend = pageBackend{}
 
 // Devices implements ui.Backend.
 func (b pageBackend) Devices(ctx context.Context) ([]api.Device, error) {
-	devs, err := b.s.store.Devices(ctx)
+	all, err := b.s.devices.all(ctx, b.s.store)
 	if err != nil {
 		return nil, err
 	}
-	for i := range devs {
-		if devs[i], err = b.s.withStatus(ctx, devs[i]); err != nil {
+	devs := make([]api.Device, len(all))
+	for i, d := range all {
+		if devs[i], err = b.s.withStatus(ctx, d); err != nil {
 			return nil, err
 		}
 	}
