@@ -41,12 +41,9 @@ func orEnv(v, name, def string) string {
 	return def
 }
 
-// address is the server URL from the flags and environment.
-func (f *connFlags) address() string { return orEnv(f.addr, "DROVER_ADDR", defaultAddr) }
-
 // client builds an API client from the flags and environment.
 func (f *connFlags) client() (*client.Client, error) {
-	addr := f.address()
+	addr := orEnv(f.addr, "DROVER_ADDR", defaultAddr)
 	ca := orEnv(f.caCert, "DROVER_CACERT", "")
 	cert := orEnv(f.clientCert, "DROVER_CLIENT_CERT", "")
 	key := orEnv(f.clientKey, "DROVER_CLIENT_KEY", "")

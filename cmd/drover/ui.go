@@ -40,7 +40,7 @@ func uiURLCmd(e *env, conn *connFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			url := strings.TrimRight(conn.address(), "/") + login.Path
+			url := strings.TrimRight(cl.Addr(), "/") + login.Path
 			if format != outText {
 				return printAs(e.stdout, format, map[string]any{"url": url, "expires": login.Expires})
 			}

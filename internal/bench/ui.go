@@ -3,25 +3,18 @@ package bench
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/cookiejar"
-	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"time"
 
 	"github.com/drover-dev/drover/internal/api"
-	"github.com/drover-dev/drover/internal/blob"
 	"github.com/drover-dev/drover/internal/client"
+	"github.com/drover-dev/drover/internal/localfleet"
 	"github.com/drover-dev/drover/internal/pki"
-	"github.com/drover-dev/drover/internal/server"
 	"github.com/drover-dev/drover/internal/store"
-	"github.com/drover-dev/drover/internal/store/sqlite"
 )
 
 // UIConfig sets up the fleet page benchmark.
@@ -40,77 +33,21 @@ type UIConfig struct {
 // cache expired, and warm), then a live feed of cfg.Rate events a second
 // followed over SSE, with the server's heap before and after.
 func UI(ctx context.Context, cfg UIConfig) error {
-	dir := cfg.Dir
-	if dir == "" {
-		d, err := os.MkdirTemp("", "drover-bench-ui-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(d)
-		dir = d
-	}
-	now := time.Now()
-	pkiDir := filepath.Join(dir, "pki")
-	if err := pki.Init(pkiDir, now); err != nil {
-		return err
-	}
-	sc, sk, err := pki.Issue(pkiDir, pki.IssueOptions{Role: pki.RoleServer, Name: "localhost"}, now)
+	f, err := localfleet.Start(ctx, cfg.Dir)
 	if err != nil {
 		return err
 	}
-	ca := filepath.Join(pkiDir, "ca.crt")
-	tlsCfg, err := pki.ServerTLSConfig(sc, sk, ca)
+	defer f.Close()
+	if err := fillDevices(ctx, f.Store, cfg.Devices, time.Now()); err != nil {
+		return err
+	}
+	br, err := f.Browser(ctx)
 	if err != nil {
 		return err
 	}
-	st, err := sqlite.Open(ctx, filepath.Join(dir, "drover.db"), nil)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	if err := fillDevices(ctx, st, cfg.Devices, now); err != nil {
-		return err
-	}
-	blobs, err := blob.NewFileStore(blob.FileConfig{Dir: filepath.Join(dir, "blobs")})
-	if err != nil {
-		return err
-	}
-	srv, err := server.New(ctx, server.Config{TLS: tlsCfg}, st, blobs)
-	if err != nil {
-		return err
-	}
-	hs := httptest.NewUnstartedServer(srv.Handler())
-	hs.TLS = tlsCfg
-	hs.StartTLS()
-	defer hs.Close()
-
-	ac, ak, err := pki.Issue(pkiDir, pki.IssueOptions{Role: pki.RoleAdmin, Name: "bench"}, now)
-	if err != nil {
-		return err
-	}
-	admTLS, err := pki.ClientTLSConfig(ac, ak, ca)
-	if err != nil {
-		return err
-	}
-	admin, err := client.New(client.Config{Addr: hs.URL, TLS: admTLS})
-	if err != nil {
-		return err
-	}
-	defer admin.Close()
-	login, err := admin.UILogin(ctx, time.Minute)
-	if err != nil {
-		return err
-	}
-	pool, err := pki.LoadCertPool(ca)
-	if err != nil {
-		return err
-	}
-	jar, _ := cookiejar.New(nil)
-	br := &http.Client{Jar: jar, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}}}
-	defer br.CloseIdleConnections()
 	get := func(path string) (time.Duration, error) {
 		start := time.Now()
-		resp, err := br.Get(hs.URL + path)
+		resp, err := br.Get(f.URL + path)
 		if err != nil {
 			return 0, err
 		}
@@ -120,9 +57,6 @@ func UI(ctx context.Context, cfg UIConfig) error {
 			return 0, fmt.Errorf("GET %s: %s", path, resp.Status)
 		}
 		return time.Since(start), err
-	}
-	if _, err := get(login.Path); err != nil {
-		return err
 	}
 	fmt.Fprintf(cfg.Out, "fleet page, %d devices in SQLite, %d runs each (median, max):\n", cfg.Devices, cfg.Runs)
 	for _, page := range []struct{ name, path string }{
@@ -150,23 +84,13 @@ func UI(ctx context.Context, cfg UIConfig) error {
 	// certificate may send only so many a minute.
 	var senders []*client.Client
 	for i := range 50 {
-		id := fmt.Sprintf("dev-%05d", i)
-		c, k, err := pki.Issue(pkiDir, pki.IssueOptions{Role: pki.RoleDevice, Name: id}, now)
+		cl, err := f.Client(pki.RoleDevice, fmt.Sprintf("dev-%05d", i))
 		if err != nil {
 			return err
 		}
-		tc, err := pki.ClientTLSConfig(c, k, ca)
-		if err != nil {
-			return err
-		}
-		cl, err := client.New(client.Config{Addr: hs.URL, TLS: tc})
-		if err != nil {
-			return err
-		}
-		defer cl.Close()
 		senders = append(senders, cl)
 	}
-	return uiFeed(ctx, cfg, senders, br, hs.URL)
+	return uiFeed(ctx, cfg, senders, br, f.URL)
 }
 
 // uiFeed sends cfg.Rate events a second for cfg.Feed through the API while
