@@ -45,7 +45,6 @@ var Pages = []Page{
 	{"events.png", "/ui/events?min=low", "#live-state.on"},
 	{"rollouts.png", "/ui/rollouts", "table"},
 	{"packages.png", "/ui/packages", "h1"},
-	
 }
 
 // Take fills a fleet and writes one PNG per page to cfg.Out.
