@@ -231,10 +231,13 @@ func (u *UI) handleDevices(w http.ResponseWriter, r *http.Request, s session) {
 		p.QueryError = err.Error()
 		match = func(api.Device) bool { return false }
 	}
-	var hits []api.Device
-	for _, d := range devs {
-		if q == "" || match(d) {
-			hits = append(hits, d)
+	hits := devs // no filter: the list as it is, nothing copied
+	if q != "" {
+		hits = nil
+		for i := range devs {
+			if match(devs[i]) {
+				hits = append(hits, devs[i])
+			}
 		}
 	}
 	p.Total = len(hits)
