@@ -4,6 +4,7 @@
 //	drover-bench fleet [-n 100,1000,5000] [-drover PATH] [-dir DIR] [-timeout 120s] [-set-workers 16]
 //	drover-bench install [-files 5000] [-size 200MB] [-dir DIR] [-runs 3] [-warm]
 //	drover-bench ui [-devices 10000] [-rate 1000] [-feed 20s] [-runs 5]
+//	drover-bench rollout [-n 1000] [-waves 1,10%,50%,100%] [-soak 10s] [-health-interval 2s]
 //
 // Exit 0 on success, 1 on failure, 2 on bad usage; an error is one line
 // on stderr.
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"github.com/drover-dev/drover/internal/bench"
+	"github.com/drover-dev/drover/internal/rollout"
 )
 
 const usage = `usage:
@@ -28,6 +30,7 @@ const usage = `usage:
   drover-bench install [-files 5000] [-size 200MB] [-dir DIR] [-runs 3] [-warm]
   drover-bench events -amqp URL [-n 50000] [-probes 500]
   drover-bench ui [-devices 10000] [-rate 1000] [-feed 20s] [-runs 5]
+  drover-bench rollout [-n 1000] [-waves 1,10%,50%,100%] [-soak 10s] [-health-interval 2s] [-drover PATH] [-dir DIR] [-timeout 10m]
 `
 
 func main() {
@@ -127,6 +130,23 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer) error {
 			return fmt.Errorf("%w: events: give -amqp URL (or DROVER_TEST_AMQP), -n and -probes >= 1", bench.ErrUsage)
 		}
 		return bench.Events(ctx, bench.EventsConfig{URL: *url, Events: *n, Probes: *probes, Out: stdout})
+	case "rollout":
+		n := fs.Int("n", 1000, "agents, in this process")
+		waves := fs.String("waves", "1,10%,50%,100%", "waves of both rollouts")
+		soak := fs.Duration("soak", 10*time.Second, "soak of each wave")
+		hi := fs.Duration("health-interval", 2*time.Second, "how often each agent checks its service")
+		drover := fs.String("drover", "", "drover binary to run as the server (default: build ./cmd/drover)")
+		dir := fs.String("dir", "", "parent of the work folder (default /dev/shm, a tmpfs)")
+		timeout := fs.Duration("timeout", 10*time.Minute, "bound of the whole run")
+		if err := parse(); err != nil {
+			return err
+		}
+		ws, err := rollout.ParseWaves(*waves)
+		if err != nil {
+			return fmt.Errorf("%w: rollout: -waves: %v", bench.ErrUsage, err)
+		}
+		return bench.Rollout(ctx, bench.RolloutConfig{N: *n, Waves: ws, Soak: *soak, HealthInterval: *hi, Drover: *drover,
+			Dir: *dir, Timeout: *timeout, Out: stdout})
 	case "-h", "-help", "--help", "help":
 		return flag.ErrHelp
 	}

@@ -111,6 +111,7 @@ func newRootCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		stateCmd,
 		eventsCmd,
 		uiCmd,
+		rolloutCmd,
 	} {
 		root.AddCommand(add(e))
 	}

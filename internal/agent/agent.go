@@ -316,6 +316,9 @@ func (a *Agent) report(ctx context.Context) error {
 		Facts: a.facts, Tags: a.tags, Labels: a.cfg.Labels, Installed: a.installed(), Services: a.svc.sup.States(),
 		Applied: a.applied, Error: a.lastErr, AgentVersion: Version, Health: a.healthReport(),
 	}
+	if a.lastErr != "" {
+		rep.ErrorDigest = a.fail.digest // the state whose steps failed, if they did
+	}
 	a.mu.Unlock()
 	if rep.Installed == nil {
 		rep.Installed = []api.InstalledApp{}

@@ -273,7 +273,10 @@ type Report struct {
 	// Applied is the digest of the resolved state the device last converged to.
 	Applied string `json:"applied,omitempty"`
 	// Error is the last convergence error, empty when the last run succeeded.
-	Error        string `json:"error,omitempty"`
+	Error string `json:"error,omitempty"`
+	// ErrorDigest is the digest of the resolved state whose convergence
+	// failed with Error, when it got that far (not from older agents).
+	ErrorDigest  string `json:"error_digest,omitempty"`
 	AgentVersion string `json:"agent_version,omitempty"`
 	// Health is the state of the health checks; nil from agents that
 	// predate them.
@@ -299,7 +302,9 @@ type Device struct {
 	Desired   string            `json:"desired,omitempty" yaml:"desired,omitempty"`
 	Converged bool              `json:"converged" yaml:"converged"`
 	Error     string            `json:"error,omitempty" yaml:"error,omitempty"`
-	Health    string            `json:"health,omitempty" yaml:"health,omitempty"`
+	// ErrorDigest is the resolved state Error belongs to (Report).
+	ErrorDigest string `json:"error_digest,omitempty" yaml:"error_digest,omitempty"`
+	Health      string `json:"health,omitempty" yaml:"health,omitempty"`
 	// HealthChecks, Keepalive and Termination: health checks and
 	// termination (api/health.go). Keepalive and Termination are owned by
 	// the server and survive reports.
@@ -308,6 +313,9 @@ type Device struct {
 	Termination  *Termination  `json:"termination,omitempty" yaml:"termination,omitempty"`
 	// Services are the package services the agent supervises (api/service.go).
 	Services []ServiceState `json:"services,omitempty" yaml:"services,omitempty"`
+	// Effective is the device's effective desired state, each app with
+	// the document that gave it; set by GET /v1/devices/{id} only.
+	Effective []EffectiveApp `json:"effective,omitempty" yaml:"effective,omitempty"`
 }
 
 // MissingRequest asks which of these blobs the server lacks.

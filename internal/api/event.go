@@ -36,6 +36,17 @@ const (
 	KindSend       = "send"
 )
 
+// Event kinds of rollouts, emitted by the server only.
+const (
+	KindRolloutStarted = "rollout-started"
+	KindRolloutWave    = "rollout-wave" // a wave began or passed
+	KindRolloutPaused  = "rollout-paused"
+	KindRolloutResumed = "rollout-resumed"
+	KindRolloutFailed  = "rollout-failed"
+	KindRolloutDone    = "rollout-done"
+	KindRolloutAborted = "rollout-aborted"
+)
+
 // Event is anything that happened, stored with a monotonically increasing ID.
 type Event struct {
 	ID       int64           `json:"id" yaml:"id"`

@@ -197,6 +197,16 @@ type RolloutDevice struct {
 	Wave    int    `json:"wave" yaml:"wave"`
 	Outcome string `json:"outcome" yaml:"outcome"`
 	Reason  string `json:"reason,omitempty" yaml:"reason,omitempty"`
+	// Steps are the device's changes, as the plan at the start saw them;
+	// the services of their apps must run and be healthy.
+	Steps []PlanStep `json:"steps,omitempty" yaml:"steps,omitempty"`
+}
+
+// RolloutDryRun answers `rollout start --dry-run`: the plan of the
+// documents and the waves the rollout would have. Nothing is stored.
+type RolloutDryRun struct {
+	Plan    Plan    `json:"plan" yaml:"plan"`
+	Rollout Rollout `json:"rollout" yaml:"rollout"`
 }
 
 // Duration is a time.Duration written as text ("5m", "90s") in JSON and

@@ -587,7 +587,8 @@ type fleet struct {
 // startAgents creates one agent per device, each with its own folder and
 // its own client, and runs them. Facts are fixed (linux, amd64), so no
 // detection runs 5,000 times.
-func startAgents(ctx context.Context, dir, pkiDir, addr string, ids []string) (*fleet, error) {
+// Each tune, if given, may change an agent's config and wrap its server.
+func startAgents(ctx context.Context, dir, pkiDir, addr string, ids []string, tune ...func(*agent.Config, agent.Server) agent.Server) (*fleet, error) {
 	actx, cancel := context.WithCancel(ctx)
 	fl := &fleet{ids: ids, log: &countingHandler{}, cancel: cancel}
 	logger := slog.New(fl.log)
@@ -598,7 +599,7 @@ func startAgents(ctx context.Context, dir, pkiDir, addr string, ids []string) (*
 		}
 		fl.clients = append(fl.clients, c)
 		home := filepath.Join(dir, "agents", id)
-		a, err := agent.New(agent.Config{
+		acfg := agent.Config{
 			Home:           home,
 			Device:         id,
 			SoftwareRoot:   filepath.Join(home, "software"),
@@ -607,7 +608,12 @@ func startAgents(ctx context.Context, dir, pkiDir, addr string, ids []string) (*
 			Facts:          facts.Facts{facts.KeyOS: "linux", facts.KeyArch: "amd64"},
 			ReportInterval: 60 * time.Second,
 			Logger:         logger,
-		}, c)
+		}
+		var srv agent.Server = c
+		for _, t := range tune {
+			srv = t(&acfg, srv)
+		}
+		a, err := agent.New(acfg, srv)
 		if err != nil {
 			return fl, fmt.Errorf("agent %s: %w", id, err)
 		}

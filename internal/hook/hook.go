@@ -91,7 +91,12 @@ func (r *Runner) Hooks(kind string) []string {
 	if !validName.MatchString(kind) {
 		return nil // a kind is never a path
 	}
-	dir := filepath.Join(r.cfg.Dir, kind+"-post.d")
+	return r.list(kind + "-post.d")
+}
+
+// list returns the hooks that run in <Dir>/<sub>, in name order.
+func (r *Runner) list(sub string) []string {
+	dir := filepath.Join(r.cfg.Dir, sub)
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
@@ -171,6 +176,31 @@ func (r *Runner) Run(ctx context.Context, kind string, ev api.Event) []Result {
 			r.log.Debug("hook ran", "path", p, "event", ev.ID, "duration", res.Duration)
 		}
 		out = append(out, res)
+	}
+	return out
+}
+
+// RunDir runs every hook of the directory <Dir>/<name>.d (a gate, not an
+// event's hooks: rollout-gate.d) one after the other in name order, each
+// with stdin and env added to its environment, and returns what each did.
+// It stops at the first that fails, and early when ctx is done.
+func (r *Runner) RunDir(ctx context.Context, name string, stdin []byte, env []string) []Result {
+	if !validName.MatchString(name) {
+		return nil
+	}
+	paths := r.list(name + ".d")
+	env = append(append(os.Environ(), r.cfg.Env...), env...)
+	var out []Result
+	for _, p := range paths {
+		if ctx.Err() != nil {
+			break
+		}
+		res := r.runOne(ctx, p, stdin, env)
+		out = append(out, res)
+		if res.Err != nil {
+			r.log.Warn("hook failed", "path", p, "err", res.Err, "duration", res.Duration)
+			break
+		}
 	}
 	return out
 }

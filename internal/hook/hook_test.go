@@ -190,3 +190,26 @@ func TestHookIgnoredReported(t *testing.T) {
 		t.Errorf("Ignored calls over three listings (-want +got):\n%s", diff)
 	}
 }
+
+func TestRunDirStopsAtFirstFailure(t *testing.T) {
+	dir := t.TempDir()
+	gate := filepath.Join(dir, "rollout-gate.d")
+	write(t, filepath.Join(gate, "10-ok"), "#!/bin/sh\ncat > \"$0.in\"\necho fine\n", 0o755)
+	write(t, filepath.Join(gate, "20-no"), "#!/bin/sh\necho budget spent >&2\nexit 3\n", 0o755)
+	write(t, filepath.Join(gate, "30-never"), "#!/bin/sh\ntouch \"$0.ran\"\n", 0o755)
+	write(t, filepath.Join(gate, "x.orig"), "#!/bin/sh\ntouch \"$0.ran\"\n", 0o755)
+	r := New(Config{Dir: dir})
+	res := r.RunDir(context.Background(), "rollout-gate", []byte(`{"name":"r1"}`), nil)
+	if len(res) != 2 || res[0].Err != nil || res[1].Err == nil || !strings.Contains(string(res[1].Output), "budget spent") {
+		t.Fatalf("RunDir = %+v, want 10-ok passing and 20-no failing with its output", res)
+	}
+	if got := readFile(t, filepath.Join(gate, "10-ok.in")); got != `{"name":"r1"}` {
+		t.Errorf("stdin = %q", got)
+	}
+	if _, err := os.Stat(filepath.Join(gate, "30-never.ran")); err == nil {
+		t.Error("a hook after the failing one ran")
+	}
+	if res := r.RunDir(context.Background(), "nothing-here", nil, nil); len(res) != 0 {
+		t.Errorf("RunDir of a missing directory = %v", res)
+	}
+}

@@ -2,6 +2,7 @@ package resolve
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -650,4 +651,40 @@ func FuzzResolve(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestPinAndNewer(t *testing.T) {
+	builds := []Candidate{build("com.example:web:1.2.0", "linux"), build("com.example:web:1.3.0", "armv7l"), build("com.example:web:2.0.0", ""), build("com.example:web:1.4.0-rc.1", "")}
+	tests := []struct {
+		version   string
+		want      string
+		exact     bool
+		err       ErrKind
+		newerThan string
+		newer     []string
+	}{
+		{"^1.2", "1.3.0", false, "", "1.2.0", []string{"1.3.0"}},
+		{"", "2.0.0", false, "", "1.2.0", []string{"2.0.0", "1.3.0"}},
+		{"1.2.0", "1.2.0", true, "", "1.2.0", nil},
+		{"^3", "", false, ErrNoVersion, "", nil},
+		{"nonsense!", "", false, ErrInvalid, "", nil},
+	}
+	for _, tt := range tests {
+		got, exact, err := Pin("com.example:web", tt.version, builds)
+		if tt.err != "" {
+			if !errors.Is(err, tt.err) {
+				t.Errorf("Pin(%q) = %q, %v, want %v", tt.version, got, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || got != tt.want || exact != tt.exact {
+			t.Errorf("Pin(%q) = %q, %v, %v, want %q, %v", tt.version, got, exact, err, tt.want, tt.exact)
+		}
+		if n := Newer("com.example:web", tt.version, tt.newerThan, builds); !slices.Equal(n, tt.newer) {
+			t.Errorf("Newer(%q, than %s) = %v, want %v", tt.version, tt.newerThan, n, tt.newer)
+		}
+	}
+	if _, _, err := Pin("com.example:nope", "^1", builds); !errors.Is(err, ErrUnknownPackage) {
+		t.Errorf("Pin(unknown package) = %v, want ErrUnknownPackage", err)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 
 	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/pki"
 	"github.com/drover-dev/drover/internal/store"
 )
 
@@ -52,6 +53,46 @@ func (s *Server) handleDevice(w http.ResponseWriter, r *http.Request, p peer) er
 	if d, err = s.withStatus(r.Context(), d); err != nil {
 		return err
 	}
+	res, err := s.res.get(r.Context(), d.ID)
+	if err != nil {
+		return err
+	}
+	d.Effective = res.eff.Apps
+	if d.Effective == nil {
+		d.Effective = []api.EffectiveApp{}
+	}
 	writeJSON(w, http.StatusOK, d)
+	return nil
+}
+
+// handleRemoveDevice forgets a device: its record and its own document
+// go, its events stay. A device that reports again comes back as new.
+func (s *Server) handleRemoveDevice(w http.ResponseWriter, r *http.Request, p peer) error {
+	ctx := r.Context()
+	id := r.PathValue("id")
+	if !pki.ValidName(id) {
+		return api.Errorf(api.EINVALID, fmt.Sprintf("invalid device id %q", id))
+	}
+	s.docMu.Lock()
+	defer s.docMu.Unlock()
+	key := api.DocDevice + "/" + id
+	if name, held := s.rolloutHolds([]string{key}); held {
+		return api.Errorf(api.ECONFLICT, fmt.Sprintf("rollout %s holds %s: wait for it to end, or abort it", name, key))
+	}
+	defer s.lockDevice(id)()
+	if _, err := s.store.Device(ctx, id); errors.Is(err, store.ErrNotFound) {
+		return api.Errorf(api.ENOTFOUND, fmt.Sprintf("no device %q", id))
+	} else if err != nil {
+		return err
+	}
+	w2 := store.Write{RemoveDevices: []string{id}, RemoveDocuments: []string{key},
+		Events: []api.Event{{Device: id, Kind: api.KindState, Level: api.LevelInfo, Priority: api.PriorityLow,
+			Message: fmt.Sprintf("device %s removed by %s", id, p.name)}}}
+	if err := s.commit(ctx, w2); err != nil {
+		return err
+	}
+	s.res.setDocuments(s.res.documents().Without([]string{key}))
+	s.invalidateDevices([]string{id})
+	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/drover-dev/drover/internal/api"
@@ -64,7 +65,10 @@ func (s *Server) handlePush(w http.ResponseWriter, r *http.Request, p peer) erro
 		}
 		return err
 	}
-	if err := s.packagesChanged(ctx); err != nil {
+	// A new build reaches no device by itself: documents are pinned to
+	// the builds that existed when they were set. So no resolution is
+	// dropped and no long-poll woken.
+	if err := s.res.loadCandidates(ctx); err != nil {
 		return err
 	}
 	if err := s.emit(ctx, api.Event{Kind: api.KindPackage, Level: api.LevelInfo, Priority: api.PriorityLow, Package: b.Coordinate,
@@ -75,14 +79,44 @@ func (s *Server) handlePush(w http.ResponseWriter, r *http.Request, p peer) erro
 	return nil
 }
 
-// packagesChanged reloads the candidates and wakes every agent: any
-// device's resolution may have changed.
-func (s *Server) packagesChanged(ctx context.Context) error {
+// packagesRemoved reloads the candidates and wakes every agent: a
+// device whose state used a removed build resolves to an error.
+func (s *Server) packagesRemoved(ctx context.Context) error {
 	if err := s.res.loadCandidates(ctx); err != nil {
 		return err
 	}
+	s.res.invalidateResolutions()
 	s.hub.notifyAll()
 	return nil
+}
+
+// inUse returns a device whose current resolution uses one of these
+// builds, and the document that gave it ("" when none does).
+func (s *Server) inUse(ctx context.Context, digests map[string]api.Build) (device, doc string, b api.Build, err error) {
+	devs, err := s.store.Devices(ctx)
+	if err != nil {
+		return "", "", api.Build{}, err
+	}
+	for _, d := range devs {
+		res, err := s.res.get(ctx, d.ID)
+		if err != nil {
+			return "", "", api.Build{}, err
+		}
+		for _, app := range res.r.Apps {
+			b, ok := digests[app.Digest]
+			if !ok {
+				continue
+			}
+			doc := "as a dependency"
+			for _, e := range res.eff.Apps {
+				if e.Name == app.Name && e.Instance == app.Instance {
+					doc = "from " + e.Source
+				}
+			}
+			return d.ID, doc, b, nil
+		}
+	}
+	return "", "", api.Build{}, nil
 }
 
 func (s *Server) handlePackages(w http.ResponseWriter, r *http.Request, p peer) error {
@@ -118,6 +152,27 @@ func (s *Server) handleDeletePackage(w http.ResponseWriter, r *http.Request, p p
 		}
 		tags = sortedUnique(tags)
 	}
+	if r.URL.Query().Get("force") != "1" {
+		c, _ := api.ParseCoordinate(coord)
+		builds, err := s.store.Builds(r.Context(), c.PackageName())
+		if err != nil {
+			return err
+		}
+		doomed := map[string]api.Build{}
+		for _, b := range builds {
+			if b.Coordinate == coord && (tags == nil || slices.Equal(store.NormalizeTags(b.Tags), tags)) {
+				doomed[b.Digest] = b
+			}
+		}
+		dev, doc, b, err := s.inUse(r.Context(), doomed)
+		if err != nil {
+			return err
+		}
+		if dev != "" {
+			return api.Errorf(api.ECONFLICT, fmt.Sprintf("%s [%s] is in use: device %s has it %s; set another state first, or remove it anyway with --force",
+				b.Coordinate, strings.Join(b.Tags, ","), dev, doc))
+		}
+	}
 	n, err := s.store.DeleteBuilds(r.Context(), coord, tags)
 	if errors.Is(err, store.ErrNotFound) {
 		return api.Errorf(api.ENOTFOUND, fmt.Sprintf("no build of %s%s", coord, tagsNote(tags)))
@@ -125,7 +180,7 @@ func (s *Server) handleDeletePackage(w http.ResponseWriter, r *http.Request, p p
 	if err != nil {
 		return err
 	}
-	if err := s.packagesChanged(r.Context()); err != nil {
+	if err := s.packagesRemoved(r.Context()); err != nil {
 		return err
 	}
 	if err := s.emit(r.Context(), api.Event{Kind: api.KindPackage, Level: api.LevelInfo, Priority: api.PriorityLow, Package: coord,

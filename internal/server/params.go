@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"sort"
@@ -92,12 +91,12 @@ func (s *Server) handleSetParams(w http.ResponseWriter, r *http.Request, p peer)
 	}
 	// Wake whoever the values concern: they resolve again and the
 	// agents reconfigure.
+	s.res.params.forget(device)
 	if device == "" {
 		s.res.invalidateResolutions()
 		s.hub.notifyAll()
 	} else {
-		s.res.invalidate(device)
-		s.hub.notify(device)
+		s.invalidateDevices([]string{device})
 	}
 	scope := "fleet"
 	if device != "" {
@@ -172,38 +171,28 @@ func (s *Server) checkParamValues(ctx context.Context, pkg string, values map[st
 	return nil
 }
 
-// invalidateResolutions drops every cached resolution, as a push does,
-// without reloading the builds: fleet-wide values changed.
-func (rv *resolver) invalidateResolutions() {
-	rv.mu.Lock()
-	rv.gen++
-	rv.cache = map[string]*cached{}
-	rv.mu.Unlock()
-}
+// paramErr is a parameter value that does not fit a chosen build: the
+// device's resolution error, or an invalid state at state set.
+type paramErr struct{ err error }
+
+func (e paramErr) Error() string { return e.err.Error() }
+func (e paramErr) Unwrap() error { return e.err }
 
 // applyParams fills each resolved app's Params with its values, resolved
 // by precedence (package default < fleet < device < entry) and checked
 // against the chosen build's declarations, then recomputes the digest.
-// A bad or missing value is an error naming the app and the parameter.
-func (rv *resolver) applyParams(ctx context.Context, device string, r *api.Resolved) error {
-	fleet := map[string]map[string]any{}
-	dev := map[string]map[string]any{}
+// A bad or missing value is a paramErr naming the app and the parameter.
+// This is the one place the precedence is applied.
+func (rv *resolver) applyParams(ctx context.Context, device string, r *api.Resolved, dev map[string]map[string]any) error {
+	fleet, err := rv.params.fleetValues(ctx)
+	if err != nil {
+		return err
+	}
 	for i := range r.Apps {
 		app := &r.Apps[i]
 		m, err := rv.manifest(ctx, app.Digest)
 		if err != nil {
 			return err
-		}
-		if _, ok := fleet[app.Name]; !ok {
-			if fleet[app.Name], err = rv.st.ParamValues(ctx, "", app.Name); err != nil {
-				return err
-			}
-			if dev[app.Name], err = rv.st.ParamValues(ctx, device, app.Name); err != nil {
-				return err
-			}
-		}
-		if device == "" {
-			dev[app.Name] = nil
 		}
 		layers := []param.Layer{{Name: "fleet", Values: onlyDeclared(fleet[app.Name], m.Params)}, {Name: "device", Values: onlyDeclared(dev[app.Name], m.Params)}, {Name: "state entry", Values: app.Params}}
 		vals, err := param.Resolve(m.Params, layers...)
@@ -212,7 +201,7 @@ func (rv *resolver) applyParams(ctx context.Context, device string, r *api.Resol
 			if app.Instance != "" {
 				who += "[" + app.Instance + "]"
 			}
-			return fmt.Errorf("%s %s: %w", who, app.Version, err)
+			return paramErr{fmt.Errorf("%s %s: %w", who, app.Version, err)}
 		}
 		app.Params = vals
 	}
@@ -234,14 +223,4 @@ func onlyDeclared(v map[string]any, decls map[string]api.Param) map[string]any {
 		}
 	}
 	return out
-}
-
-// paramError turns a resolution's parameter error into an invalid-input
-// answer; other errors pass.
-func paramError(err error) error {
-	var pe *param.Error
-	if errors.As(err, &pe) {
-		return api.Errorf(api.EINVALID, err.Error())
-	}
-	return err
 }

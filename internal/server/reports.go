@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -43,19 +44,23 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request, p peer) er
 	d := api.Device{
 		ID: id, Tags: tags, Labels: rep.Labels, Facts: rep.Facts, Installed: rep.Installed,
 		LastSeen: s.now().UTC(), Applied: rep.Applied, Error: rep.Error, Health: old.Health,
-		Services: rep.Services,
+		Services: rep.Services, ErrorDigest: rep.ErrorDigest,
 	}
 	if d.Installed == nil {
 		d.Installed = []api.InstalledApp{}
 	}
 	// Keep what the server owns (keepalive, termination); health (node.go).
 	nodeEvs, runHook := s.nodeReport(old, &d, rep)
-	tagsChanged := isNew || !slices.Equal(old.Tags, tags)
+	// Tags and labels decide the resolution (tag match, group selectors):
+	// when they change, resolve with the reported ones before they are
+	// stored, so the record and its events go in one commit, and keep that
+	// resolution for the device's long-poll.
+	inputsChanged := isNew || !slices.Equal(old.Tags, tags) || !maps.Equal(old.Labels, d.Labels)
 	var res *resolution
-	if tagsChanged {
-		// Resolve with the reported tags before they are stored, so the
-		// record and its events go in one commit.
-		res, err = s.res.with(ctx, id, tags)
+	var t ticket
+	if inputsChanged {
+		t = s.res.ticket(id)
+		res, err = s.res.compute(ctx, inputOf(d), s.res.documents())
 	} else {
 		res, err = s.res.get(ctx, id)
 	}
@@ -77,13 +82,14 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request, p peer) er
 	if err := s.commit(ctx, store.Write{Device: &d, Events: evs}); err != nil {
 		return err
 	}
-	if tagsChanged {
-		s.res.invalidate(id)
+	if inputsChanged {
+		s.res.swap(t, res)
 		s.hub.notify(id)
 	}
 	if runHook {
 		s.startHook(d) // after this report's events
 	}
+	s.rolloutReport(id)
 	writeJSON(w, http.StatusOK, api.ReportResponse{Desired: res.r.Digest})
 	return nil
 }
@@ -183,4 +189,6 @@ var serverKinds = map[string]bool{
 	api.KindKeepalive: true, api.KindTerminateRequested: true, api.KindTerminateDelayed: true,
 	api.KindTerminating: true, api.KindTerminated: true, api.KindHookFailed: true,
 	api.KindTerminateCleared: true, KindOutbox: true,
+	api.KindRolloutStarted: true, api.KindRolloutWave: true, api.KindRolloutPaused: true, api.KindRolloutResumed: true,
+	api.KindRolloutFailed: true, api.KindRolloutDone: true, api.KindRolloutAborted: true,
 }

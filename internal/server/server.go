@@ -62,6 +62,12 @@ type Server struct {
 	page  *ui.UI       // the fleet page (ui.go)
 	// devices lists every device for the fleet page (devindex.go).
 	devices devIndex
+	ro    rollouts     // rollouts.go
+	sizes blobSizes    // plan.go
+
+	// docMu serializes document writes: each is checked against the
+	// documents it replaces.
+	docMu sync.Mutex
 
 	mu   sync.Mutex
 	http *http.Server
@@ -85,7 +91,7 @@ func New(ctx context.Context, cfg Config, st store.Store, blobs blob.Store) (*Se
 		cfg.Now = time.Now
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, store: st, blobs: blobs, hub: newHub()}
-	s.res = newResolver(st)
+	s.res = newResolver(st, s.stagedDocuments)
 	var err error
 	if s.page, err = ui.New(ui.Config{Logger: s.log.With("component", "ui"), Now: s.now}, pageBackend{s}); err != nil {
 		return nil, err
@@ -94,6 +100,12 @@ func New(ctx context.Context, cfg Config, st store.Store, blobs blob.Store) (*Se
 		return nil, err
 	}
 	if err := s.res.loadCandidates(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.res.loadDocuments(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.initRollouts(ctx); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -120,7 +132,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	// Terminations held by keepalive timers of an earlier run (node.go).
 	resumed := make(chan struct{})
 	go func() { s.resumeTerminations(evCtx); close(resumed) }()
-	defer func() { stopEvents(); <-evDone; <-resumed; s.stopTimers() }()
+	// Rollouts: one driver loop (rollouts.go).
+	rolloutsDone := make(chan struct{})
+	go func() { s.runRollouts(evCtx); close(rolloutsDone) }()
+	defer func() { stopEvents(); <-evDone; <-resumed; <-rolloutsDone; s.stopTimers() }()
 	errc := make(chan error, 1)
 	go func() {
 		if s.cfg.TLS != nil {
@@ -165,11 +180,17 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/devices/{id}/state", s.admin(s.handleGetState))
 	mux.HandleFunc("PUT /v1/devices/{id}/state", s.admin(s.handleSetState))
 	mux.HandleFunc("PUT /v1/states", s.admin(s.handleSetStates))
+	mux.HandleFunc("DELETE /v1/devices/{id}", s.admin(s.handleRemoveDevice))
+	mux.HandleFunc("GET /v1/documents", s.admin(s.handleDocuments))
+	mux.HandleFunc("GET /v1/documents/{kind}/{name}", s.admin(s.handleDocument))
+	mux.HandleFunc("DELETE /v1/documents/{kind}/{name}", s.admin(s.handleRemoveDocument))
+	mux.HandleFunc("POST /v1/plan", s.admin(s.handlePlan))
 	mux.HandleFunc("GET /v1/events", s.admin(s.handleEvents))
 	s.eventRoutes(mux)
 	s.nodeRoutes(mux)
 	s.paramRoutes(mux)
 	s.uiRoutes(mux)
+	s.rolloutRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.Errorf(api.ENOTFOUND, fmt.Sprintf("no such call: %s %s", r.Method, r.URL.Path)))
 	})

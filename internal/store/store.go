@@ -83,9 +83,17 @@ type Store interface {
 	// Devices returns every device, ordered by ID.
 	Devices(ctx context.Context) ([]api.Device, error)
 
-	// Desired returns the desired state of a device. ErrNotFound if none
-	// was set.
+	// Desired returns the desired state of a device: its own document's
+	// apps. ErrNotFound if none was set.
 	Desired(ctx context.Context, id string) (api.DesiredState, error)
+
+	// Documents returns every desired-state document, devices' (by id)
+	// before groups' (by name), exactly as put.
+	Documents(ctx context.Context) ([]api.Document, error)
+
+	// Document returns the document with this key (api.Document.Key).
+	// ErrNotFound if there is none.
+	Document(ctx context.Context, key string) (api.Document, error)
 
 	// AppendEvents stores evs in order, all or none, and returns them
 	// normalized (api.Event.Normalize) with IDs set. Each ID is greater
@@ -112,13 +120,35 @@ type Store interface {
 
 	Outbox
 	Params
+	Rollouts
 }
 
-// Write is one change for Commit.
+// Write is one change for Commit. Removals happen before puts.
 type Write struct {
 	Device  *api.Device        // replaces the device's whole record
-	Desired []api.DesiredState // replace these devices' desired states
-	Events  []api.Event        // appended after the changes (as AppendEvents)
+	Desired []api.DesiredState // replace these devices' documents (Apps only)
+	// Documents replace the documents with the same Key. A document's
+	// Kind must be api.DocDevice (with an ID) or api.DocGroup (with a
+	// Group).
+	Documents []api.Document
+	// RemoveDocuments removes the documents of these keys; an unknown key
+	// is no error.
+	RemoveDocuments []string
+	// RemoveDevices removes these devices' records (not their documents
+	// nor events); an unknown id is no error.
+	RemoveDevices []string
+	Events        []api.Event // appended after the changes (as AppendEvents)
+}
+
+// CheckDocument refuses a document the store cannot key.
+func CheckDocument(d api.Document) error {
+	switch {
+	case d.Kind == api.DocDevice && d.ID != "" && d.Group == "":
+	case d.Kind == api.DocGroup && d.Group != "" && d.ID == "":
+	default:
+		return errors.New("document: want kind device with an id, or kind group with a group name")
+	}
+	return nil
 }
 
 // NormalizeTags returns tags sorted and without duplicates, as a new

@@ -45,18 +45,52 @@ func (db *DB) Devices(ctx context.Context) ([]api.Device, error) {
 	return out, nil
 }
 
-// upsertDesired stores one desired state (id, data).
-const upsertDesired = `
-		INSERT INTO desired (id, data) VALUES (?, ?)
-		ON CONFLICT (id) DO UPDATE SET data = excluded.data`
+// upsertDocument stores one document (key, kind, name, data).
+const upsertDocument = `
+		INSERT INTO documents (key, kind, name, data) VALUES (?, ?, ?, ?)
+		ON CONFLICT (key) DO UPDATE SET kind = excluded.kind, name = excluded.name, data = excluded.data`
 
 // Desired implements store.Store.
 func (db *DB) Desired(ctx context.Context, id string) (api.DesiredState, error) {
-	var s api.DesiredState
-	if err := db.getJSON(ctx, `SELECT data FROM desired WHERE id = ?`, id, &s); err != nil {
+	d, err := db.Document(ctx, api.DocDevice+"/"+id)
+	if err != nil {
 		return api.DesiredState{}, fmt.Errorf("desired state %s: %w", id, err)
 	}
-	return s, nil
+	return api.DesiredState{ID: d.ID, Apps: d.Apps}, nil
+}
+
+// Document implements store.Store.
+func (db *DB) Document(ctx context.Context, key string) (api.Document, error) {
+	var d api.Document
+	if err := db.getJSON(ctx, `SELECT data FROM documents WHERE key = ?`, key, &d); err != nil {
+		return api.Document{}, fmt.Errorf("document %s: %w", key, err)
+	}
+	return d, nil
+}
+
+// Documents implements store.Store.
+func (db *DB) Documents(ctx context.Context) ([]api.Document, error) {
+	rows, err := db.read.QueryContext(ctx, `SELECT data FROM documents ORDER BY kind = 'group', name`)
+	if err != nil {
+		return nil, fmt.Errorf("list documents: %w", err)
+	}
+	defer rows.Close()
+	out := []api.Document{}
+	for rows.Next() {
+		var data []byte
+		if err := rows.Scan(&data); err != nil {
+			return nil, fmt.Errorf("list documents: %w", err)
+		}
+		var d api.Document
+		if err := json.Unmarshal(data, &d); err != nil {
+			return nil, fmt.Errorf("list documents: stored record: %w", err)
+		}
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list documents: %w", err)
+	}
+	return out, nil
 }
 
 // getJSON decodes the one JSON column that query selects for id into v.

@@ -28,7 +28,6 @@ func (db *DB) Commit(ctx context.Context, w store.Write) ([]api.Event, error) {
 		out[i] = e
 	}
 	var device []byte
-	var desired [][]byte
 	var err error
 	if w.Device != nil {
 		if w.Device.ID == "" {
@@ -38,17 +37,29 @@ func (db *DB) Commit(ctx context.Context, w store.Write) ([]api.Event, error) {
 			return nil, fmt.Errorf("commit: device %s: %w", w.Device.ID, err)
 		}
 	}
+	docs := make([]api.Document, 0, len(w.Desired)+len(w.Documents))
 	for _, st := range w.Desired {
 		if st.ID == "" {
 			return nil, errors.New("commit: desired state with an empty device id")
 		}
-		data, err := json.Marshal(st)
-		if err != nil {
-			return nil, fmt.Errorf("commit: desired state %s: %w", st.ID, err)
-		}
-		desired = append(desired, data)
+		docs = append(docs, api.Document{Kind: api.DocDevice, ID: st.ID, Apps: st.Apps})
 	}
-	if len(out) == 0 && device == nil && len(desired) == 0 {
+	docs = append(docs, w.Documents...)
+	docData := make([][]byte, len(docs))
+	for i, d := range docs {
+		if err := store.CheckDocument(d); err != nil {
+			return nil, fmt.Errorf("commit: %w", err)
+		}
+		if docData[i], err = json.Marshal(d); err != nil {
+			return nil, fmt.Errorf("commit: document %s: %w", d.Key(), err)
+		}
+	}
+	for _, id := range w.RemoveDevices {
+		if id == "" {
+			return nil, errors.New("commit: removal of a device with an empty id")
+		}
+	}
+	if len(out) == 0 && device == nil && len(docs) == 0 && len(w.RemoveDocuments) == 0 && len(w.RemoveDevices) == 0 {
 		return out, nil
 	}
 	tx, err := db.write.BeginTx(ctx, nil)
@@ -56,14 +67,28 @@ func (db *DB) Commit(ctx context.Context, w store.Write) ([]api.Event, error) {
 		return nil, fmt.Errorf("commit: %w", err)
 	}
 	defer tx.Rollback()
+	for _, k := range w.RemoveDocuments {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM documents WHERE key = ?`, k); err != nil {
+			return nil, fmt.Errorf("commit: remove document %s: %w", k, err)
+		}
+	}
+	for _, id := range w.RemoveDevices {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM devices WHERE id = ?`, id); err != nil {
+			return nil, fmt.Errorf("commit: remove device %s: %w", id, err)
+		}
+	}
 	if device != nil {
 		if _, err := tx.StmtContext(ctx, db.putDevice).ExecContext(ctx, w.Device.ID, formatTime(w.Device.LastSeen), string(device)); err != nil {
 			return nil, fmt.Errorf("commit: device %s: %w", w.Device.ID, err)
 		}
 	}
-	for i, data := range desired {
-		if _, err := tx.ExecContext(ctx, upsertDesired, w.Desired[i].ID, string(data)); err != nil {
-			return nil, fmt.Errorf("commit: desired state %s: %w", w.Desired[i].ID, err)
+	for i, d := range docs {
+		name := d.ID
+		if d.Kind == api.DocGroup {
+			name = d.Group
+		}
+		if _, err := tx.ExecContext(ctx, upsertDocument, d.Key(), d.Kind, name, string(docData[i])); err != nil {
+			return nil, fmt.Errorf("commit: document %s: %w", d.Key(), err)
 		}
 	}
 	if len(out) > 0 {

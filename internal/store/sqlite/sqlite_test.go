@@ -177,7 +177,7 @@ func TestPragmas(t *testing.T) {
 			t.Errorf("PRAGMA %s = %q, %v, want %q", tt.pragma, got, err, tt.want)
 		}
 	}
-	if _, err := db.read.Exec(`INSERT INTO desired (id, data) VALUES ('x', '{}')`); err == nil {
+	if _, err := db.read.Exec(`INSERT INTO documents (key, kind, name, data) VALUES ('device/x', 'device', 'x', '{}')`); err == nil {
 		t.Error("write through the read pool succeeded, want it refused")
 	}
 }
@@ -223,4 +223,29 @@ func TestOpenPathWithQuestionMark(t *testing.T) {
 func commitDevice(db *DB, d api.Device) error {
 	_, err := db.Commit(context.Background(), store.Write{Device: &d})
 	return err
+}
+
+// Desired states stored before documents existed become device documents.
+func TestMigrateDesiredToDocuments(t *testing.T) {
+	ctx := context.Background()
+	db := open(t, filepath.Join(t.TempDir(), "drover.db"))
+	// Back to the schema of 0003, with one desired state in it.
+	for _, q := range []string{
+		`DROP TABLE documents`,
+		`DELETE FROM schema_migrations WHERE version = 4`,
+		`CREATE TABLE desired (id TEXT NOT NULL PRIMARY KEY, data TEXT NOT NULL) STRICT`,
+		`INSERT INTO desired (id, data) VALUES ('dev-1', '{"id":"dev-1","systemtags":["linux"],"apps":[{"name":"org.a:app","version":"^1","tags":[]}]}')`,
+	} {
+		if _, err := db.write.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	if err := db.migrate(ctx, migrationFS); err != nil {
+		t.Fatalf("migrate = %v", err)
+	}
+	docs, err := db.Documents(ctx)
+	want := []api.Document{{Kind: api.DocDevice, ID: "dev-1", Apps: []api.DesiredApp{{Name: "org.a:app", Version: "^1", Tags: []string{}}}}}
+	if diff := cmp.Diff(want, docs); err != nil || diff != "" {
+		t.Errorf("Documents after migration = %v, mismatch (-want +got):\n%s", err, diff)
+	}
 }

@@ -46,6 +46,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	tests = append(tests, outboxTests...)
 	tests = append(tests, paramsTests...)
 	tests = append(tests, commitTests...)
+	tests = append(tests, documentTests...)
+	tests = append(tests, rolloutTests...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open) })
 	}
