@@ -3,11 +3,14 @@ package main
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/drover-dev/drover/internal/api"
 )
 
 // chromium starts a headless Chromium from DROVER_TEST_CHROMIUM and returns
@@ -52,12 +55,14 @@ func runIn(t *testing.T, ctx context.Context, what string, actions ...chromedp.A
 }
 
 // TestFleetPageInChromium logs in through a one-time URL in a real
-// browser, sees the devices and a live event, and checks that markup a
-// device writes stays text.
+// browser, sees the devices and a live event, checks that markup a device
+// writes stays text, sees a rollout paused by its gate and resumes it with
+// the page's button.
 func TestFleetPageInChromium(t *testing.T) {
 	b := chromium(t)
 	f := newFleet(t)
-	a := f.newAgent("page-a", "--labels", "env=prod,role=web")
+	a := f.newAgent("page-a", "--labels", "env=prod,role=web", "--health-interval", "200ms")
+	killServices(t, filepath.Join(f.dir, "agents", "page-a", "runtime"))
 	a.start()
 	f.waitFor("page-a", "first report", func(d deviceJSON) bool { return true })
 
@@ -98,6 +103,44 @@ func TestFleetPageInChromium(t *testing.T) {
 	if !strings.Contains(feed, `<img src=x onerror=`) || imgs != 0 || title == "owned" {
 		t.Errorf("feed shows the message as markup (imgs %d, title %q): %q", imgs, title, feed)
 	}
+
+	// A rollout paused by its gate shows the gate's reason; Resume goes on.
+	f.pushSources(map[string]pkgSource{"app-1.0.0": rolloutSource("1.0.0", false), "app-1.1.0": rolloutSource("1.1.0", false)})
+	doc := func(version string) string {
+		path := filepath.Join(f.dir, "page-"+version+".yaml")
+		body := "id: page-a\napps:\n  - {name: com.example:app, version: " + version + "}\n"
+		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	f.op("state", "set", "-f", doc("1.0.0"))
+	f.waitConverged("page-a", "com.example:app=1.0.0")
+	gate := filepath.Join(f.dir, "data", "hooks", "rollout-gate.d")
+	if err := os.MkdirAll(gate, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	freeze := filepath.Join(gate, "freeze")
+	if err := os.WriteFile(freeze, []byte("#!/bin/sh\necho 'change freeze: <b>no</b> deploys' >&2\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f.op("rollout", "start", "-f", doc("1.1.0"), "--name", "page-up", "--waves", "100%", "--soak", "1s", "--wave-timeout", "60s")
+	f.waitRollout("page-up", "paused by its gate", func(v rolloutView) bool { return v.Phase == api.RolloutPaused })
+	var phase, reason string
+	runIn(t, b, "rollout paused", chromedp.Navigate(f.addr+"/ui/rollouts"), chromedp.Click(`a[href="/ui/rollouts/page-up"]`),
+		chromedp.WaitVisible(`#phase`), chromedp.Text(`#phase`, &phase), chromedp.Text(`#reason`, &reason))
+	if phase != api.RolloutPaused || !strings.Contains(reason, "change freeze: <b>no</b> deploys") {
+		t.Errorf("rollout page: phase %q, reason %q; want paused with the gate's words as text", phase, reason)
+	}
+	if err := os.Remove(freeze); err != nil {
+		t.Fatal(err)
+	}
+	runIn(t, b, "resume", chromedp.Click(`button[data-action="resume"]`),
+		chromedp.WaitVisible(`//span[@id="phase"][contains(., "done")]`, chromedp.BySearch))
+	if v := f.rollout("page-up"); v.Phase != api.RolloutDone {
+		t.Errorf("after Resume on the page: rollout %+v, want done", v)
+	}
+	f.waitConverged("page-a", "com.example:app=1.1.0")
 
 	// Logging out ends the session.
 	var bye string

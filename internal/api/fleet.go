@@ -213,6 +213,9 @@ type RolloutDryRun struct {
 // YAML, so rollout specs and statuses read as an operator wrote them.
 type Duration time.Duration
 
+// String writes d as time.Duration.String does ("5m0s").
+func (d Duration) String() string { return time.Duration(d).String() }
+
 // MarshalText writes d as time.Duration.String does.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
 

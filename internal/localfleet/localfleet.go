@@ -8,11 +8,9 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"io"
-	"log"
 	"net/http"
 	"net/http/cookiejar"
-	"net/http/httptest"
+	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -32,16 +30,17 @@ type Fleet struct {
 	Store *sqlite.DB
 	// Admin is a client with an admin certificate.
 	Admin *client.Client
+	// Devices are the clients Device made, by device id.
+	Devices map[string]*client.Client
 
 	dir, pki, ca string
-	hs           *httptest.Server
 	cleanup      []func()
 }
 
 // Start runs a server with its data under dir ("" = a temporary folder,
 // removed by Close).
 func Start(ctx context.Context, dir string) (*Fleet, error) {
-	f := &Fleet{}
+	f := &Fleet{Devices: map[string]*client.Client{}}
 	if dir == "" {
 		d, err := os.MkdirTemp("", "drover-local-")
 		if err != nil {
@@ -82,13 +81,15 @@ func Start(ctx context.Context, dir string) (*Fleet, error) {
 	if err != nil {
 		return nil, err
 	}
-	f.hs = httptest.NewUnstartedServer(srv.Handler())
-	f.hs.TLS = tlsCfg
-	// A browser probing the server's certificate is no news.
-	f.hs.Config.ErrorLog = log.New(io.Discard, "", 0)
-	f.hs.StartTLS()
-	f.cleanup = append([]func(){f.hs.Close}, f.cleanup...)
-	f.URL = f.hs.URL
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	sctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() { _ = srv.Serve(sctx, ln); close(done) }()
+	f.cleanup = append([]func(){func() { stop(); <-done }}, f.cleanup...)
+	f.URL = "https://" + ln.Addr().String()
 	if f.Admin, err = f.Client(pki.RoleAdmin, "ops"); err != nil {
 		return nil, err
 	}
@@ -112,6 +113,16 @@ func (f *Fleet) Client(role pki.Role, name string) (*client.Client, error) {
 	}
 	f.cleanup = append([]func(){cl.Close}, f.cleanup...)
 	return cl, nil
+}
+
+// Device returns a client with a new device certificate for id, and
+// keeps it in Devices.
+func (f *Fleet) Device(id string) (*client.Client, error) {
+	cl, err := f.Client(pki.RoleDevice, id)
+	if err == nil {
+		f.Devices[id] = cl
+	}
+	return cl, err
 }
 
 // Browser returns an HTTPS client without a client certificate, logged in

@@ -20,7 +20,6 @@ import (
 
 	"github.com/drover-dev/drover/internal/api"
 	"github.com/drover-dev/drover/internal/localfleet"
-	"github.com/drover-dev/drover/internal/pki"
 )
 
 // Config says where Chromium is and where the pictures go.
@@ -44,6 +43,7 @@ var Pages = []Page{
 	{"device.png", "/ui/devices/web-03", "h1"},
 	{"events.png", "/ui/events?min=low", "#live-state.on"},
 	{"rollouts.png", "/ui/rollouts", "table"},
+	{"rollout.png", "/ui/rollouts/web-tools", "#phase"},
 	{"packages.png", "/ui/packages", "h1"},
 }
 
@@ -96,6 +96,13 @@ func Take(ctx context.Context, cfg Config) error {
 	return nil
 }
 
+// dev is one device of the pictured fleet.
+type dev struct {
+	id, role, region string
+	arch             string
+	trouble          string
+}
+
 // fill pushes packages and makes devices report, fail and log as a small
 // real fleet does.
 func fill(ctx context.Context, f *localfleet.Fleet) error {
@@ -117,11 +124,6 @@ func fill(ctx context.Context, f *localfleet.Fleet) error {
 		}
 		builds["com.example:"+b.name+":"+b.version] = d
 	}
-	type dev struct {
-		id, role, region string
-		arch             string
-		trouble          string
-	}
 	var devs []dev
 	for i := range 9 {
 		devs = append(devs, dev{fmt.Sprintf("web-%02d", i+1), "web", []string{"eu-west", "us-east", "ap-south"}[i%3], "amd64", ""})
@@ -134,7 +136,7 @@ func fill(ctx context.Context, f *localfleet.Fleet) error {
 	devs[5].trouble = "error"
 	devs[10].trouble = "pending"
 	for _, d := range devs {
-		cl, err := f.Client(pki.RoleDevice, d.id)
+		cl, err := f.Device(d.id)
 		if err != nil {
 			return err
 		}
@@ -188,7 +190,73 @@ func fill(ctx context.Context, f *localfleet.Fleet) error {
 			return err
 		}
 	}
-	return nil
+	return rollouts(ctx, f, devs)
+}
+
+// rollouts starts two: web 1.3.0 to the web devices, whose first wave has
+// converged and soaks, and edge-proxy to the edge devices, paused by an
+// operator.
+func rollouts(ctx context.Context, f *localfleet.Fleet, devs []dev) error {
+	spec := func(name, pkg, version, prefix string) api.RolloutSpec {
+		sp := api.RolloutSpec{Name: name, Waves: []string{"1", "50%", "100%"}, Soak: api.Duration(time.Hour),
+			WaveTimeout: api.Duration(time.Hour), MaxFailures: "0", OnFailure: api.OnFailurePause}
+		for _, d := range devs {
+			if d.role == prefix {
+				sp.Documents = append(sp.Documents, api.Document{Kind: api.DocDevice, ID: d.id,
+					Apps: []api.DesiredApp{{Name: "com.example:web", Version: "1.2.0", Tags: []string{}}, {Name: pkg, Version: version, Tags: []string{}}}})
+			}
+		}
+		return sp
+	}
+	if _, err := f.Admin.StartRollout(ctx, spec("web-tools", "com.example:agent-tools", "0.9.1", "web")); err != nil {
+		return err
+	}
+	// The first wave's device converges and stays healthy: the wave soaks.
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		ro, err := f.Admin.Rollout(ctx, "web-tools")
+		if err != nil {
+			return err
+		}
+		if len(ro.Stages) > 0 && !ro.Stages[0].Soaking.IsZero() {
+			break
+		}
+		for _, rd := range ro.Devices {
+			if rd.Outcome != api.OutcomeUpdating {
+				continue
+			}
+			if err := converge(ctx, f, rd.ID); err != nil {
+				return err
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if _, err := f.Admin.StartRollout(ctx, spec("edge-tools", "com.example:agent-tools", "0.9.1", "edge")); err != nil {
+		return err
+	}
+	_, err := f.Admin.PauseRollout(ctx, "edge-tools")
+	return err
+}
+
+// converge reports device id as having applied its current desired state,
+// healthy, with what it now runs.
+func converge(ctx context.Context, f *localfleet.Fleet, id string) error {
+	cl := f.Devices[id]
+	res, err := cl.Desired(ctx, id, "", false)
+	if err != nil {
+		return err
+	}
+	d, err := f.Admin.Device(ctx, id)
+	if err != nil {
+		return err
+	}
+	rep := api.Report{Tags: d.Tags, Labels: d.Labels, Applied: res.Digest, Health: &api.HealthReport{Status: api.HealthHealthy},
+		Services: d.Services, AgentVersion: "0.1.0"}
+	for _, a := range res.Apps {
+		rep.Installed = append(rep.Installed, api.InstalledApp{Name: a.Name, Version: a.Version, Tags: []string{}, Digest: a.Digest})
+	}
+	_, err = cl.Report(ctx, id, rep)
+	return err
 }
 
 // push uploads a build with one file and returns its manifest digest.

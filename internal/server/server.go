@@ -62,8 +62,8 @@ type Server struct {
 	page  *ui.UI       // the fleet page (ui.go)
 	// devices lists every device for the fleet page (devindex.go).
 	devices devIndex
-	ro    rollouts     // rollouts.go
-	sizes blobSizes    // plan.go
+	ro      rollouts  // rollouts.go
+	sizes   blobSizes // plan.go
 
 	// docMu serializes document writes: each is checked against the
 	// documents it replaces.
@@ -93,7 +93,7 @@ func New(ctx context.Context, cfg Config, st store.Store, blobs blob.Store) (*Se
 	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, store: st, blobs: blobs, hub: newHub()}
 	s.res = newResolver(st, s.stagedDocuments)
 	var err error
-	if s.page, err = ui.New(ui.Config{Logger: s.log.With("component", "ui"), Now: s.now}, pageBackend{s}); err != nil {
+	if s.page, err = ui.New(ui.Config{Logger: s.log.With("component", "ui"), Now: s.now, Match: pageMatch}, pageBackend{s}); err != nil {
 		return nil, err
 	}
 	if s.ev, err = s.newEvents(ctx); err != nil {

@@ -234,6 +234,9 @@ func TestPageDevices(t *testing.T) {
 		{"/ui/devices?q=role%3Ddb", 40, "40 of 120"},
 		{"/ui/devices?q=node-11", 10, "10 of 120"},
 		{"/ui/devices?q=nothing-like-it", 0, "No device matches"},
+		{"/ui/devices?q=" + url.QueryEscape("role in (db)"), 40, "40 of 120"},
+		{"/ui/devices?q=" + url.QueryEscape("role!=db"), 50, "80 of 120"},
+		{"/ui/devices?q=" + url.QueryEscape("role in (db"), 0, "No device matches"},
 	}
 	for _, tt := range tests {
 		_, body := b.get(tt.path)
