@@ -6,6 +6,7 @@
 //	drover-bench trust [-builds 10000] [-pushes 50] [-dir DIR]
 //	drover-bench plan [-n 10000] [-runs 3] [-dir DIR]
 //	drover-bench rollout [-n 1000] [-waves 1,10%,50%,100%] [-soak 10s] [-health-interval 2s] [-max-failures 0]
+//	drover-bench ui [-devices 10000] [-rate 1000] [-feed 20s] [-runs 5]
 //
 // Exit 0 on success, 1 on failure, 2 on bad usage; an error is one line
 // on stderr.
@@ -33,6 +34,7 @@ const usage = `usage:
   drover-bench trust [-builds 10000] [-pushes 50] [-dir DIR]
   drover-bench plan [-n 10000] [-runs 3] [-dir DIR]
   drover-bench rollout [-n 1000] [-waves 1,10%,50%,100%] [-soak 10s] [-health-interval 2s] [-max-failures 0] [-drover PATH] [-dir DIR] [-timeout 10m]
+  drover-bench ui [-devices 10000] [-rate 1000] [-feed 20s] [-runs 5]
 `
 
 func main() {
@@ -79,6 +81,16 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer) error {
 		return nil
 	}
 	switch args[0] {
+	case "ui":
+		devices := fs.Int("devices", 10000, "devices in the store")
+		rate := fs.Int("rate", 1000, "events per second for the live feed")
+		feed := fs.Duration("feed", 20*time.Second, "how long the live feed runs")
+		runs := fs.Int("runs", 5, "timed requests per page")
+		dir := fs.String("dir", "", "where the store goes (default: a temp folder)")
+		if err := parse(); err != nil {
+			return err
+		}
+		return bench.UI(ctx, bench.UIConfig{Devices: *devices, Rate: *rate, Feed: *feed, Runs: *runs, Dir: *dir, Out: stdout})
 	case "fleet":
 		sizes := fs.String("n", "100,1000,5000", "fleet sizes, comma separated")
 		drover := fs.String("drover", "", "drover binary to run as the server (default: build ./cmd/drover)")

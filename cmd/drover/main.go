@@ -120,6 +120,7 @@ func newRootCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		versionCmd,
 		completionCmd,
 		trustCmd,
+		uiCmd,
 		rolloutCmd,
 	} {
 		root.AddCommand(add(e))

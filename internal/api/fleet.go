@@ -213,6 +213,9 @@ type RolloutDryRun struct {
 // YAML, so rollout specs and statuses read as an operator wrote them.
 type Duration time.Duration
 
+// String writes d as time.Duration.String does ("5m0s").
+func (d Duration) String() string { return time.Duration(d).String() }
+
 // MarshalText writes d as time.Duration.String does.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
 
@@ -227,4 +230,17 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	}
 	*d = Duration(v)
 	return nil
+}
+
+// UILoginRequest asks for a one-time login URL of the fleet page.
+type UILoginRequest struct {
+	// TTL is how long the URL stays valid; 0 = 10 minutes.
+	TTL Duration `json:"ttl,omitempty"`
+}
+
+// UILogin is a one-time login URL's path (with its token) on the server's
+// address, and when it expires.
+type UILogin struct {
+	Path    string    `json:"path"`
+	Expires time.Time `json:"expires"`
 }

@@ -402,3 +402,11 @@ func (c *Client) RenewCertificate(ctx context.Context, id string, csrPEM []byte)
 	}
 	return []byte(out.Certificate), nil
 }
+
+// UILogin asks for a one-time login URL of the fleet page, valid for ttl
+// (0 = the server's default).
+func (c *Client) UILogin(ctx context.Context, ttl time.Duration) (api.UILogin, error) {
+	var out api.UILogin
+	err := c.doJSON(ctx, http.MethodPost, "/v1/ui/login", nil, api.UILoginRequest{TTL: api.Duration(ttl)}, &out)
+	return out, err
+}

@@ -163,6 +163,12 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	printNext(out, cfg.Dir, addr, caFile, admCert, admKey, home, rootDir)
+	// The fleet page: a login URL that works once, for an hour.
+	if login, err := op.UILogin(ctx, time.Hour); err == nil {
+		fmt.Fprintf(out, "Fleet page (this link works once, for an hour; later: go run ./cmd/drover ui url):\n  %s%s\n\n", addr, login.Path)
+	} else {
+		fmt.Fprintf(out, "Fleet page: %v\n\n", err)
+	}
 
 	select {
 	case <-ctx.Done():

@@ -23,8 +23,9 @@ func LoadCertPool(caFile string) (*x509.CertPool, error) {
 }
 
 // ServerTLSConfig returns the configuration of the drover server: its own
-// certificate, and every client must present a certificate signed by the
-// CA in caFile. TLS 1.2 is the least version; TLS 1.3 is chosen whenever
+// certificate, and a client certificate, when one is presented, must be
+// signed by the CA in caFile (the server's API refuses every request
+// without one; only the fleet page admits a browser). TLS 1.2 is the least version; TLS 1.3 is chosen whenever
 // the client has it.
 func ServerTLSConfig(certFile, keyFile, caFile string) (*tls.Config, error) {
 	cert, err := loadKeyPair(certFile, keyFile)
@@ -37,9 +38,13 @@ func ServerTLSConfig(certFile, keyFile, caFile string) (*tls.Config, error) {
 	}
 	return &tls.Config{
 		Certificates: []tls.Certificate{cert},
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    pool,
-		MinVersion:   tls.VersionTLS12,
+		// A client certificate is verified whenever one is given, and a
+		// wrong one fails the handshake. A browser has none: it may
+		// connect for the fleet page, and the server refuses every API
+		// call that lacks a verified certificate.
+		ClientAuth: tls.VerifyClientCertIfGiven,
+		ClientCAs:  pool,
+		MinVersion: tls.VersionTLS12,
 	}, nil
 }
 

@@ -21,7 +21,8 @@ type peer struct {
 }
 
 // peerOf returns the caller. The TLS layer already verified the chain
-// against the fleet CA (RequireAndVerifyClientCert); here we only read the
+// against the fleet CA when one was given (VerifyClientCertIfGiven); a
+// request without one has no peer and is refused. Here we only read the
 // name and role. A request without a verified certificate (a plain-HTTP
 // test server) has no peer.
 func peerOf(r *http.Request) (peer, error) {

@@ -414,6 +414,13 @@ const followBatch = 500
 // batch of memory however far behind it is; one that does not take a
 // batch within FollowWriteTimeout is dropped (it resumes from its last id).
 func (s *Server) followEvents(w http.ResponseWriter, r *http.Request, p peer, f store.EventFilter) error {
+	return s.streamEvents(w, r, p.name, f, true)
+}
+
+// streamEvents is followEvents for any reader: who names it in logs, and
+// named writes each event's kind as its SSE event name (the fleet page's
+// script reads unnamed messages only).
+func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, who string, f store.EventFilter, named bool) error {
 	if v := r.Header.Get("Last-Event-ID"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 0 {
@@ -453,9 +460,9 @@ func (s *Server) followEvents(w http.ResponseWriter, r *http.Request, p peer, f 
 		if errors.Is(err, os.ErrDeadlineExceeded) || time.Since(start) >= timeout {
 			s.ev.followDropped.Inc()
 			s.log.Warn("event follower dropped: too slow; it may resume from its last id",
-				"peer", p.name, "last_id", f.After, "timeout", timeout, "err", err)
+				"peer", who, "last_id", f.After, "timeout", timeout, "err", err)
 		} else if ctx.Err() == nil {
-			s.log.Debug("event follower gone", "peer", p.name, "last_id", f.After, "err", err)
+			s.log.Debug("event follower gone", "peer", who, "last_id", f.After, "err", err)
 		}
 		return false
 	}
@@ -481,7 +488,11 @@ func (s *Server) followEvents(w http.ResponseWriter, r *http.Request, p peer, f 
 		if len(evs) > 0 {
 			ok := send(func() error {
 				for _, ev := range evs {
-					if _, err := fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", ev.ID, sseField(ev.Kind), mustMarshal(ev)); err != nil {
+					name := ""
+					if named {
+						name = "event: " + sseField(ev.Kind) + "\n"
+					}
+					if _, err := fmt.Fprintf(w, "id: %d\n%sdata: %s\n\n", ev.ID, name, mustMarshal(ev)); err != nil {
 						return err
 					}
 				}

@@ -124,6 +124,9 @@ func (s *Server) commit(ctx context.Context, w store.Write) error {
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
+	if w.Device != nil {
+		s.devices.put(*w.Device)
+	}
 	if len(stored) > 0 {
 		s.hub.notify(eventsKey)
 		s.eventsStored(stored)

@@ -25,6 +25,7 @@ import (
 	"github.com/drover-dev/drover/internal/pki"
 	"github.com/drover-dev/drover/internal/store"
 	"github.com/drover-dev/drover/internal/trustserver"
+	"github.com/drover-dev/drover/internal/ui"
 )
 
 // Config holds the server's settings.
@@ -77,6 +78,9 @@ type Server struct {
 	net   netState     // network.go
 	ro    rollouts     // rollouts.go
 	sizes blobSizes    // plan.go
+	page  *ui.UI       // the fleet page (ui.go)
+	// devices lists every device for the fleet page (devindex.go).
+	devices devIndex
 
 	// docMu serializes document writes: each is checked against the
 	// documents it replaces.
@@ -110,6 +114,9 @@ func New(ctx context.Context, cfg Config, st store.Store, blobs blob.Store) (*Se
 	s.quota = newQuotas(cfg.Quota, cfg.Now)
 	s.res = newResolver(st, s.stagedDocuments)
 	var err error
+	if s.page, err = ui.New(ui.Config{Logger: s.log.With("component", "ui"), Now: s.now, Match: pageMatch}, pageBackend{s}); err != nil {
+		return nil, err
+	}
 	if s.ev, err = s.newEvents(ctx); err != nil {
 		return nil, err
 	}
@@ -228,11 +235,12 @@ func (s *Server) Handler() http.Handler {
 	s.paramRoutes(mux)
 	s.trustRoutes(mux)
 	s.certRoutes(mux)
+	s.uiRoutes(mux)
 	s.rolloutRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.Errorf(api.ENOTFOUND, fmt.Sprintf("no such call: %s %s", r.Method, r.URL.Path)))
 	})
-	return s.logRequests(mux)
+	return s.logRequests(s.withPage(mux))
 }
 
 // maxBody bounds the body of every request but a blob upload (which

@@ -33,6 +33,13 @@ type testServer struct {
 	url    string
 	// client makes another client with a certificate of role and name.
 	client func(role pki.Role, name string) *client.Client
+	ca     string // the fleet CA certificate file
+}
+
+// devClient is a client with a new device certificate for id.
+func (ts *testServer) devClient(t *testing.T, id string) *client.Client {
+	t.Helper()
+	return ts.client(pki.RoleDevice, id)
 }
 
 func newTestServer(t *testing.T, pollTimeout time.Duration) *testServer {
@@ -87,7 +94,7 @@ func newTestServer(t *testing.T, pollTimeout time.Duration) *testServer {
 		t.Cleanup(cl.Close)
 		return cl
 	}
-	ts := &testServer{srv: srv, admin: cl(pki.RoleAdmin, "ops"), dev: map[string]*client.Client{}, pkiDir: pkiDir, url: hs.URL, client: cl}
+	ts := &testServer{srv: srv, admin: cl(pki.RoleAdmin, "ops"), dev: map[string]*client.Client{}, pkiDir: pkiDir, url: hs.URL, ca: ca, client: cl}
 	for _, id := range []string{"d1", "d2"} {
 		ts.dev[id] = cl(pki.RoleDevice, id)
 	}

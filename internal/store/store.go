@@ -41,6 +41,9 @@ type EventFilter struct {
 	MinPriority string    // only this priority or higher (api.PriorityRank)
 	Since       time.Time // only events at or after this time (zero: any)
 	Limit       int       // at most this many; 0 (or less) = DefaultEventLimit
+	// Last takes the newest Limit matching events instead of the oldest;
+	// they still come back ID ascending (a page's "last events").
+	Last bool
 }
 
 // Store is the server's persistent state. All methods are safe for

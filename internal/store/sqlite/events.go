@@ -167,6 +167,10 @@ func (db *DB) Events(ctx context.Context, f store.EventFilter) ([]api.Event, err
 	args = append(args, limit)
 	q := `SELECT id, time, device, kind, level, priority, package, message, payload FROM events WHERE ` +
 		strings.Join(where, " AND ") + ` ORDER BY id LIMIT ?`
+	if f.Last {
+		q = `SELECT * FROM (SELECT id, time, device, kind, level, priority, package, message, payload FROM events WHERE ` +
+			strings.Join(where, " AND ") + ` ORDER BY id DESC LIMIT ?) ORDER BY id`
+	}
 	rows, err := db.read.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list events: %w", err)

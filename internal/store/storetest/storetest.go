@@ -580,6 +580,8 @@ func testEventsFilter(t *testing.T, open func(t *testing.T) store.Store) {
 		{"limit", store.EventFilter{Limit: 2}, pick(0, 1)},
 		{"after and limit", store.EventFilter{After: id[1], Limit: 2}, pick(2, 3)},
 		{"filters then limit", store.EventFilter{Device: "dev-b", Limit: 1, After: id[1]}, pick(4)},
+		{"last", store.EventFilter{Limit: 2, Last: true}, pick(len(id)-2, len(id)-1)},
+		{"last of a device", store.EventFilter{Device: "dev-b", Limit: 1, Last: true}, pick(4)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
