@@ -67,6 +67,9 @@ type Config struct {
 	// HookTimeout bounds each hook in <home>/config/hooks/<phase>-post.d
 	// (hooks.go); default 60s.
 	HookTimeout time.Duration
+	// InitTimeout bounds each init program of the device's groups
+	// (init.go); default 10m.
+	InitTimeout time.Duration
 	// Node holds the node-local verbs' and health checks' settings.
 	Node   NodeConfig
 	Logger *slog.Logger
@@ -315,6 +318,7 @@ func (a *Agent) report(ctx context.Context) error {
 	rep := api.Report{
 		Facts: a.facts, Tags: a.tags, Labels: a.cfg.Labels, Installed: a.installed(), Services: a.svc.sup.States(),
 		Applied: a.applied, Error: a.lastErr, AgentVersion: Version, Health: a.healthReport(),
+		Init: a.reportedInit(),
 	}
 	a.mu.Unlock()
 	if rep.Installed == nil {

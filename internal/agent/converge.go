@@ -80,6 +80,11 @@ func (a *Agent) convergeTo(ctx context.Context, res *api.Resolved) (string, erro
 	if err := a.retryLater(res.Digest); err != nil {
 		return "", err
 	}
+	// Init entries run before any app step (init.go).
+	if err := a.runInit(ctx, res); err != nil {
+		a.failed(res.Digest, err)
+		return "", err
+	}
 	manifests := map[string]*api.Manifest{}
 	for _, app := range res.Apps {
 		m, err := a.manifest(ctx, app)

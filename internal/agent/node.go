@@ -233,7 +233,8 @@ func (a *Agent) handleConverge(w http.ResponseWriter, r *http.Request) {
 		defer a.node.convergeMu.Unlock()
 		untap := a.tap(func(ev api.Event) {
 			switch ev.Kind {
-			case api.KindPlan, api.KindStepStart, api.KindStepDone, api.KindStepFailed:
+			case api.KindPlan, api.KindStepStart, api.KindStepDone, api.KindStepFailed,
+				api.KindInitStart, api.KindInitDone, api.KindInitFailed:
 				select {
 				case lines <- ConvergeLine{Kind: ev.Kind, Level: ev.Level, Package: ev.Package, Message: ev.Message}:
 				default: // a stuck reader must not stall the install

@@ -247,6 +247,9 @@ type Resolved struct {
 	// Error says why the desired state cannot be resolved for this device
 	// (no fitting build, ambiguous builds...); the agent changes nothing.
 	Error string `json:"error,omitempty"`
+	// Init are the init entries of the device's groups, in order; part of
+	// Digest.
+	Init []ResolvedInit `json:"init,omitempty"`
 }
 
 // InstalledApp is what an agent reports of one installed package.
@@ -280,6 +283,8 @@ type Report struct {
 	Health *HealthReport `json:"health,omitempty"`
 	// Services are the package services the agent supervises.
 	Services []ServiceState `json:"services,omitempty"`
+	// Init are the init entries that succeeded on the device.
+	Init []InitRecord `json:"init,omitempty"`
 }
 
 // ReportResponse answers a report.
@@ -308,6 +313,8 @@ type Device struct {
 	Termination  *Termination  `json:"termination,omitempty" yaml:"termination,omitempty"`
 	// Services are the package services the agent supervises (api/service.go).
 	Services []ServiceState `json:"services,omitempty" yaml:"services,omitempty"`
+	// Init are the init entries the device reports done.
+	Init []InitRecord `json:"init,omitempty" yaml:"init,omitempty"`
 	// Effective is the device's effective desired state, each app with
 	// the document that gave it; set by GET /v1/devices/{id} only.
 	Effective []EffectiveApp `json:"effective,omitempty" yaml:"effective,omitempty"`

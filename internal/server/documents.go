@@ -86,6 +86,7 @@ func (s *Server) pinDocuments(ctx context.Context, docs []api.Document) ([]api.D
 	seen := make(map[string]bool, len(docs))
 	for i, d := range docs {
 		d.Apps = slices.Clone(d.Apps)
+		d.Init = slices.Clone(d.Init)
 		if err := normalizeDocument(&d); err != nil {
 			return nil, err
 		}
@@ -107,6 +108,9 @@ func (s *Server) pinDocuments(ctx context.Context, docs []api.Document) ([]api.D
 			if !exact {
 				d.Pinned = append(d.Pinned, api.Pin{Name: a.Name, Instance: a.Instance, Constraint: a.Version, Version: v})
 			}
+		}
+		if err := s.pinInit(ctx, &d, cands); err != nil {
+			return nil, err
 		}
 		out[i] = d
 	}
@@ -394,6 +398,9 @@ func (s *Server) summaries(ctx context.Context) ([]api.DocumentSummary, error) {
 				who := p.Name
 				if p.Instance != "" {
 					who += "[" + p.Instance + "]"
+				}
+				if p.Init {
+					who = "init " + who
 				}
 				sum.Newer = append(sum.Newer, who+" "+v)
 			}

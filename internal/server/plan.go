@@ -90,6 +90,18 @@ func (s *Server) devicePlan(ctx context.Context, pc *planCache, d api.Device, r 
 		}
 		return names
 	})
+	for _, e := range plan.PendingInit(r.Init, d.Init) {
+		m, err := s.res.manifest(ctx, e.Digest)
+		if err != nil {
+			return dp, err
+		}
+		tags := slices.Clone(m.Tags)
+		if tags == nil {
+			tags = []string{}
+		}
+		dp.Steps = append(dp.Steps, api.PlanStep{Kind: api.StepInit, Name: e.Name, To: e.Version, Build: e.Digest,
+			BuildTags: tags, Group: e.Group, Run: e.Run})
+	}
 	for _, st := range steps {
 		ps := api.PlanStep{Kind: string(st.Action), Name: st.Name, Instance: st.Instance}
 		if st.From != nil {
