@@ -105,7 +105,7 @@ func (a *Agent) runInitEntry(ctx context.Context, e api.ResolvedInit) error {
 		a.event(api.Event{Kind: api.KindInitFailed, Level: api.LevelError, Priority: api.PriorityHigh, Package: pkg,
 			Message: msg, Payload: mustJSON(payload)})
 		a.flushEvents(ctx)
-		return fmt.Errorf("%s: %w", what, err)
+		return errors.New(msg)
 	}
 	a.event(api.Event{Kind: api.KindInitDone, Level: api.LevelInfo, Priority: api.PriorityLow, Package: pkg, Message: what,
 		Payload: mustJSON(map[string]any{"group": e.Group, "name": e.Name, "version": e.Version, "digest": e.Digest,
@@ -175,7 +175,7 @@ func (a *Agent) execInit(ctx context.Context, e api.ResolvedInit, logPath string
 	r, err := proc.Run(ctx, proc.Cmd{
 		Path: filepath.Join(dir, filepath.FromSlash(e.Run)),
 		Dir:  dir,
-		Env: []string{"PATH=" + p, "DROVER_DEVICE=" + a.cfg.Device, "DROVER_GROUP=" + e.Group, "DROVER_PREFIX=" + dir,
+		Env: []string{"PATH=" + p, "DROVER_DEVICE=" + a.cfg.Device, "DROVER_GROUP=" + e.Group, "DROVER_PREFIX=" + dir, "DROVER_ROOT=" + a.cfg.Root,
 			"DROVER_PACKAGE=" + m.Coordinate().String(), "DROVER_VERSION=" + e.Version},
 		Stdout: f, Stderr: f, Timeout: timeout,
 	})

@@ -45,6 +45,9 @@ func (s *Server) pinInit(ctx context.Context, d *api.Document, cands []resolve.C
 		return api.Errorf(api.EINVALID, docName(*d)+": "+err.Error())
 	}
 	for _, e := range d.Init {
+		if err := resolve.Validate([]api.DesiredApp{{Name: e.Name, Version: e.Version}}, cands); err != nil {
+			return api.Errorf(api.EINVALID, fmt.Sprintf("%s: init %s", docName(*d), err))
+		}
 		v, exact, err := resolve.Pin(e.Name, e.Version, cands)
 		if err != nil {
 			return api.Errorf(api.EINVALID, fmt.Sprintf("%s: init %s", docName(*d), err))
