@@ -22,7 +22,7 @@ type agentFlags struct {
 	home, softwareRoot, runtimeRoot, root string
 	tags, labels, logLevel                string
 	healthInterval, reportInterval        time.Duration
-	hookTimeout                           time.Duration
+	hookTimeout, initTimeout              time.Duration
 	recoverOnly                           bool
 	node                                  nodeAgentFlags // node.go
 }
@@ -83,6 +83,7 @@ func (f *agentFlags) register(c *cobra.Command) {
 	fl.BoolVar(&f.recoverOnly, "recover-only", false, "finish or undo an interrupted install from the journal, then exit without contacting the server")
 	fl.DurationVar(&f.reportInterval, "report-interval", 30*time.Second, "how often the agent reports when nothing happens")
 	fl.DurationVar(&f.hookTimeout, "hook-timeout", 60*time.Second, "time limit of each hook in <home>/config/hooks/<phase>-post.d/")
+	fl.DurationVar(&f.initTimeout, "init-timeout", 10*time.Minute, "time limit of each init program of the device's groups")
 	f.node.register(c)
 }
 
@@ -103,6 +104,9 @@ func agentConfig(e *env, fl *pflag.FlagSet, f *agentFlags) (agent.Config, error)
 	if f.hookTimeout <= 0 {
 		return agent.Config{}, usagef("--hook-timeout must be positive")
 	}
+	if f.initTimeout <= 0 {
+		return agent.Config{}, usagef("--init-timeout must be positive")
+	}
 	certFile := orEnv(f.conn.clientCert, "DROVER_CLIENT_CERT", "")
 	if certFile == "" {
 		return agent.Config{}, usagef("agent: --client-cert (or client_cert in %s) is required: the device id is its certificate's name", agentfile.Path(home))
@@ -121,7 +125,7 @@ func agentConfig(e *env, fl *pflag.FlagSet, f *agentFlags) (agent.Config, error)
 	}
 	return agent.Config{Node: nodeCfg,
 		Home: home, Device: id, SoftwareRoot: f.softwareRoot, RuntimeRoot: f.runtimeRoot, Root: f.root,
-		Tags: splitList(f.tags), Labels: labels, ReportInterval: f.reportInterval, HookTimeout: f.hookTimeout, Logger: log,
+		Tags: splitList(f.tags), Labels: labels, ReportInterval: f.reportInterval, HookTimeout: f.hookTimeout, InitTimeout: f.initTimeout, Logger: log,
 	}, nil
 }
 

@@ -55,6 +55,7 @@ var Keys = []Key{
 	{"health-interval", "", KindDuration}, {"health-timeout", "", KindDuration},
 	{"health-start-delay", "", KindDuration}, {"health-consecutive", "", KindInt},
 	{"report-interval", "", KindDuration}, {"hook-timeout", "", KindDuration}, {"log-level", "", KindString},
+	{"init-timeout", "", KindDuration},
 }
 
 // Path is where the agent with this home reads its file.
