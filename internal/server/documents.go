@@ -75,13 +75,16 @@ func docName(d api.Document) string {
 }
 
 // pinDocuments validates docs and resolves each constraint in them to the
-// newest version that exists now, recorded in Pinned. Nothing is stored.
-// Errors are *api.Error naming the document.
+// newest version that exists now, recorded in Pinned, and sets Set to now:
+// the pin time, after which pushed builds are not considered for the
+// document (fleet.Result.Cutoff). Nothing is stored. Errors are
+// *api.Error naming the document.
 func (s *Server) pinDocuments(ctx context.Context, docs []api.Document) ([]api.Document, error) {
 	if len(docs) == 0 || len(docs) > maxDocuments {
 		return nil, api.Errorf(api.EINVALID, fmt.Sprintf("want 1 to %d documents, got %d", maxDocuments, len(docs)))
 	}
 	cands := s.res.candidates()
+	now := s.now().UTC()
 	out := make([]api.Document, len(docs))
 	seen := make(map[string]bool, len(docs))
 	for i, d := range docs {
@@ -112,6 +115,7 @@ func (s *Server) pinDocuments(ctx context.Context, docs []api.Document) ([]api.D
 		if err := s.pinInit(ctx, &d, cands); err != nil {
 			return nil, err
 		}
+		d.Set = now
 		out[i] = d
 	}
 	return out, nil
@@ -186,9 +190,8 @@ func (s *Server) setDocuments(ctx context.Context, docs []api.Document, by strin
 	if err != nil {
 		return err
 	}
-	now := s.now().UTC()
 	for i := range pinned {
-		pinned[i].Set, pinned[i].SetBy = now, by
+		pinned[i].SetBy = by
 	}
 	old := s.res.documents()
 	next, err := old.With(pinned, "")

@@ -302,3 +302,32 @@ func TestRemoveExposingTieRefused(t *testing.T) {
 		t.Errorf("device ls with a tie = %+v, %v", devs, err)
 	}
 }
+
+// A state set resolves each device it concerns once and keeps that
+// resolution: the device's long-poll is answered with it, not with a
+// second resolution.
+func TestStateSetResolvesOnce(t *testing.T) {
+	ts := newTestServer(t, 30*time.Second)
+	ctx := context.Background()
+	ts.push(t, "web", "1.0.0", []string{"linux"}, "web 1.0.0")
+	ts.reportAs(t, "d1", map[string]string{"env": "prod"})
+	res, err := ts.admin.SetState(ctx, api.DesiredState{ID: "d1", Apps: []api.DesiredApp{app("web", "^1")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.srv.res.mu.Lock()
+	kept := ts.srv.res.cache["d1"]
+	ts.srv.res.mu.Unlock()
+	if kept == nil || kept.res.r.Digest != res.Digest {
+		t.Fatalf("after state set the cache holds %+v, want the resolution the set answered (%s)", kept, res.Digest)
+	}
+	if got := ts.desired(t, "d1"); got.Digest != res.Digest {
+		t.Errorf("long-poll answered %s, want %s", got.Digest, res.Digest)
+	}
+	ts.srv.res.mu.Lock()
+	after := ts.srv.res.cache["d1"]
+	ts.srv.res.mu.Unlock()
+	if after != kept {
+		t.Errorf("the long-poll resolved again instead of using the state set's resolution")
+	}
+}

@@ -26,10 +26,6 @@ func (s *Server) planDocuments(ctx context.Context, docs []api.Document) (api.Pl
 	if err != nil {
 		return api.Plan{}, err
 	}
-	now := s.now().UTC()
-	for i := range pinned {
-		pinned[i].Set = now
-	}
 	next, err := s.res.documents().With(pinned, "")
 	if err != nil {
 		return api.Plan{}, api.Errorf(api.EINVALID, err.Error())

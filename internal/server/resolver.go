@@ -13,6 +13,7 @@ import (
 
 	"github.com/drover-dev/drover/internal/api"
 	"github.com/drover-dev/drover/internal/fleet"
+	"github.com/drover-dev/drover/internal/param"
 	"github.com/drover-dev/drover/internal/resolve"
 	"github.com/drover-dev/drover/internal/store"
 )
@@ -516,4 +517,58 @@ func (rv *resolver) swap(t ticket, res *resolution) {
 	if ok {
 		rv.cache[t.device] = &cached{res: res, gen: rv.gen, devGen: rv.devGen[t.device]}
 	}
+}
+
+// paramErr is a parameter value that does not fit a chosen build: the
+// device's resolution error, or an invalid state at state set.
+type paramErr struct{ err error }
+
+func (e paramErr) Error() string { return e.err.Error() }
+func (e paramErr) Unwrap() error { return e.err }
+
+// applyParams fills each resolved app's Params with its values, resolved
+// by precedence (package default < fleet < device < entry) and checked
+// against the chosen build's declarations, then recomputes the digest.
+// A bad or missing value is a paramErr naming the app and the parameter.
+// This is the one place the precedence is applied.
+func (rv *resolver) applyParams(ctx context.Context, device string, r *api.Resolved, dev map[string]map[string]any) error {
+	fleet, err := rv.params.fleetValues(ctx)
+	if err != nil {
+		return err
+	}
+	for i := range r.Apps {
+		app := &r.Apps[i]
+		m, err := rv.manifest(ctx, app.Digest)
+		if err != nil {
+			return err
+		}
+		layers := []param.Layer{{Name: "fleet", Values: onlyDeclared(fleet[app.Name], m.Params)}, {Name: "device", Values: onlyDeclared(dev[app.Name], m.Params)}, {Name: "state entry", Values: app.Params}}
+		vals, err := param.Resolve(m.Params, layers...)
+		if err != nil {
+			who := app.Name
+			if app.Instance != "" {
+				who += "[" + app.Instance + "]"
+			}
+			return paramErr{fmt.Errorf("%s %s: %w", who, app.Version, err)}
+		}
+		app.Params = vals
+	}
+	r.Digest = resolve.Digest(r.Apps)
+	return nil
+}
+
+// onlyDeclared drops fleet and device values the chosen build does not
+// declare: they may be meant for another version of the package. Entry
+// values are the operator's word for this device and are checked whole.
+func onlyDeclared(v map[string]any, decls map[string]api.Param) map[string]any {
+	if len(v) == 0 {
+		return nil
+	}
+	out := make(map[string]any, len(v))
+	for k, x := range v {
+		if _, ok := decls[k]; ok {
+			out[k] = x
+		}
+	}
+	return out
 }

@@ -127,7 +127,10 @@ func (s *Server) handleDocument(w http.ResponseWriter, r *http.Request, p peer) 
 	}
 	d, err := s.store.Document(r.Context(), key)
 	if errors.Is(err, store.ErrNotFound) {
-		return api.Errorf(api.ENOTFOUND, fmt.Sprintf("no document %s", key))
+		if r.PathValue("kind") == api.DocDevice {
+			return api.Errorf(api.ENOTFOUND, fmt.Sprintf("device %s has no document of its own (device show lists where its apps come from)", r.PathValue("name")))
+		}
+		return api.Errorf(api.ENOTFOUND, fmt.Sprintf("no group %s", r.PathValue("name")))
 	}
 	if err != nil {
 		return err
