@@ -192,8 +192,8 @@ type Rollout struct {
 
 // RolloutWave is one wave of a rollout.
 type RolloutWave struct {
-	Size     int       `json:"size" yaml:"size"`         // devices in this wave (not cumulative)
-	Devices  []string  `json:"devices" yaml:"devices"`   // its devices, in the rollout's stable order
+	Size     int       `json:"size" yaml:"size"`       // devices in this wave (not cumulative)
+	Devices  []string  `json:"devices" yaml:"devices"` // its devices, in the rollout's stable order
 	Started  time.Time `json:"started,omitzero" yaml:"started,omitempty"`
 	Soaking  time.Time `json:"soaking,omitzero" yaml:"soaking,omitempty"` // when its soak began
 	Passed   time.Time `json:"passed,omitzero" yaml:"passed,omitempty"`
