@@ -133,13 +133,19 @@ func TestInitResolvedAuthorizedAndPlanned(t *testing.T) {
 		t.Errorf("without init entries: %+v, want the digest of the apps alone", before)
 	}
 	edge := initGroup("edge", "role=edge", api.InitEntry{Name: "com.example:join", Version: "^1", Run: "bin/join"})
+	other := initGroup("edge", "role=edge") // the same app build again, as another instance
+	other.Apps[0].Instance = "b"
+	withoutInit, err := ts.admin.Plan(ctx, []api.Document{other})
+	if err != nil || len(withoutInit.Devices) != 1 {
+		t.Fatalf("plan without init = %+v, %v", withoutInit, err)
+	}
 	p, err := ts.admin.Plan(ctx, []api.Document{edge})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(p.Devices) != 1 || p.Devices[0].Device != "d1" || len(p.Devices[0].Steps) != 2 || p.Devices[0].Steps[0].Kind != api.StepInit ||
+	if len(p.Devices) != 1 || p.Devices[0].Device != "d1" || len(p.Devices[0].Steps) != 2 || p.Devices[0].Download <= withoutInit.Devices[0].Download || p.Devices[0].Steps[0].Kind != api.StepInit ||
 		p.Devices[0].Steps[0].Build != generic || p.Devices[0].Steps[0].Group != "edge" || p.Devices[0].Steps[0].Run != "bin/join" {
-		t.Errorf("plan = %+v, want d1 with the init step of the generic build first, then the app", p)
+		t.Errorf("plan = %+v, want d1 with the init step of the generic build first, then the app, downloading the init build too", p)
 	}
 	if _, err := ts.admin.SetDocuments(ctx, []api.Document{edge}); err != nil {
 		t.Fatal(err)

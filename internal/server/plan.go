@@ -86,7 +86,9 @@ func (s *Server) devicePlan(ctx context.Context, pc *planCache, d api.Device, r 
 		}
 		return names
 	})
+	var fetch []plan.Step // what the device downloads: pending init builds, then the apps'
 	for _, e := range plan.PendingInit(r.Init, d.Init) {
+		fetch = append(fetch, plan.Step{Action: plan.Install, Name: e.Name, To: &api.ResolvedApp{Name: e.Name, Version: e.Version, Digest: e.Digest}})
 		m, err := s.res.manifest(ctx, e.Digest)
 		if err != nil {
 			return dp, err
@@ -118,7 +120,7 @@ func (s *Server) devicePlan(ctx context.Context, pc *planCache, d api.Device, r 
 		dp.Steps = append(dp.Steps, ps)
 	}
 	var err error
-	if dp.Download, err = s.download(ctx, pc, d, steps); err != nil {
+	if dp.Download, err = s.download(ctx, pc, d, append(fetch, steps...)); err != nil {
 		return dp, err
 	}
 	key := r.Digest + "\x00" + strings.Join(d.Tags, ",")
