@@ -156,6 +156,9 @@ apps:
 			t.Errorf("%s: scratch folders left after the run: %v", id, left)
 		}
 	}
+	if show := f.op("device", "show", "edge-2"); !strings.Contains(show, "init:") || !strings.Contains(show, "run: bin/join") || !strings.Contains(show, "group: edge") {
+		t.Errorf("device show lacks the init entry done:\n%s", show)
+	}
 	get := f.op("state", "get", "--group", "edge")
 	for _, want := range []string{"init:", "run: bin/join", "constraint: ^1.0", "init: true"} {
 		if !strings.Contains(get, want) {
