@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/blob"
+	"github.com/drover-dev/drover/internal/fleet"
 	"github.com/drover-dev/drover/internal/install"
 	"github.com/drover-dev/drover/internal/pkgfile"
 	"github.com/drover-dev/drover/internal/plan"
@@ -61,6 +63,13 @@ func (a *Agent) runInit(ctx context.Context, res *api.Resolved) error {
 	if len(res.Init) == 0 {
 		return nil
 	}
+	// What the server sent names files here (the scratch folder, the
+	// log): check it as hostile before anything runs.
+	for _, e := range res.Init {
+		if err := checkInit(e); err != nil {
+			return err
+		}
+	}
 	done, err := a.initRecords()
 	if err != nil {
 		return err
@@ -78,6 +87,23 @@ func (a *Agent) runInit(ctx context.Context, res *api.Resolved) error {
 		if err != nil {
 			return fmt.Errorf("record init %s of group %s: %w", e.Name, e.Group, err)
 		}
+	}
+	return nil
+}
+
+// checkInit refuses an init entry whose group, name, build digest or run
+// could not have come from a valid group document.
+func checkInit(e api.ResolvedInit) error {
+	switch _, _, err := api.ParsePackageName(e.Name); {
+	case err != nil:
+		return fmt.Errorf("init entry from the server: %w", err)
+	case !fleet.ValidGroupName(e.Group):
+		return fmt.Errorf("init entry %s from the server: bad group %q", e.Name, e.Group)
+	case !blob.ValidDigest(e.Digest):
+		return fmt.Errorf("init entry %s from the server: bad digest %q", e.Name, e.Digest)
+	}
+	if err := pkgfile.CheckRunPath(e.Run); err != nil {
+		return fmt.Errorf("init entry %s from the server: run: %w", e.Name, err)
 	}
 	return nil
 }

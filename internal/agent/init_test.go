@@ -152,3 +152,38 @@ func TestInitRecordsUnreadable(t *testing.T) {
 		t.Errorf("an init program ran although its records could not be read")
 	}
 }
+
+func TestInitRefusesHostileEntries(t *testing.T) {
+	srv, a := newFake(t, map[string]string{"bin/app": "#!/bin/sh\n"})
+	marks := filepath.Join(t.TempDir(), "marks")
+	digest := addInit(t, srv, "1.0.0", marks)
+	good := api.ResolvedInit{Group: "edge", Name: "com.example:join", Version: "1.0.0", Digest: digest, Run: "bin/join"}
+	for _, c := range []struct {
+		name string
+		edit func(*api.ResolvedInit)
+		want string
+	}{
+		{"group with a slash", func(e *api.ResolvedInit) { e.Group = "../../etc" }, "bad group"},
+		{"name with a slash", func(e *api.ResolvedInit) { e.Name = "com.example:../x" }, "package name"},
+		{"digest not hex", func(e *api.ResolvedInit) { e.Digest = "../" + digest[3:] }, "bad digest"},
+		{"absolute run", func(e *api.ResolvedInit) { e.Run = "/bin/sh" }, "is absolute"},
+		{"run going up", func(e *api.ResolvedInit) { e.Run = "../../bin/sh" }, `".." element`},
+		{"run not in the build", func(e *api.ResolvedInit) { e.Run = "bin/sh" }, "not a file of the package"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := good
+			c.edit(&e)
+			entries := []api.ResolvedInit{e}
+			srv.resolved = &api.Resolved{Device: "d1", Apps: srv.resolved.Apps, Init: entries, Digest: resolve.StateDigest(srv.resolved.Apps, entries)}
+			if err := a.Converge(context.Background()); err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("Converge = %v, want an error with %q", err, c.want)
+			}
+			if _, err := os.Stat(marks); err == nil {
+				t.Errorf("a program ran")
+			}
+			if logs, _ := os.ReadDir(filepath.Join(a.cfg.Home, "logs")); len(logs) != 0 {
+				t.Errorf("files written in logs/: %v", logs)
+			}
+		})
+	}
+}
