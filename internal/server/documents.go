@@ -356,7 +356,11 @@ func documentEvent(d api.Document, by string) api.Event {
 	var names []string
 	pins := map[string]string{}
 	for _, p := range d.Pinned {
-		pins[p.Name+"\x00"+p.Instance] = p.Version
+		k := p.Name + "\x00" + p.Instance
+		if p.Init {
+			k = "init\x00" + p.Name
+		}
+		pins[k] = p.Version
 	}
 	for _, a := range d.Apps {
 		n := a.Name + " " + a.Version
@@ -364,6 +368,16 @@ func documentEvent(d api.Document, by string) api.Event {
 			n += " (" + v + ")"
 		}
 		names = append(names, n)
+	}
+	for _, e := range d.Init {
+		n := "init " + e.Name
+		if e.Version != "" {
+			n += " " + e.Version
+		}
+		if v, ok := pins["init\x00"+e.Name]; ok {
+			n += " (" + v + ")"
+		}
+		names = append(names, n+" "+e.Run)
 	}
 	what := describeDoc(d)
 	if d.Kind == api.DocGroup {

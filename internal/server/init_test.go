@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/client"
 	"github.com/drover-dev/drover/internal/resolve"
 )
 
@@ -111,6 +112,10 @@ func TestInitValidation(t *testing.T) {
 	doc, err := ts.admin.Document(context.Background(), api.DocGroup, "edge")
 	if err != nil {
 		t.Fatal(err)
+	}
+	evs, err := ts.admin.Events(context.Background(), client.EventQuery{Kind: api.KindState})
+	if err != nil || len(evs) == 0 || !strings.Contains(evs[len(evs)-1].Message, "com.example:web 1.0.0, init com.example:join (1.1.0) bin/join") {
+		t.Errorf("last state event = %+v, %v; want the init entry and its pin in the message", evs, err)
 	}
 	if len(doc.Init) != 1 || doc.Init[0].Version != "" || len(doc.Pinned) != 1 || !doc.Pinned[0].Init || doc.Pinned[0].Version != "1.1.0" {
 		t.Errorf("stored document after the last accepted set = %+v, want init as written, pinned to 1.1.0", doc)
