@@ -30,7 +30,7 @@ type agentFlags struct {
 	tags, labels, logLevel                string
 	metadataURL                           string
 	healthInterval, reportInterval        time.Duration
-	hookTimeout                           time.Duration
+	hookTimeout, initTimeout              time.Duration
 	recoverOnly                           bool
 	trustRoot                             string
 	node                                  nodeAgentFlags // node.go
@@ -105,6 +105,7 @@ func (f *agentFlags) register(c *cobra.Command) {
 	fl.DurationVar(&f.hookTimeout, "hook-timeout", 60*time.Second, "time limit of each hook in <home>/config/hooks/<phase>-post.d/")
 	fl.StringVar(&f.metadataURL, "metadata-url", "", "cloud metadata service whose instance id, type, region and zone become facts and tags (env DROVER_METADATA_URL, default "+facts.DefaultMetadataURL+"; none: ask none)")
 	fl.StringVar(&f.trustRoot, "trust-root", "", "root.json of drover trust: install only builds signed into the server's targets metadata")
+	fl.DurationVar(&f.initTimeout, "init-timeout", 10*time.Minute, "time limit of each init program of the device's groups")
 	f.node.register(c)
 }
 
@@ -124,6 +125,9 @@ func agentConfig(e *env, fl *pflag.FlagSet, f *agentFlags) (agent.Config, error)
 	}
 	if f.hookTimeout <= 0 {
 		return agent.Config{}, usagef("--hook-timeout must be positive")
+	}
+	if f.initTimeout <= 0 {
+		return agent.Config{}, usagef("--init-timeout must be positive")
 	}
 	metadataURL, err := metadataURL(f.metadataURL)
 	if err != nil {
@@ -147,7 +151,7 @@ func agentConfig(e *env, fl *pflag.FlagSet, f *agentFlags) (agent.Config, error)
 	}
 	return agent.Config{Node: nodeCfg, MetadataURL: metadataURL,
 		Home: home, Device: id, SoftwareRoot: f.softwareRoot, RuntimeRoot: f.runtimeRoot, Root: f.root,
-		Tags: splitList(f.tags), Labels: labels, ReportInterval: f.reportInterval, HookTimeout: f.hookTimeout, Logger: log,
+		Tags: splitList(f.tags), Labels: labels, ReportInterval: f.reportInterval, HookTimeout: f.hookTimeout, InitTimeout: f.initTimeout, Logger: log,
 	}, nil
 }
 

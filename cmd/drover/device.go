@@ -82,7 +82,9 @@ type deviceView struct {
 	// Effective is the effective desired state, each app with the
 	// document that gave it (device show only).
 	Effective []effectiveView `json:"effective,omitempty" yaml:"effective,omitempty"`
-	Status    statusView      `json:"status" yaml:"status"`
+	// Init are the init entries of its groups the device ran (fleet.md).
+	Init   []api.InitRecord `json:"init,omitempty" yaml:"init,omitempty"`
+	Status statusView       `json:"status" yaml:"status"`
 }
 
 type effectiveView struct {
@@ -115,7 +117,7 @@ type statusView struct {
 }
 
 func viewOf(d api.Device) deviceView {
-	v := deviceView{ID: d.ID, SystemTags: d.Tags, Labels: d.Labels, Apps: []appView{},
+	v := deviceView{ID: d.ID, SystemTags: d.Tags, Labels: d.Labels, Apps: []appView{}, Init: d.Init,
 		Status: statusView{LastSeen: d.LastSeen, Converged: d.Converged, Health: d.Health, Error: d.Error, Facts: d.Facts, Services: d.Services}}
 	v.Status.HealthChecks, v.Status.Keepalive, v.Status.Termination = d.HealthChecks, d.Keepalive, d.Termination
 	for _, a := range d.Installed {

@@ -80,6 +80,8 @@ func printPlan(e *env, p api.Plan) {
 				line = fmt.Sprintf("  %-11s %s %s", st.Kind, who, st.From)
 			case api.StepInstall:
 				line = fmt.Sprintf("  %-11s %s %s", st.Kind, who, st.To)
+			case api.StepInit:
+				line = fmt.Sprintf("  %-11s %s %s run %s (group %s, not yet run here)", st.Kind, who, st.To, st.Run, st.Group)
 			default:
 				line = fmt.Sprintf("  %-11s %s %s -> %s", st.Kind, who, st.From, st.To)
 			}

@@ -29,11 +29,12 @@ type documentView struct {
 	Selector   *string          `json:"selector,omitempty" yaml:"selector,omitempty"`
 	SystemTags []string         `json:"systemtags,omitempty" yaml:"systemtags,omitempty"`
 	Apps       []api.DesiredApp `json:"apps" yaml:"apps"`
+	Init       []api.InitEntry  `json:"init,omitempty" yaml:"init,omitempty"`
 	Pinned     []api.Pin        `json:"pinned,omitempty" yaml:"pinned,omitempty"`
 }
 
 func viewOfDocument(d api.Document) documentView {
-	v := documentView{ID: d.ID, Group: d.Group, Apps: d.Apps, Pinned: d.Pinned}
+	v := documentView{ID: d.ID, Group: d.Group, Apps: d.Apps, Init: d.Init, Pinned: d.Pinned}
 	if d.Kind == api.DocGroup {
 		sel := d.Selector
 		v.Selector = &sel
@@ -142,7 +143,11 @@ func stateSetCmd(e *env, conn *connFlags) *cobra.Command {
 			}
 			for i, d := range docs {
 				if d.Kind == api.DocGroup {
-					fmt.Fprintf(e.stdout, "group %s set (%d apps, selector %q)\n", d.Group, len(d.Apps), d.Selector)
+					extra := ""
+					if len(d.Init) > 0 {
+						extra = fmt.Sprintf(", %d init", len(d.Init))
+					}
+					fmt.Fprintf(e.stdout, "group %s set (%d apps%s, selector %q)\n", d.Group, len(d.Apps), extra, d.Selector)
 					continue
 				}
 				fmt.Fprintf(e.stdout, "desired state of %s set (%d apps)\n", d.ID, len(d.Apps))
@@ -182,7 +187,7 @@ func stateLsCmd(e *env, conn *connFlags) *cobra.Command {
 				return printAs(e.stdout, format, docs)
 			}
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "KIND\tNAME\tSELECTOR\tAPPS\tDEVICES\tNEWER")
+			fmt.Fprintln(tw, "KIND\tNAME\tSELECTOR\tAPPS\tINIT\tDEVICES\tNEWER")
 			for _, d := range docs {
 				name, sel := d.ID, "-"
 				if d.Kind == api.DocGroup {
@@ -190,8 +195,26 @@ func stateLsCmd(e *env, conn *connFlags) *cobra.Command {
 				}
 				apps := make([]string, len(d.Apps))
 				pins := map[string]string{}
+				inits := make([]string, len(d.Init))
 				for _, p := range d.Pinned {
-					pins[p.Name+"\x00"+p.Instance] = p.Version
+					if !p.Init {
+						pins[p.Name+"\x00"+p.Instance] = p.Version
+					}
+				}
+				for i, in := range d.Init {
+					inits[i] = in.Name
+					if in.Version != "" {
+						inits[i] += " " + in.Version
+					}
+					for _, p := range d.Pinned {
+						if p.Init && p.Name == in.Name {
+							inits[i] += "=" + p.Version
+						}
+					}
+					inits[i] += " " + in.Run
+				}
+				if len(inits) == 0 {
+					inits = []string{"-"}
 				}
 				for i, a := range d.Apps {
 					apps[i] = a.Name
@@ -212,7 +235,7 @@ func stateLsCmd(e *env, conn *connFlags) *cobra.Command {
 				if len(apps) == 0 {
 					apps = []string{"-"}
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", d.Kind, name, sel, strings.Join(apps, ", "), d.Devices, newer)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", d.Kind, name, sel, strings.Join(apps, ", "), strings.Join(inits, ", "), d.Devices, newer)
 			}
 			return tw.Flush()
 		},

@@ -74,6 +74,9 @@ type Config struct {
 	// HookTimeout bounds each hook in <home>/config/hooks/<phase>-post.d
 	// (hooks.go); default 60s.
 	HookTimeout time.Duration
+	// InitTimeout bounds each init program of the device's groups
+	// (init.go); default 10m.
+	InitTimeout time.Duration
 	// Node holds the node-local verbs' and health checks' settings.
 	Node NodeConfig
 	// Trust, when set (agent --trust-root), admits only builds listed in
@@ -359,6 +362,7 @@ func (a *Agent) report(ctx context.Context) error {
 	rep := api.Report{
 		Facts: a.facts, Tags: a.tags, Labels: a.cfg.Labels, Installed: a.installed(), Services: a.ServiceStates(),
 		Applied: a.applied, Error: a.svc.secrets.mask(a.lastErr), AgentVersion: Version, Health: a.healthReport(),
+		Init: a.reportedInit(),
 	}
 	if a.lastErr != "" {
 		rep.ErrorDigest = a.fail.digest // the state whose steps failed, if they did

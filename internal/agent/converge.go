@@ -86,6 +86,11 @@ func (a *Agent) convergeTo(ctx context.Context, res *api.Resolved) (string, erro
 	if err := a.checkTrust(ctx, res); err != nil { // trust.go: before any download
 		return "", err
 	}
+	// Init entries run before any app step (init.go).
+	if err := a.runInit(ctx, res); err != nil {
+		a.failed(res.Digest, err)
+		return "", err
+	}
 	manifests := map[string]*api.Manifest{}
 	for _, app := range res.Apps {
 		m, err := a.manifest(ctx, app)

@@ -210,7 +210,8 @@ func (a *Agent) handleConverge(w http.ResponseWriter, r *http.Request) {
 		untap := a.tap(func(ev api.Event) {
 			l := ConvergeLine{Kind: ev.Kind, Level: ev.Level, Package: ev.Package, Message: ev.Message}
 			switch ev.Kind {
-			case api.KindPlan, api.KindStepStart, api.KindStepDone, api.KindStepFailed:
+			case api.KindPlan, api.KindStepStart, api.KindStepDone, api.KindStepFailed,
+				api.KindInitStart, api.KindInitDone, api.KindInitFailed:
 			case KindStepProgress:
 				var p Progress
 				if json.Unmarshal(ev.Payload, &p) != nil {

@@ -31,6 +31,10 @@ func (a *Agent) checkTrust(ctx context.Context, res *api.Resolved) error {
 		}
 		builds = append(builds, trust.Build{Coordinate: app.Name + ":" + app.Version, Tags: app.BuildTags, Digest: app.Digest})
 	}
+	// Init programs run as the agent does: they must be signed too.
+	for _, in := range res.Init {
+		builds = append(builds, trust.Build{Coordinate: in.Name + ":" + in.Version, Tags: in.BuildTags, Digest: in.Digest})
+	}
 	if len(builds) == 0 {
 		return nil
 	}

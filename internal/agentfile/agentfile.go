@@ -57,6 +57,7 @@ var Keys = []Key{
 	{"report-interval", "", KindDuration}, {"hook-timeout", "", KindDuration}, {"log-level", "", KindString},
 	{"metadata-url", "DROVER_METADATA_URL", KindString},
 	{"trust-root", "", KindPath},
+	{"init-timeout", "", KindDuration},
 }
 
 // Path is where the agent with this home reads its file.

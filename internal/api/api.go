@@ -279,6 +279,9 @@ type Resolved struct {
 	// Error says why the desired state cannot be resolved for this device
 	// (no fitting build, ambiguous builds...); the agent changes nothing.
 	Error string `json:"error,omitempty"`
+	// Init are the init entries of the device's groups, in order; part of
+	// Digest.
+	Init []ResolvedInit `json:"init,omitempty"`
 }
 
 // InstalledApp is what an agent reports of one installed package.
@@ -318,6 +321,8 @@ type Report struct {
 	// ProbeResults are the outcomes of the probes the server asked for
 	// (api/netcheck.go).
 	ProbeResults []ProbeResult `json:"probe_results,omitempty"`
+	// Init are the init entries that succeeded on the device.
+	Init []InitRecord `json:"init,omitempty"`
 }
 
 // ReportResponse answers a report.
@@ -357,6 +362,8 @@ type Device struct {
 	// NetObservations are its peers' latest network check results of its
 	// services (api/netcheck.go). Owned by the server; survive reports.
 	NetObservations []NetObservation `json:"net_observations,omitempty" yaml:"-"`
+	// Init are the init entries the device reports done.
+	Init []InitRecord `json:"init,omitempty" yaml:"init,omitempty"`
 	// Effective is the device's effective desired state, each app with
 	// the document that gave it; set by GET /v1/devices/{id} only.
 	Effective []EffectiveApp `json:"effective,omitempty" yaml:"effective,omitempty"`

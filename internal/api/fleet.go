@@ -29,6 +29,9 @@ type Document struct {
 	// matches every device.
 	Selector string       `json:"selector,omitempty" yaml:"selector,omitempty"`
 	Apps     []DesiredApp `json:"apps" yaml:"apps"`
+	// Init lists a group's init entries, run in order on each device that
+	// joins the group, before its apps (group documents only).
+	Init []InitEntry `json:"init,omitempty" yaml:"init,omitempty"`
 	// Pinned lists, for each app whose version is a constraint, the exact
 	// version it resolved to against the packages that existed when the
 	// document was set. Later pushes do not change it.
@@ -53,6 +56,8 @@ type Pin struct {
 	Instance   string `json:"instance,omitempty" yaml:"instance,omitempty"`
 	Constraint string `json:"constraint" yaml:"constraint"`
 	Version    string `json:"version" yaml:"version"`
+	// Init is true for the pin of an init entry (not of an app).
+	Init bool `json:"init,omitempty" yaml:"init,omitempty"`
 }
 
 // DocumentSummary is one row of `state ls`.
@@ -96,6 +101,10 @@ type PlanStep struct {
 	// the ones that chose it.
 	Build     string   `json:"build,omitempty" yaml:"build,omitempty"`
 	BuildTags []string `json:"build_tags,omitempty" yaml:"build_tags,omitempty"`
+	// Group and Run are set for an init step: the group whose init entry
+	// the device has not run yet, and its program.
+	Group string `json:"group,omitempty" yaml:"group,omitempty"`
+	Run   string `json:"run,omitempty" yaml:"run,omitempty"`
 }
 
 // DevicePlan is what a change would do to one device.

@@ -30,6 +30,7 @@ type doc struct {
 	sel    selector.Selector
 	source string // EffectiveApp.Source of its apps
 	pins   map[appKey]string
+	inits  map[string]string // init entry name → pinned version
 }
 
 type appKey struct{ name, instance string }
@@ -114,6 +115,13 @@ func (s *Set) add(docs []api.Document, source string) error {
 			c.source = d.Key()
 		}
 		for _, p := range d.Pinned {
+			if p.Init {
+				if c.inits == nil {
+					c.inits = map[string]string{}
+				}
+				c.inits[p.Name] = p.Version
+				continue
+			}
 			c.pins[appKey{p.Name, p.Instance}] = p.Version
 		}
 		switch d.Kind {
@@ -184,7 +192,11 @@ type Result struct {
 	// Sources are the keys of the documents that gave at least one app
 	// (or, for a document with no apps, that applies), sorted.
 	Sources []string
-	// Cutoff is the newest Set time of the documents that gave apps: only
+	// Init are the init entries of the matching groups: groups by name,
+	// each group's entries in its order, Version pinned.
+	Init []Init
+	// Cutoff is the newest Set time of the documents that gave apps or
+	// init entries: only
 	// builds pushed at or before it are considered when resolving, so a
 	// later push reaches no device by itself. Zero means no bound.
 	Cutoff time.Time
@@ -232,8 +244,17 @@ func (s *Set) Effective(id string, labels map[string]string) Result {
 		if g.sel.Matches(labels) {
 			matching = append(matching, g)
 			r.Applies = true
-			if len(g.Apps) == 0 {
+			if len(g.Apps) == 0 || len(g.Init) > 0 {
 				sources[g.Key()] = true
+			}
+			if len(g.Init) > 0 && g.Set.After(r.Cutoff) {
+				r.Cutoff = g.Set
+			}
+			for _, e := range g.Init {
+				if v, ok := g.inits[e.Name]; ok {
+					e.Version = v
+				}
+				r.Init = append(r.Init, Init{Group: g.Group, InitEntry: e})
 			}
 		}
 	}
@@ -324,6 +345,12 @@ func display(k appKey) string {
 		return k.name + "[" + k.instance + "]"
 	}
 	return k.name
+}
+
+// Init is one init entry of a device's effective state, with its group.
+type Init struct {
+	Group string
+	api.InitEntry
 }
 
 // DesiredApps returns the effective apps as desired-state entries, for the

@@ -203,3 +203,61 @@ func TestDocumentsOfDerivedSets(t *testing.T) {
 		t.Errorf("a removed device document still applies: %v", r.Sources)
 	}
 }
+
+func TestEffectiveInit(t *testing.T) {
+	at := time.Date(2026, 12, 2, 1, 0, 0, 0, time.UTC)
+	withInit := func(d api.Document, set time.Time, entries ...api.InitEntry) api.Document {
+		d.Init, d.Set = entries, set
+		return d
+	}
+	join := api.InitEntry{Name: "com.example:join", Version: "^1", Run: "bin/join"}
+	tune := api.InitEntry{Name: "com.example:tune", Version: "2.0.0", Run: "bin/tune"}
+	edge := withInit(group("edge", "role=edge", app("com.example:web", "1.0.0")), at, join, tune)
+	edge.Pinned = []api.Pin{{Name: "com.example:join", Constraint: "^1", Version: "1.4.0", Init: true}}
+	core := withInit(group("core", "", app("com.example:web", "1.0.0")), at.Add(-time.Hour), join)
+	later := withInit(group("later", "role=edge"), at.Add(time.Hour))
+	for _, tt := range []struct {
+		name    string
+		docs    []api.Document
+		labels  map[string]string
+		want    []string // group/name@version:run
+		sources []string
+		cutoff  time.Time
+	}{
+		{"groups by name, entries in order, pinned", []api.Document{edge, core}, map[string]string{"role": "edge"},
+			[]string{"core/com.example:join@^1:bin/join", "edge/com.example:join@1.4.0:bin/join", "edge/com.example:tune@2.0.0:bin/tune"},
+			[]string{"group/core", "group/edge"}, at},
+		{"only matching groups", []api.Document{edge, core}, map[string]string{"role": "db"},
+			[]string{"core/com.example:join@^1:bin/join"}, []string{"group/core"}, at.Add(-time.Hour)},
+		{"an app pin of the same name is not an init pin", []api.Document{func() api.Document {
+			d := withInit(group("g", "", app("com.example:join", "^1")), at, join)
+			d.Pinned = []api.Pin{{Name: "com.example:join", Constraint: "^1", Version: "1.0.0"}}
+			return d
+		}()}, nil, []string{"g/com.example:join@^1:bin/join"}, []string{"group/g"}, at},
+		{"a group that gives only init entries is a source and sets the cutoff", []api.Document{core, withInit(group("later", "role=edge"), at.Add(time.Hour), tune)},
+			map[string]string{"role": "edge"}, []string{"core/com.example:join@^1:bin/join", "later/com.example:tune@2.0.0:bin/tune"},
+			[]string{"group/core", "group/later"}, at.Add(time.Hour)},
+		{"no init, no apps: no cutoff", []api.Document{later}, map[string]string{"role": "edge"}, nil, []string{"group/later"}, time.Time{}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			set, err := Compile(tt.docs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := set.Effective("d1", tt.labels)
+			var got []string
+			for _, e := range r.Init {
+				got = append(got, e.Group+"/"+e.Name+"@"+e.Version+":"+e.Run)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("Init (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tt.sources, r.Sources); diff != "" {
+				t.Errorf("Sources (-want +got):\n%s", diff)
+			}
+			if !r.Cutoff.Equal(tt.cutoff) {
+				t.Errorf("Cutoff = %v, want %v", r.Cutoff, tt.cutoff)
+			}
+		})
+	}
+}

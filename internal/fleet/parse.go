@@ -19,6 +19,7 @@ type fileDoc struct {
 	Selector   *string          `yaml:"selector"`
 	SystemTags []string         `yaml:"systemtags"` // what `state get` prints of a device; ignored
 	Apps       []api.DesiredApp `yaml:"apps"`
+	Init       []api.InitEntry  `yaml:"init"`
 	Pinned     []api.Pin        `yaml:"pinned"` // what `state get` prints; pinned again at set
 }
 
@@ -40,7 +41,7 @@ func ParseDocuments(data []byte) ([]api.Document, error) {
 		if err != nil {
 			return nil, fmt.Errorf("malformed desired state: %w", yamlerr.Describe(err, n))
 		}
-		d := api.Document{ID: fd.ID, Group: fd.Group, Apps: fd.Apps}
+		d := api.Document{ID: fd.ID, Group: fd.Group, Apps: fd.Apps, Init: fd.Init}
 		switch {
 		case fd.ID != "" && fd.Group != "":
 			return nil, fmt.Errorf("document %d names both id %q and group %q: a document is a device's or a group's", n, fd.ID, fd.Group)
@@ -60,6 +61,9 @@ func ParseDocuments(data []byte) ([]api.Document, error) {
 			d.Kind = api.DocDevice
 			if fd.Selector != nil {
 				return nil, fmt.Errorf("device %s: a device document has no selector (a group document has group: and selector:)", fd.ID)
+			}
+			if fd.Init != nil {
+				return nil, fmt.Errorf("device %s: %s", fd.ID, ErrDeviceInit)
 			}
 		default:
 			return nil, fmt.Errorf("document %d has no id (a device) and no group", n)
@@ -85,6 +89,9 @@ func ParseDocuments(data []byte) ([]api.Document, error) {
 			if _, _, err := api.ParsePackageName(a.Name); err != nil {
 				return nil, fmt.Errorf("%s: apps[%d]: %w", who, i, err)
 			}
+		}
+		if err := CheckInit(d.Init); err != nil {
+			return nil, fmt.Errorf("%s: %w", who, err)
 		}
 		out = append(out, d)
 	}

@@ -27,6 +27,14 @@ func TestParseDocuments(t *testing.T) {
 		{"empty", "", "empty", ""},
 		{"wrong type", "id: d\napps: {name: x}\n", "line 2: a mapping where a list is wanted", ""},
 		{"a string", "0\n00\n", "where a mapping is wanted", ""},
+		{"group with init", "group: edge\nselector: role=edge\ninit:\n  - {name: com.example:join, version: \"^1\", run: bin/join}\napps: []\n", "", "g"},
+		{"init in a device document", "id: d\ninit:\n  - {name: com.example:join, run: bin/join}\n", "d: a device document has no init entries", ""},
+		{"init without run", "group: g\nselector: \"\"\ninit:\n  - {name: com.example:join}\n", "group g: init com.example:join: no run", ""},
+		{"init absolute run", "group: g\nselector: \"\"\ninit:\n  - {name: com.example:join, run: /bin/sh}\n", `run: path "/bin/sh" is absolute`, ""},
+		{"init run with ..", "group: g\nselector: \"\"\ninit:\n  - {name: com.example:join, run: bin/../../x}\n", `has a ".." element`, ""},
+		{"init bad name", "group: g\nselector: \"\"\ninit:\n  - {name: join, run: bin/join}\n", "group g: init[0]:", ""},
+		{"init twice", "group: g\nselector: \"\"\ninit:\n  - {name: a:b, run: x}\n  - {name: a:b, run: y}\n", "init a:b: listed twice", ""},
+		{"init unknown field", "group: g\nselector: \"\"\ninit:\n  - {name: a:b, run: x, timeout: 5}\n", `unknown field "timeout"`, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -57,6 +65,7 @@ func FuzzParseDocuments(f *testing.F) {
 	f.Add([]byte("group: prod-web\nselector: \"env=prod,!canary\"\napps:\n  - {name: com.example:web, version: \"^1.2\"}\n---\nid: d\napps: []\n"))
 	f.Add([]byte("id: d\napps: [{name: a:b, params: {x: [1, 2]}}]\n"))
 	f.Add([]byte("&a [*a]"))
+	f.Add([]byte("group: g\nselector: \"\"\ninit:\n  - {name: a:b, version: ^1, run: bin/x}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		docs, err := ParseDocuments(data)
 		if err != nil {

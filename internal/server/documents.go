@@ -98,6 +98,7 @@ func (s *Server) pinDocumentsAt(ctx context.Context, docs []api.Document, cutoff
 	seen := make(map[string]bool, len(docs))
 	for i, d := range docs {
 		d.Apps = slices.Clone(d.Apps)
+		d.Init = slices.Clone(d.Init)
 		if err := normalizeDocument(&d); err != nil {
 			return nil, err
 		}
@@ -119,6 +120,9 @@ func (s *Server) pinDocumentsAt(ctx context.Context, docs []api.Document, cutoff
 			if !exact {
 				d.Pinned = append(d.Pinned, api.Pin{Name: a.Name, Instance: a.Instance, Constraint: a.Version, Version: v})
 			}
+		}
+		if err := s.pinInit(ctx, &d, cands); err != nil {
+			return nil, err
 		}
 		d.Set = now
 		out[i] = d
@@ -371,7 +375,11 @@ func documentEvent(d api.Document, by string) api.Event {
 	var names []string
 	pins := map[string]string{}
 	for _, p := range d.Pinned {
-		pins[p.Name+"\x00"+p.Instance] = p.Version
+		k := p.Name + "\x00" + p.Instance
+		if p.Init {
+			k = "init\x00" + p.Name
+		}
+		pins[k] = p.Version
 	}
 	for _, a := range d.Apps {
 		n := a.Name + " " + a.Version
@@ -379,6 +387,16 @@ func documentEvent(d api.Document, by string) api.Event {
 			n += " (" + v + ")"
 		}
 		names = append(names, n)
+	}
+	for _, e := range d.Init {
+		n := "init " + e.Name
+		if e.Version != "" {
+			n += " " + e.Version
+		}
+		if v, ok := pins["init\x00"+e.Name]; ok {
+			n += " (" + v + ")"
+		}
+		names = append(names, n+" "+e.Run)
 	}
 	what := describeDoc(d)
 	if d.Kind == api.DocGroup {
@@ -416,6 +434,9 @@ func (s *Server) summaries(ctx context.Context) ([]api.DocumentSummary, error) {
 				who := p.Name
 				if p.Instance != "" {
 					who += "[" + p.Instance + "]"
+				}
+				if p.Init {
+					who = "init " + who
 				}
 				sum.Newer = append(sum.Newer, who+" "+v)
 			}

@@ -86,6 +86,20 @@ func (s *Server) devicePlan(ctx context.Context, pc *planCache, d api.Device, r 
 		}
 		return names
 	})
+	var fetch []plan.Step // what the device downloads: pending init builds, then the apps'
+	for _, e := range plan.PendingInit(r.Init, d.Init) {
+		fetch = append(fetch, plan.Step{Action: plan.Install, Name: e.Name, To: &api.ResolvedApp{Name: e.Name, Version: e.Version, Digest: e.Digest}})
+		m, err := s.res.manifest(ctx, e.Digest)
+		if err != nil {
+			return dp, err
+		}
+		tags := slices.Clone(m.Tags)
+		if tags == nil {
+			tags = []string{}
+		}
+		dp.Steps = append(dp.Steps, api.PlanStep{Kind: api.StepInit, Name: e.Name, To: e.Version, Build: e.Digest,
+			BuildTags: tags, Group: e.Group, Run: e.Run})
+	}
 	for _, st := range steps {
 		ps := api.PlanStep{Kind: string(st.Action), Name: st.Name, Instance: st.Instance}
 		if st.From != nil {
@@ -106,7 +120,7 @@ func (s *Server) devicePlan(ctx context.Context, pc *planCache, d api.Device, r 
 		dp.Steps = append(dp.Steps, ps)
 	}
 	var err error
-	if dp.Download, err = s.download(ctx, pc, d, steps); err != nil {
+	if dp.Download, err = s.download(ctx, pc, d, append(fetch, steps...)); err != nil {
 		return dp, err
 	}
 	key := r.Digest + "\x00" + strings.Join(d.Tags, ",")

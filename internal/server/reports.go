@@ -51,7 +51,10 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request, p peer) er
 	d := api.Device{
 		ID: id, Tags: tags, Labels: rep.Labels, Facts: rep.Facts, Installed: rep.Installed,
 		LastSeen: s.now().UTC(), Applied: rep.Applied, Error: rep.Error, Health: old.Health,
-		Services: rep.Services, Addr: remoteHost(r), NetObservations: old.NetObservations, ErrorDigest: rep.ErrorDigest,
+		Services: rep.Services, Addr: remoteHost(r), NetObservations: old.NetObservations, ErrorDigest: rep.ErrorDigest, Init: rep.Init,
+	}
+	if len(d.Init) > maxInitRecords {
+		return api.Errorf(api.EINVALID, fmt.Sprintf("report: %d init records, at most %d", len(d.Init), maxInitRecords))
 	}
 	if d.Installed == nil {
 		d.Installed = []api.InstalledApp{}

@@ -320,7 +320,8 @@ func (rv *resolver) compute(ctx context.Context, in input, set *fleet.Set) (*res
 }
 
 // allowedBlobs returns the blobs a device with resolution r may fetch:
-// its builds' manifests and every blob they name. Devices with the same
+// its builds' manifests and every blob they name, its init entries'
+// builds' included. Devices with the same
 // resolved apps share one set.
 func (rv *resolver) allowedBlobs(ctx context.Context, r *api.Resolved) (map[string]bool, error) {
 	rv.mu.Lock()
@@ -330,12 +331,19 @@ func (rv *resolver) allowedBlobs(ctx context.Context, r *api.Resolved) (map[stri
 		return a, nil
 	}
 	a = map[string]bool{}
+	builds := make([]string, 0, len(r.Apps)+len(r.Init))
 	for _, app := range r.Apps {
-		m, err := rv.manifest(ctx, app.Digest)
+		builds = append(builds, app.Digest)
+	}
+	for _, e := range r.Init {
+		builds = append(builds, e.Digest)
+	}
+	for _, digest := range builds {
+		m, err := rv.manifest(ctx, digest)
 		if err != nil {
 			return nil, err
 		}
-		a[app.Digest] = true
+		a[digest] = true
 		for _, d := range m.Digests() {
 			a[d] = true
 		}
@@ -368,7 +376,8 @@ func (rv *resolver) resolve(ctx context.Context, in input, eff fleet.Result) (*a
 		Cutoff int64
 		Apps   []api.DesiredApp
 		Params map[string]map[string]any
-	}{in.tags, eff.Cutoff.UnixNano(), apps, devParams})
+		Init   []fleet.Init `json:",omitempty"`
+	}{in.tags, eff.Cutoff.UnixNano(), apps, devParams, eff.Init})
 	if kerr == nil {
 		rv.mu.Lock()
 		r, ok := rv.memo[string(key)]
@@ -385,6 +394,9 @@ func (rv *resolver) resolve(ctx context.Context, in input, eff fleet.Result) (*a
 		return nil, err
 	}
 	if err := rv.applyParams(ctx, in.id, r, devParams); err != nil {
+		return nil, err
+	}
+	if err := rv.resolveInit(in, eff, r); err != nil {
 		return nil, err
 	}
 	if kerr == nil {

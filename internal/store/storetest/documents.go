@@ -27,7 +27,9 @@ func testDocuments(t *testing.T, open func(t *testing.T) store.Store) {
 	set := t0.UTC().Truncate(time.Microsecond)
 	web := api.Document{Kind: api.DocGroup, Group: "web", Selector: "env=prod,role in (web,edge)",
 		Apps:   []api.DesiredApp{{Name: "org.a:web", Version: "^1.2", Tags: []string{}, Params: map[string]any{"port": float64(8081)}}},
-		Pinned: []api.Pin{{Name: "org.a:web", Constraint: "^1.2", Version: "1.2.3"}}, Set: set, SetBy: "admin"}
+		Init:   []api.InitEntry{{Name: "org.a:join", Version: "^1", Run: "bin/join"}},
+		Pinned: []api.Pin{{Name: "org.a:web", Constraint: "^1.2", Version: "1.2.3"}, {Name: "org.a:join", Constraint: "^1", Version: "1.0.0", Init: true}},
+		Set:    set, SetBy: "admin"}
 	all := api.Document{Kind: api.DocGroup, Group: "all", Selector: "", Apps: []api.DesiredApp{}}
 	dev := api.Document{Kind: api.DocDevice, ID: "zz-dev", Apps: []api.DesiredApp{{Name: "org.a:core", Tags: []string{}}}, Set: set}
 	if _, err := s.Commit(ctx, store.Write{Documents: []api.Document{web, all, dev}}); err != nil {

@@ -376,6 +376,7 @@ func device(id string, seen time.Time) api.Device {
 		Converged: true,
 		Error:     "",
 		Health:    "ok",
+		Init:      []api.InitRecord{{Group: "edge", Name: "org.a:join", Version: "1.0.0", Digest: "d2", Run: "bin/join", Done: seen}},
 	}
 }
 
