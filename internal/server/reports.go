@@ -130,6 +130,9 @@ func (s *Server) commit(ctx context.Context, w store.Write) error {
 	if w.Device != nil {
 		s.devices.put(*w.Device)
 	}
+	for _, id := range w.RemoveDevices {
+		s.devices.drop(id)
+	}
 	if len(stored) > 0 {
 		s.hub.notify(eventsKey)
 		s.eventsStored(stored)

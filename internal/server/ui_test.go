@@ -279,3 +279,32 @@ func TestPageCSRF(t *testing.T) {
 		}
 	}
 }
+
+// TestPageDeviceRemoved: a device forgotten with `device rm` leaves the
+// page's list at once, and one that reports for the first time joins it.
+func TestPageDeviceRemoved(t *testing.T) {
+	ts := newTestServer(t, time.Second)
+	ts.report(t, "d1", "linux")
+	b := newBrowser(t, ts)
+	b.login(ts)
+	if _, body := b.get("/ui/devices"); !strings.Contains(body, `href="/ui/devices/d1"`) {
+		t.Fatalf("devices page lacks d1:\n%s", body)
+	}
+	if err := ts.admin.RemoveDevice(context.Background(), "d1"); err != nil {
+		t.Fatal(err)
+	}
+	ts.report(t, "d2", "linux")
+	// The page keeps its list for a second at most.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, body := b.get("/ui/devices")
+		gone, joined := !strings.Contains(body, `href="/ui/devices/d1"`), strings.Contains(body, `href="/ui/devices/d2"`)
+		if gone && joined {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("devices page after device rm d1 and a first report of d2: d1 gone %v, d2 shown %v", gone, joined)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
