@@ -95,7 +95,8 @@ func openServer(ctx context.Context, f serverFlags, log *slog.Logger) (*server.S
 		return nil, nil, err
 	}
 	srv, err := server.New(ctx, server.Config{TLS: tlsCfg, Logger: log, Events: evCfg,
-		TerminationHook: f.node.hook, TerminationHookTimeout: f.node.hookTimeout}, st, blobs)
+		TerminationHook: f.node.hook, TerminationHookTimeout: f.node.hookTimeout,
+		Transfer: server.TransferConfig{Dir: filepath.Join(f.data, "transfer")}}, st, blobs)
 	if err != nil {
 		st.Close()
 		return nil, nil, err

@@ -350,3 +350,62 @@ func (c *Client) Events(ctx context.Context, q EventQuery) ([]api.Event, error) 
 	err := c.do(ctx, http.MethodGet, "/v1/events", v, nil, "", &out, timeout)
 	return out, err
 }
+
+// BlobRange opens a blob's content from byte offset on (a resumed
+// download). With compressed, it asks for the zstd form, and the answer's
+// encoding says what came: "zstd" or "" (the blob itself; an older server
+// or a blob that does not compress). The offset counts bytes of that
+// form. partial is false when the server sent the whole form from the
+// start despite the offset. The caller closes body and verifies the
+// digest.
+func (c *Client) BlobRange(ctx context.Context, digest string, offset int64, compressed bool) (body io.ReadCloser, encoding string, partial bool, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url("/v1/blobs/"+esc(digest), nil), nil)
+	if err != nil {
+		return nil, "", false, err
+	}
+	if compressed {
+		// Set by hand, the transport leaves the body as it came.
+		req.Header.Set("Accept-Encoding", "zstd")
+	}
+	if offset > 0 {
+		req.Header.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, "", false, c.transportError(err)
+	}
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusPartialContent {
+		defer resp.Body.Close()
+		return nil, "", false, decodeError(resp)
+	}
+	enc := resp.Header.Get("Content-Encoding")
+	if enc != "" && enc != "zstd" {
+		resp.Body.Close()
+		return nil, "", false, fmt.Errorf("blob %s: unknown content encoding %q", digest, enc)
+	}
+	return resp.Body, enc, resp.StatusCode == http.StatusPartialContent, nil
+}
+
+// Pack opens a pack stream (package transfer) of the blobs req names. A
+// server without the call answers an *api.Error with code ENOTFOUND. The
+// caller closes the stream and verifies every blob.
+func (c *Client) Pack(ctx context.Context, req api.PackRequest) (io.ReadCloser, error) {
+	body, err := jsonBody(req)
+	if err != nil {
+		return nil, err
+	}
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url("/v1/blobs/pack", nil), body)
+	if err != nil {
+		return nil, err
+	}
+	hr.Header.Set("Content-Type", "application/json")
+	resp, err := c.http.Do(hr)
+	if err != nil {
+		return nil, c.transportError(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		return nil, decodeError(resp)
+	}
+	return resp.Body, nil
+}

@@ -103,7 +103,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	srv, err := server.New(ctx, server.Config{TLS: tlsCfg, Logger: cfg.Logger.With("part", "server")}, st, blobs)
+	srv, err := server.New(ctx, server.Config{TLS: tlsCfg, Logger: cfg.Logger.With("part", "server"),
+		Transfer: server.TransferConfig{Dir: filepath.Join(dataDir, "transfer")}}, st, blobs)
 	if err != nil {
 		return err
 	}

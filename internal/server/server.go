@@ -42,6 +42,8 @@ type Config struct {
 	// it (node.go); TerminationHookTimeout bounds it, 0 = 5 minutes.
 	TerminationHook        string
 	TerminationHookTimeout time.Duration
+	// Transfer configures compression, packs and deltas (transfer.go).
+	Transfer TransferConfig
 
 	Logger *slog.Logger
 	Now    func() time.Time
@@ -58,6 +60,7 @@ type Server struct {
 	res   *resolver
 	ev    *eventsState // events.go
 	node  nodeServer   // node.go
+	xfer  *xfer        // transfer.go; nil when off
 
 	mu   sync.Mutex
 	http *http.Server
@@ -89,6 +92,9 @@ func New(ctx context.Context, cfg Config, st store.Store, blobs blob.Store) (*Se
 	if err := s.res.loadCandidates(ctx); err != nil {
 		return nil, err
 	}
+	if s.xfer, err = newXfer(cfg.Transfer, blobs, s.log); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -113,7 +119,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	// Terminations held by keepalive timers of an earlier run (node.go).
 	resumed := make(chan struct{})
 	go func() { s.resumeTerminations(evCtx); close(resumed) }()
-	defer func() { stopEvents(); <-evDone; <-resumed; s.stopTimers() }()
+	defer func() { stopEvents(); <-evDone; <-resumed; s.stopTimers(); s.xfer.stop() }()
 	errc := make(chan error, 1)
 	go func() {
 		if s.cfg.TLS != nil {
@@ -147,6 +153,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/devices/{id}/desired", s.deviceOrAdmin(s.handleDesired))
 	mux.HandleFunc("POST /v1/devices/{id}/events", s.device(s.handleDeviceEvents))
 	mux.HandleFunc("GET /v1/blobs/{digest}", s.handleGetBlob)
+	mux.HandleFunc("POST /v1/blobs/pack", s.guard(s.handlePack, mayReadBlobs))
 	// Operators.
 	mux.HandleFunc("POST /v1/blobs/missing", s.admin(s.handleMissing))
 	mux.HandleFunc("PUT /v1/blobs/{digest}", s.admin(s.handlePutBlob))
