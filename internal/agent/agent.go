@@ -16,6 +16,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -64,6 +65,13 @@ type Config struct {
 	ReportInterval time.Duration
 	// Downloads is how many blobs are fetched at once; default 4.
 	Downloads int
+	// Mirrors are blob servers tried, in order, before the server: each
+	// serves a blob at URL/<digest> (or at URL with {digest} and {prefix}
+	// replaced, see MirrorURL). Every blob is verified by digest.
+	Mirrors []string
+	// MaxDownloadRate bounds the bytes per second received for blobs, from
+	// the server and mirrors together; 0 = no bound.
+	MaxDownloadRate int64
 	// HookTimeout bounds each hook in <home>/config/hooks/<phase>-post.d
 	// (hooks.go); default 60s.
 	HookTimeout time.Duration
@@ -85,8 +93,9 @@ type Agent struct {
 	engine *install.Engine
 	tags   []string
 	facts  facts.Facts
-	node   nodeState // node-local verbs and health (node.go)
-	svc    *services // package services (services.go)
+	node   nodeState   // node-local verbs and health (node.go)
+	svc    *services   // package services (services.go)
+	dl     *downloader // rate limit, mirrors (fetch.go)
 
 	mu        sync.Mutex
 	applied   string // digest of the resolved state last converged to
@@ -130,6 +139,14 @@ func New(cfg Config, srv Server) (*Agent, error) {
 	}
 	if cfg.Downloads == 0 {
 		cfg.Downloads = 4
+	}
+	for _, m := range cfg.Mirrors {
+		if u, err := url.Parse(m); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("blob mirror %q: want http://HOST/PATH or https://HOST/PATH", m)
+		}
+	}
+	if cfg.MaxDownloadRate < 0 {
+		return nil, fmt.Errorf("max download rate %d: want bytes per second, 0 for no bound", cfg.MaxDownloadRate)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -181,6 +198,7 @@ func New(cfg Config, srv Server) (*Agent, error) {
 	a := &Agent{
 		cfg: cfg, log: cfg.Logger.With("device", cfg.Device), now: cfg.Now, srv: srv,
 		cache: cache, engine: eng, tags: tags, facts: f, converged: make(chan struct{}),
+		dl: newDownloader(cfg),
 	}
 	sp, unsent, err := openSpool(filepath.Join(cfg.Home, "system"))
 	if err != nil {

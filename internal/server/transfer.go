@@ -66,10 +66,10 @@ type xfer struct {
 
 // Cache folders under TransferConfig.Dir.
 const (
-	zDir     = "zstd"   // zstd/<digest>: a blob compressed alone
-	deltaDir = "delta"  // delta/<base>-<target>: a delta, empty when none is worth it
-	packDir  = "pack"   // pack/<key>: a whole pack answer
-	tmpDir   = "tmp"    // work in progress, renamed into place
+	zDir     = "zstd"  // zstd/<digest>: a blob compressed alone
+	deltaDir = "delta" // delta/<base>-<target>: a delta, empty when none is worth it
+	packDir  = "pack"  // pack/<key>: a whole pack answer
+	tmpDir   = "tmp"   // work in progress, renamed into place
 )
 
 func newXfer(cfg TransferConfig, blobs blob.Store, log interface{ Warn(string, ...any) }) (*xfer, error) {
