@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/drover-dev/drover/internal/agent"
 	"github.com/drover-dev/drover/internal/agentfile"
 	"github.com/drover-dev/drover/internal/service"
+	"github.com/drover-dev/drover/internal/transfer"
 )
 
 // agentFlags are the flags of `drover agent`.
@@ -24,6 +26,8 @@ type agentFlags struct {
 	healthInterval, reportInterval        time.Duration
 	hookTimeout                           time.Duration
 	recoverOnly                           bool
+	blobMirrors                           []string
+	maxDownloadRate                       string
 	node                                  nodeAgentFlags // node.go
 }
 
@@ -83,6 +87,8 @@ func (f *agentFlags) register(c *cobra.Command) {
 	fl.BoolVar(&f.recoverOnly, "recover-only", false, "finish or undo an interrupted install from the journal, then exit without contacting the server")
 	fl.DurationVar(&f.reportInterval, "report-interval", 30*time.Second, "how often the agent reports when nothing happens")
 	fl.DurationVar(&f.hookTimeout, "hook-timeout", 60*time.Second, "time limit of each hook in <home>/config/hooks/<phase>-post.d/")
+	fl.StringSliceVar(&f.blobMirrors, "blob-mirror", nil, "blob server tried before the server, serving URL/<sha256> (repeatable, in order; every blob is verified)")
+	fl.StringVar(&f.maxDownloadRate, "max-download-rate", "", "bound of blob download bytes per second, like 10MB or 512KiB (default no bound)")
 	f.node.register(c)
 }
 
@@ -103,6 +109,17 @@ func agentConfig(e *env, fl *pflag.FlagSet, f *agentFlags) (agent.Config, error)
 	if f.hookTimeout <= 0 {
 		return agent.Config{}, usagef("--hook-timeout must be positive")
 	}
+	var rate int64
+	if f.maxDownloadRate != "" {
+		if rate, err = transfer.ParseSize(f.maxDownloadRate); err != nil || rate == 0 {
+			return agent.Config{}, usagef("--max-download-rate %q: want bytes per second like 10MB, 512KiB or 100000", f.maxDownloadRate)
+		}
+	}
+	for _, m := range f.blobMirrors {
+		if u, err := url.Parse(m); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return agent.Config{}, usagef("--blob-mirror %q: want http://HOST/PATH or https://HOST/PATH", m)
+		}
+	}
 	certFile := orEnv(f.conn.clientCert, "DROVER_CLIENT_CERT", "")
 	if certFile == "" {
 		return agent.Config{}, usagef("agent: --client-cert (or client_cert in %s) is required: the device id is its certificate's name", agentfile.Path(home))
@@ -122,6 +139,7 @@ func agentConfig(e *env, fl *pflag.FlagSet, f *agentFlags) (agent.Config, error)
 	return agent.Config{Node: nodeCfg,
 		Home: home, Device: id, SoftwareRoot: f.softwareRoot, RuntimeRoot: f.runtimeRoot, Root: f.root,
 		Tags: splitList(f.tags), Labels: labels, ReportInterval: f.reportInterval, HookTimeout: f.hookTimeout, Logger: log,
+		Mirrors: f.blobMirrors, MaxDownloadRate: rate,
 	}, nil
 }
 

@@ -21,6 +21,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/drover-dev/drover/internal/service"
+	"github.com/drover-dev/drover/internal/transfer"
 )
 
 // Kinds of values.
@@ -31,6 +32,7 @@ const (
 	KindInt
 	KindList // tags
 	KindMap  // labels
+	KindSize // a byte count: 4096, 10MB, 1.5GiB
 )
 
 // Kind is how a key's value is written.
@@ -55,6 +57,7 @@ var Keys = []Key{
 	{"health-interval", "", KindDuration}, {"health-timeout", "", KindDuration},
 	{"health-start-delay", "", KindDuration}, {"health-consecutive", "", KindInt},
 	{"report-interval", "", KindDuration}, {"hook-timeout", "", KindDuration}, {"log-level", "", KindString},
+	{"blob-mirror", "", KindList}, {"max-download-rate", "", KindSize},
 }
 
 // Path is where the agent with this home reads its file.
@@ -120,7 +123,7 @@ func fileValue(k Key, n *yaml.Node, home string) (string, error) {
 			out = append(out, c.Value)
 		}
 		if n.Kind != yaml.SequenceNode || len(out) != len(n.Content) {
-			return "", errors.New("want a list of tags without commas, like [edge, lab]")
+			return "", errors.New("want a list of values without commas, like [edge, lab]")
 		}
 		return strings.Join(out, ","), nil
 	case KindMap:
@@ -159,6 +162,10 @@ func fileValue(k Key, n *yaml.Node, home string) (string, error) {
 	case KindInt:
 		if i, err := strconv.Atoi(s); err != nil || i < 1 || i > 100 {
 			return "", fmt.Errorf("%q: want a whole number from 1 to 100", s)
+		}
+	case KindSize:
+		if _, err := transfer.ParseSize(s); err != nil {
+			return "", err
 		}
 	}
 	if k.Flag == "log-level" {
