@@ -25,7 +25,7 @@ import (
 // blob by blob, whole.
 type transferServer interface {
 	BlobRange(ctx context.Context, digest string, offset int64, compressed bool) (io.ReadCloser, string, bool, error)
-	Pack(ctx context.Context, req api.PackRequest) (io.ReadCloser, error)
+	Pack(ctx context.Context, req api.PackRequest, offset int64, etag string) (io.ReadCloser, string, bool, error)
 }
 
 // downloader is what the agent's downloads share: the rate limit, the
@@ -295,12 +295,23 @@ var errDeltaFailed = errors.New("delta failed")
 // readPack reads one pack answer into the cache, crossing off left what
 // arrived whole and verified.
 func (a *Agent) readPack(ctx context.Context, ts transferServer, req api.PackRequest, left, whole map[string]bool) error {
-	body, err := ts.Pack(ctx, req)
-	if err != nil {
+	// The answer resumes only as the same answer: the ETag names it.
+	var etag string
+	rr := &resumeReader{ctx: ctx, strict: true, open: func(off int64) (io.ReadCloser, string, bool, error) {
+		body, tag, partial, err := ts.Pack(ctx, req, off, etag)
+		if err == nil && off == 0 {
+			etag = tag
+		}
+		return body, tag, partial, err
+	}}
+	if err := rr.start(); err != nil {
 		return err
 	}
-	defer body.Close()
-	pr, err := xfer.NewPackReader(a.netReader(ctx, body), func(e xfer.Entry) int64 {
+	defer rr.Close()
+	if etag == "" {
+		rr.tries = resumeTries
+	}
+	pr, err := xfer.NewPackReader(a.netReader(ctx, rr), func(e xfer.Entry) int64 {
 		if !left[e.Digest] || (e.Kind == xfer.KindDelta && req.Bases[e.Digest] != e.Base) {
 			return -1 // not asked for: refused
 		}
@@ -413,15 +424,20 @@ func (a *Agent) keep(ctx context.Context, digest string, r io.Reader) error {
 	return nil
 }
 
-// resumeReader reads one representation of a blob and, when the
-// connection drops, asks again from the byte it got to.
+// resumeReader reads one representation of a blob (or one pack answer)
+// and, when the connection drops, asks again from the byte it got to.
+// open returns the body, the representation's name (its encoding, or a
+// pack's ETag), which must not change, and whether the answer starts at
+// off. strict refuses an answer from the start instead of skipping.
 type resumeReader struct {
-	ctx   context.Context
-	open  func(off int64) (io.ReadCloser, string, bool, error)
-	body  io.ReadCloser
-	enc   string
-	off   int64
-	tries int
+	ctx    context.Context
+	strict bool
+	open   func(off int64) (io.ReadCloser, string, bool, error)
+	body   io.ReadCloser
+	enc    string
+	off    int64
+	tries  int
+	broken error // the read that failed; the next Read resumes
 }
 
 func (r *resumeReader) start() error {
@@ -435,31 +451,48 @@ func (r *resumeReader) start() error {
 
 func (r *resumeReader) Read(p []byte) (int, error) {
 	for {
+		if r.broken != nil {
+			if err := r.resume(); err != nil {
+				return 0, err
+			}
+		}
 		n, err := r.body.Read(p)
 		r.off += int64(n)
-		if err == nil || err == io.EOF || n > 0 {
+		if err == nil || err == io.EOF {
 			return n, err
 		}
 		if r.ctx.Err() != nil || r.tries >= resumeTries {
-			return 0, err
+			return n, err
 		}
-		r.tries++
-		r.body.Close()
-		body, enc, partial, oerr := r.open(r.off)
-		if oerr != nil {
-			return 0, fmt.Errorf("resume at byte %d: %w (after %v)", r.off, oerr, err)
-		}
-		r.body = body
-		if enc != r.enc {
-			return 0, fmt.Errorf("resume at byte %d: the server changed the encoding from %q to %q", r.off, r.enc, enc)
-		}
-		if !partial {
-			// Sent from the start: skip what we have.
-			if _, err := io.CopyN(io.Discard, body, r.off); err != nil {
-				return 0, fmt.Errorf("resume at byte %d: %w", r.off, err)
-			}
+		r.broken = err
+		if n > 0 {
+			return n, nil
 		}
 	}
+}
+
+// resume asks for the rest of the representation from r.off on.
+func (r *resumeReader) resume() error {
+	r.tries++
+	r.body.Close()
+	body, enc, partial, err := r.open(r.off)
+	if err != nil {
+		return fmt.Errorf("resume at byte %d: %w (after %v)", r.off, err, r.broken)
+	}
+	r.body, r.broken = body, nil
+	if enc != r.enc {
+		return fmt.Errorf("resume at byte %d: the server changed the representation from %q to %q", r.off, r.enc, enc)
+	}
+	if !partial && r.strict {
+		return fmt.Errorf("resume at byte %d: the server sent a new answer", r.off)
+	}
+	if !partial {
+		// Sent from the start: skip what we have.
+		if _, err := io.CopyN(io.Discard, body, r.off); err != nil {
+			return fmt.Errorf("resume at byte %d: %w", r.off, err)
+		}
+	}
+	return nil
 }
 
 // Close closes the current body.

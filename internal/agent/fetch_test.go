@@ -40,13 +40,18 @@ type packServer struct {
 	dropped      bool
 }
 
-func (s *packServer) Pack(_ context.Context, req api.PackRequest) (io.ReadCloser, error) {
+func (s *packServer) Pack(_ context.Context, req api.PackRequest, _ int64, _ string) (io.ReadCloser, string, bool, error) {
 	s.mu.Lock()
 	s.packs = append(s.packs, req)
 	s.mu.Unlock()
 	if s.old {
-		return nil, &api.Error{Code: api.ENOTFOUND, Message: "no such call: POST /v1/blobs/pack"}
+		return nil, "", false, &api.Error{Code: api.ENOTFOUND, Message: "no such call: POST /v1/blobs/pack"}
 	}
+	rc, err := s.pack(req)
+	return rc, "", false, err
+}
+
+func (s *packServer) pack(req api.PackRequest) (io.ReadCloser, error) {
 	var buf bytes.Buffer
 	pw, err := xfer.NewPackWriter(&buf)
 	if err != nil {

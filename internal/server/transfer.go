@@ -386,7 +386,7 @@ func (s *Server) handlePack(w http.ResponseWriter, r *http.Request, p peer) erro
 	key := packKey(req)
 	if f, err := x.open(packDir, key); err == nil {
 		defer f.Close()
-		servePack(w, r, f)
+		servePack(w, r, f, key)
 		return nil
 	}
 	// Deltas are made on the workers; this request waits for them a
@@ -417,20 +417,29 @@ wait:
 	if err != nil {
 		return fmt.Errorf("make pack: %w", err)
 	}
-	if !complete {
-		defer os.Remove(name)
-	}
 	f, err := os.Open(name)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	servePack(w, r, f)
+	if !complete {
+		// Made for this answer only: it cannot be resumed.
+		os.Remove(name)
+		key = ""
+	}
+	servePack(w, r, f, key)
 	return nil
 }
 
-func servePack(w http.ResponseWriter, r *http.Request, f *os.File) {
+// servePack sends a pack answer. One kept in the cache carries its key as
+// ETag, so a dropped download resumes with Range and If-Range.
+func servePack(w http.ResponseWriter, r *http.Request, f *os.File, key string) {
 	w.Header().Set("Content-Type", transfer.PackContentType)
+	if key == "" {
+		r.Header.Del("Range")
+	} else {
+		w.Header().Set("ETag", `"pack-`+key+`"`)
+	}
 	http.ServeContent(w, r, "", time.Time{}, f)
 }
 

@@ -135,7 +135,7 @@ func TestPackAuthorizationAndDeltas(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rc, err := ts.dev[tt.dev].Pack(ctx, tt.req)
+			rc, _, _, err := ts.dev[tt.dev].Pack(ctx, tt.req, 0, "")
 			if code(err) != tt.want {
 				t.Fatalf("err = %v, want %q", err, tt.want)
 			}
@@ -151,11 +151,13 @@ func TestPackAuthorizationAndDeltas(t *testing.T) {
 	// With the installed version's file as base, the answer is a delta
 	// that rebuilds v2 from v1, much smaller than v2.
 	req := api.PackRequest{Digests: []string{fd2}, Bases: map[string]string{fd2: fd1}}
-	rc, err := ts.dev["d1"].Pack(ctx, req)
+	rc, etag, _, err := ts.dev["d1"].Pack(ctx, req, 0, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := readPack(t, rc)
+	whole, _ := io.ReadAll(rc)
+	rc.Close()
+	got := readPack(t, io.NopCloser(bytes.NewReader(whole)))
 	delta, ok := got["D"+fd2]
 	if !ok {
 		t.Fatalf("no delta in the answer: %d entries", len(got))
@@ -173,6 +175,16 @@ func TestPackAuthorizationAndDeltas(t *testing.T) {
 	}
 	if _, err := os.Stat(ts.srv.xfer.path(packDir, packKey(req))); err != nil {
 		t.Errorf("pack not cached: %v", err)
+	}
+	// A kept answer resumes from a byte on.
+	rc, _, partial, err := ts.dev["d1"].Pack(ctx, req, 5, etag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rest, _ := io.ReadAll(rc)
+	rc.Close()
+	if etag == "" || !partial || !bytes.Equal(rest, whole[5:]) {
+		t.Errorf("resumed pack: etag %q, partial %v, %d bytes, want the last %d", etag, partial, len(rest), len(whole)-5)
 	}
 	entries, _ := os.ReadDir(filepath.Join(ts.srv.cfg.Transfer.Dir, tmpDir))
 	if len(entries) != 0 {
