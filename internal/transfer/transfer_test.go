@@ -8,6 +8,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/drover-dev/drover/internal/api"
 )
 
 func digest(b []byte) string {
@@ -174,6 +176,28 @@ func TestParseSize(t *testing.T) {
 		if (err == nil) != tt.ok || got != tt.want {
 			t.Errorf("ParseSize(%q) = %d, %v", tt.in, got, err)
 		}
+	}
+}
+
+func TestEstimate(t *testing.T) {
+	from := &api.Manifest{Files: []api.File{{Path: "bin/a", Digest: "a1", Size: 1000}, {Path: "doc", Digest: "d", Size: 50}}}
+	to := &api.Manifest{Files: []api.File{{Path: "bin/a", Digest: "a2", Size: 1000}, {Path: "doc", Digest: "d", Size: 50},
+		{Path: "bin/b", Digest: "b", Size: 2000}, {Path: "bin/c", Digest: "b", Size: 2000}, {Path: "etc", Type: api.TypeDir}}}
+	tests := []struct {
+		name string
+		from *api.Manifest
+		want int64
+	}{
+		{"first install: every blob once, compressed", nil, 1067},
+		{"upgrade: changed file as delta, new one compressed, same one not at all", from, 150 + 700},
+	}
+	for _, tt := range tests {
+		if got := Estimate(Needs(tt.from, to)); got < tt.want-2 || got > tt.want+2 {
+			t.Errorf("%s: %d, want %d", tt.name, got, tt.want)
+		}
+	}
+	if got := Estimate([]Need{{Size: 100, HasBase: true, Delta: 7}, {Size: 100, Compressed: 40}}); got != 47 {
+		t.Errorf("known sizes: %d, want 47", got)
 	}
 }
 
