@@ -3,6 +3,7 @@
 //
 //	drover-bench fleet [-n 100,1000,5000] [-drover PATH] [-dir DIR] [-timeout 120s] [-set-workers 16]
 //	drover-bench install [-files 5000] [-size 200MB] [-dir DIR] [-runs 3] [-warm]
+//	drover-bench transfer [-debs DIR] [-dir DIR] [-drover PATH] [-only NAME,...]
 //
 // Exit 0 on success, 1 on failure, 2 on bad usage; an error is one line
 // on stderr.
@@ -26,6 +27,7 @@ const usage = `usage:
   drover-bench fleet [-n 100,1000,5000] [-drover PATH] [-dir DIR] [-timeout 120s] [-set-workers 16] [-bulk]
   drover-bench install [-files 5000] [-size 200MB] [-dir DIR] [-runs 3] [-warm]
   drover-bench events -amqp URL [-n 50000] [-probes 500]
+  drover-bench transfer [-debs DIR] [-dir DIR] [-drover PATH] [-only NAME,...]
 `
 
 func main() {
@@ -115,8 +117,21 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer) error {
 			return fmt.Errorf("%w: events: give -amqp URL (or DROVER_TEST_AMQP), -n and -probes >= 1", bench.ErrUsage)
 		}
 		return bench.Events(ctx, bench.EventsConfig{URL: *url, Events: *n, Probes: *probes, Out: stdout})
+	case "transfer":
+		debs := fs.String("debs", "", "cache folder of the downloaded .deb files (default <user cache>/drover-bench/debs)")
+		dir := fs.String("dir", "", "parent of the work folder (default: the system temp folder)")
+		drover := fs.String("drover", "", "drover binary to run as server and agent (default: build ./cmd/drover)")
+		only := fs.String("only", "", "measure only these packages of the built-in list, comma separated")
+		if err := parse(); err != nil {
+			return err
+		}
+		pairs, err := bench.SelectPairs(*only)
+		if err != nil {
+			return err
+		}
+		return bench.Transfer(ctx, bench.TransferConfig{Pairs: pairs, Debs: *debs, Dir: *dir, Drover: *drover, Out: stdout})
 	case "-h", "-help", "--help", "help":
 		return flag.ErrHelp
 	}
-	return fmt.Errorf("%w: unknown benchmark %q: want fleet or install", bench.ErrUsage, args[0])
+	return fmt.Errorf("%w: unknown benchmark %q: want fleet, install, events or transfer", bench.ErrUsage, args[0])
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -23,6 +24,7 @@ type serverFlags struct {
 	data, listen, tlsCert, tlsKey, caCert, db, logLevel string
 	events                                              eventFlags      // events_flags.go
 	node                                                nodeServerFlags // node.go
+	deltaWait                                           time.Duration   // docs/transfer.md
 }
 
 func serverCmd(e *env) *cobra.Command {
@@ -65,6 +67,7 @@ func serverCmd(e *env) *cobra.Command {
 	fl.StringVar(&f.caCert, "ca-cert", "", "fleet CA certificate: every client must present a certificate it signed")
 	fl.StringVar(&f.db, "db", "", "database URL: sqlite:PATH (default <data>/drover.db)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fl.DurationVar(&f.deltaWait, "delta-wait", 30*time.Second, "how long a download waits for upgrade deltas being made before files travel whole")
 	f.events.register(c)
 	f.node.register(c)
 	return c
@@ -73,6 +76,9 @@ func serverCmd(e *env) *cobra.Command {
 // openServer opens the store and blob store under f.data and returns a
 // server over them, with the function that closes them.
 func openServer(ctx context.Context, f serverFlags, log *slog.Logger) (*server.Server, func(), error) {
+	if f.deltaWait <= 0 {
+		return nil, nil, usagef("--delta-wait must be positive")
+	}
 	tlsCfg, err := pki.ServerTLSConfig(f.tlsCert, f.tlsKey, f.caCert)
 	if err != nil {
 		return nil, nil, err
@@ -96,7 +102,7 @@ func openServer(ctx context.Context, f serverFlags, log *slog.Logger) (*server.S
 	}
 	srv, err := server.New(ctx, server.Config{TLS: tlsCfg, Logger: log, Events: evCfg,
 		TerminationHook: f.node.hook, TerminationHookTimeout: f.node.hookTimeout,
-		Transfer: server.TransferConfig{Dir: filepath.Join(f.data, "transfer")}}, st, blobs)
+		Transfer: server.TransferConfig{Dir: filepath.Join(f.data, "transfer"), DeltaWait: f.deltaWait}}, st, blobs)
 	if err != nil {
 		st.Close()
 		return nil, nil, err

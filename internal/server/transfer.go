@@ -41,7 +41,8 @@ type TransferConfig struct {
 	// a base and a target (at most transfer.MaxDeltaFile each) in memory.
 	DeltaWorkers int
 	// DeltaWait bounds how long a pack request waits for deltas being
-	// made; those not ready by then travel whole. 0 = 30s.
+	// made; those not ready by then travel whole (and the delta is kept
+	// for the next device). 0 = 30s.
 	DeltaWait time.Duration
 	// MaxPack bounds how many blobs one pack request names; 0 = 20000.
 	MaxPack int
@@ -58,7 +59,7 @@ type xfer struct {
 
 	ctx    context.Context // cancelled by stop
 	cancel context.CancelFunc
-	sem    chan struct{} // delta workers
+	sem    chan *transfer.Differ // one per delta worker, reused from delta to delta
 	wg     sync.WaitGroup
 	mu     sync.Mutex
 	busy   map[string]chan struct{} // delta key -> closed when made
@@ -99,8 +100,12 @@ func newXfer(cfg TransferConfig, blobs blob.Store, log interface{ Warn(string, .
 		_ = os.Remove(filepath.Join(cfg.Dir, tmpDir, e.Name()))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &xfer{cfg: cfg, blobs: blobs, log: log, ctx: ctx, cancel: cancel,
-		sem: make(chan struct{}, cfg.DeltaWorkers), busy: map[string]chan struct{}{}}, nil
+	x := &xfer{cfg: cfg, blobs: blobs, log: log, ctx: ctx, cancel: cancel,
+		sem: make(chan *transfer.Differ, cfg.DeltaWorkers), busy: map[string]chan struct{}{}}
+	for range cfg.DeltaWorkers {
+		x.sem <- &transfer.Differ{}
+	}
+	return x, nil
 }
 
 // stop cancels delta work and waits for the workers.
@@ -110,6 +115,9 @@ func (x *xfer) stop() {
 	}
 	x.cancel()
 	x.wg.Wait()
+	for range x.cfg.DeltaWorkers {
+		(<-x.sem).Close()
+	}
 }
 
 func (x *xfer) path(kind, name string) string { return filepath.Join(x.cfg.Dir, kind, name) }
@@ -281,13 +289,14 @@ func (x *xfer) want(base, target string) <-chan struct{} {
 			x.mu.Unlock()
 			close(ch)
 		}()
+		var d *transfer.Differ
 		select {
-		case x.sem <- struct{}{}:
+		case d = <-x.sem:
 		case <-x.ctx.Done():
 			return
 		}
-		defer func() { <-x.sem }()
-		if err := x.makeDelta(base, target); err != nil && x.ctx.Err() == nil {
+		defer func() { x.sem <- d }()
+		if err := x.makeDelta(d, base, target); err != nil && x.ctx.Err() == nil {
 			x.log.Warn("make delta", "base", base, "target", target, "err", err)
 		}
 	}()
@@ -296,7 +305,7 @@ func (x *xfer) want(base, target string) <-chan struct{} {
 
 // makeDelta computes one delta and caches it; an empty file records that
 // a delta would not be smaller than the compressed blob.
-func (x *xfer) makeDelta(base, target string) error {
+func (x *xfer) makeDelta(d *transfer.Differ, base, target string) error {
 	read := func(d string) ([]byte, error) {
 		n, err := x.blobs.Stat(x.ctx, d)
 		if err != nil {
@@ -324,7 +333,7 @@ func (x *xfer) makeDelta(base, target string) error {
 	case err != nil:
 		return err
 	default:
-		if data, err = transfer.MakeDelta(b, t); err != nil {
+		if data, err = d.Delta(b, t); err != nil {
 			return err
 		}
 		// Worth it only when clearly smaller than the blob compressed

@@ -30,17 +30,60 @@ func deltaWindow(base, target int) int {
 // dictionary, the same idea as `zstd --patch-from=base`: unchanged runs
 // of the old file cost a few bytes each.
 func MakeDelta(base, target []byte) ([]byte, error) {
+	var d Differ
+	defer d.Close()
+	return d.Delta(base, target)
+}
+
+// reuseWindow is the window of the encoder a Differ keeps from one delta
+// to the next; pairs that need more get an encoder of their own.
+const reuseWindow = 8 << 20
+
+// Differ makes deltas like MakeDelta, keeping its encoder's tables from
+// one delta to the next: making a delta of each of a thousand small files
+// then costs the compression, not a thousand allocations. It is not safe
+// for concurrent use; Close releases it.
+type Differ struct {
+	enc *zstd.Encoder
+}
+
+// Delta returns the delta from base to target.
+func (d *Differ) Delta(base, target []byte) ([]byte, error) {
 	if len(base) > MaxDeltaFile || len(target) > MaxDeltaFile {
 		return nil, fmt.Errorf("delta: files over %d bytes", MaxDeltaFile)
 	}
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBestCompression),
-		zstd.WithEncoderDictRaw(deltaDictID, base), zstd.WithWindowSize(deltaWindow(len(base), len(target))),
-		zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(true))
-	if err != nil {
+	dst := make([]byte, 0, len(target)/8)
+	opts := []zstd.EOption{zstd.WithEncoderLevel(zstd.SpeedBetterCompression), zstd.WithEncoderDictRaw(deltaDictID, base),
+		zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(true)}
+	if w := deltaWindow(len(base), len(target)); w > reuseWindow || len(target) >= bestDeltaFile {
+		// Large files are where the bytes are: the best level, on an
+		// encoder of their own.
+		opts[0] = zstd.WithEncoderLevel(zstd.SpeedBestCompression)
+		enc, err := zstd.NewWriter(nil, append(opts, zstd.WithWindowSize(w))...)
+		if err != nil {
+			return nil, fmt.Errorf("delta: %w", err)
+		}
+		defer enc.Close()
+		return enc.EncodeAll(target, dst), nil
+	}
+	if d.enc == nil {
+		enc, err := zstd.NewWriter(nil, append(opts, zstd.WithWindowSize(reuseWindow))...)
+		if err != nil {
+			return nil, fmt.Errorf("delta: %w", err)
+		}
+		d.enc = enc
+	} else if err := d.enc.ResetWithOptions(nil, zstd.WithEncoderDictRaw(deltaDictID, base)); err != nil {
 		return nil, fmt.Errorf("delta: %w", err)
 	}
-	defer enc.Close()
-	return enc.EncodeAll(target, make([]byte, 0, len(target)/8)), nil
+	return d.enc.EncodeAll(target, dst), nil
+}
+
+// Close releases the encoder.
+func (d *Differ) Close() {
+	if d.enc != nil {
+		d.enc.Close()
+		d.enc = nil
+	}
 }
 
 // ApplyDelta returns the target of delta applied to base. It refuses a
@@ -61,3 +104,8 @@ func ApplyDelta(base, delta []byte, maxSize int64) ([]byte, error) {
 	}
 	return out, nil
 }
+
+// bestDeltaFile is the size from which a delta is made at zstd's best
+// level; smaller files, often many, get the faster "better" level, on
+// the Differ's reused encoder.
+const bestDeltaFile = 256 << 10
