@@ -400,8 +400,10 @@ func (a *Agent) download(ctx context.Context, digest string) error {
 	defer rr.Close()
 	var body io.Reader = a.netReader(ctx, rr)
 	if rr.enc == "zstd" {
+		// The window bound bounds the decoder's memory; the limit below
+		// bounds the output.
 		zr, err := zstd.NewReader(body, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
-			zstd.WithDecoderMaxWindow(xfer.PackWindow), zstd.WithDecoderMaxMemory(uint64(limit+1)))
+			zstd.WithDecoderMaxWindow(xfer.PackWindow))
 		if err != nil {
 			return err
 		}

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/drover-dev/drover/internal/api"
@@ -34,6 +35,7 @@ type packServer struct {
 	old          bool // no pack call: ENOTFOUND
 	corruptDelta bool // every delta sent is damaged
 	dropAt       int  // the first ranged GET of a blob is cut after this many bytes
+	zstdGets     bool // GETs answer the zstd form, as a streaming encoder writes it
 	mu           sync.Mutex
 	packs        []api.PackRequest
 	ranges       []int64 // offsets asked for
@@ -96,12 +98,20 @@ func (s *packServer) BlobRange(_ context.Context, digest string, off int64, _ bo
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.ranges = append(s.ranges, off)
+	enc := ""
+	if s.zstdGets {
+		var buf bytes.Buffer
+		zw, _ := zstd.NewWriter(&buf)
+		zw.Write(data)
+		zw.Close()
+		data, enc = buf.Bytes(), "zstd"
+	}
 	rest := data[off:]
 	if s.dropAt > 0 && !s.dropped && len(rest) > s.dropAt {
 		s.dropped = true
-		return io.NopCloser(io.MultiReader(bytes.NewReader(rest[:s.dropAt]), errReader{})), "", off > 0, nil
+		return io.NopCloser(io.MultiReader(bytes.NewReader(rest[:s.dropAt]), errReader{})), enc, off > 0, nil
 	}
-	return io.NopCloser(bytes.NewReader(rest)), "", off > 0, nil
+	return io.NopCloser(bytes.NewReader(rest)), enc, off > 0, nil
 }
 
 type errReader struct{}
@@ -165,21 +175,23 @@ func installedFile(t *testing.T, a *Agent, path string) string {
 }
 
 func TestPackNegotiation(t *testing.T) {
-	files := map[string]string{"a": strings.Repeat("alpha ", 5000), "b": strings.Repeat("alpha ", 5000) + "beta", "c": noise(1, 3000)}
+	files := map[string]string{"a": strings.Repeat("alpha ", 50000), "b": strings.Repeat("alpha ", 50000) + "beta", "c": noise(1, 3000)}
 	tests := []struct {
 		name      string
 		old       bool
+		zstdGets  bool
 		wantPacks int
 		wantGets  int // whole-blob GETs of the files (not the manifest)
 	}{
-		{"new server: one pack", false, 1, 0},
-		{"old server: 404 on pack, then blob by blob", true, 1, 3},
+		{"new server: one pack", false, false, 1, 0},
+		{"old server: 404 on pack, then blob by blob", true, false, 1, 3},
+		{"no pack, compressed GETs", true, true, 1, 3},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			fs := &fakeServer{blobs: map[string][]byte{}, tamper: map[string][]byte{}}
 			fs.offer(t, "1.0.0", files)
-			srv := &packServer{fakeServer: fs, old: tt.old}
+			srv := &packServer{fakeServer: fs, old: tt.old, zstdGets: tt.zstdGets}
 			a := newAgent(t, srv, Config{})
 			if err := a.Converge(context.Background()); err != nil {
 				t.Fatal(err)
