@@ -304,7 +304,7 @@ func (x *xfer) want(base, target string) <-chan struct{} {
 }
 
 // makeDelta computes one delta and caches it; an empty file records that
-// a delta would not be smaller than the compressed blob.
+// a delta would not be clearly smaller than the blob compressed.
 func (x *xfer) makeDelta(d *transfer.Differ, base, target string) error {
 	read := func(d string) ([]byte, error) {
 		n, err := x.blobs.Stat(x.ctx, d)
@@ -337,8 +337,12 @@ func (x *xfer) makeDelta(d *transfer.Differ, base, target string) error {
 			return err
 		}
 		// Worth it only when clearly smaller than the blob compressed
-		// alone would likely be.
-		if int64(len(data)) > int64(len(t))/3 {
+		// on its own (gzip'd files, say, do not compress at all).
+		whole, err := d.CompressedSize(t)
+		if err != nil {
+			return err
+		}
+		if len(data) > whole*9/10 {
 			data = nil
 		}
 	}

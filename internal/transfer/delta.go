@@ -44,7 +44,22 @@ const reuseWindow = 8 << 20
 // then costs the compression, not a thousand allocations. It is not safe
 // for concurrent use; Close releases it.
 type Differ struct {
-	enc *zstd.Encoder
+	enc  *zstd.Encoder
+	fast *zstd.Encoder // for CompressedSize
+}
+
+// CompressedSize returns about what target costs compressed on its own
+// (zstd's fastest level): a delta is worth sending only when it is
+// clearly smaller.
+func (d *Differ) CompressedSize(target []byte) (int, error) {
+	if d.fast == nil {
+		enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+		if err != nil {
+			return 0, fmt.Errorf("compressed size: %w", err)
+		}
+		d.fast = enc
+	}
+	return len(d.fast.EncodeAll(target, nil)), nil
 }
 
 // Delta returns the delta from base to target.
@@ -80,9 +95,11 @@ func (d *Differ) Delta(base, target []byte) ([]byte, error) {
 
 // Close releases the encoder.
 func (d *Differ) Close() {
-	if d.enc != nil {
-		d.enc.Close()
-		d.enc = nil
+	for _, e := range []**zstd.Encoder{&d.enc, &d.fast} {
+		if *e != nil {
+			(*e).Close()
+			*e = nil
+		}
 	}
 }
 
