@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -55,7 +56,8 @@ type xfer struct {
 	blobs blob.Store
 	log   interface{ Warn(string, ...any) }
 
-	trimMu sync.Mutex // one trim at a time
+	trimMu sync.Mutex   // one trim at a time
+	total  atomic.Int64 // bytes in the cache, about: counted on create, recounted by trim
 
 	ctx    context.Context // cancelled by stop
 	cancel context.CancelFunc
@@ -105,6 +107,7 @@ func newXfer(cfg TransferConfig, blobs blob.Store, log interface{ Warn(string, .
 	for range cfg.DeltaWorkers {
 		x.sem <- &transfer.Differ{}
 	}
+	x.trim()
 	return x, nil
 }
 
@@ -156,12 +159,20 @@ func (x *xfer) create(kind, name string, keep bool, fn func(w io.Writer) error) 
 		os.Remove(f.Name())
 		return "", err
 	}
-	x.trim()
+	x.added(final)
 	return final, nil
 }
 
-// trim removes the least recently used cache files while the cache is
-// over its bound.
+// added counts a new cache file and trims the cache when it is over its
+// bound.
+func (x *xfer) added(path string) {
+	if fi, err := os.Stat(path); err == nil && x.total.Add(fi.Size()) > x.cfg.MaxCache {
+		x.trim()
+	}
+}
+
+// trim counts the cache and removes the least recently used files while
+// it is over its bound.
 func (x *xfer) trim() {
 	if !x.trimMu.TryLock() {
 		return
@@ -186,6 +197,7 @@ func (x *xfer) trim() {
 			return nil
 		})
 	}
+	defer func() { x.total.Store(total) }()
 	if total <= x.cfg.MaxCache {
 		return
 	}
@@ -247,7 +259,7 @@ func (x *xfer) compressed(ctx context.Context, digest string) (*os.File, error) 
 	if err := os.Rename(tmp, x.path(zDir, digest)); err != nil {
 		return nil, err
 	}
-	x.trim()
+	x.added(x.path(zDir, digest))
 	return x.open(zDir, digest)
 }
 

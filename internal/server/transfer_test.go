@@ -3,7 +3,9 @@ package server
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -189,5 +191,30 @@ func TestPackAuthorizationAndDeltas(t *testing.T) {
 	entries, _ := os.ReadDir(filepath.Join(ts.srv.cfg.Transfer.Dir, tmpDir))
 	if len(entries) != 0 {
 		t.Errorf("%d temp files left", len(entries))
+	}
+}
+
+func TestTransferCacheBounded(t *testing.T) {
+	x, err := newXfer(TransferConfig{Dir: t.TempDir(), MaxCache: 10_000}, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.stop()
+	for i := range 40 {
+		if _, err := x.create(packDir, fmt.Sprint(i), true, func(w io.Writer) error {
+			_, err := w.Write(make([]byte, 1000))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var total int64
+	entries, _ := os.ReadDir(filepath.Join(x.cfg.Dir, packDir))
+	for _, e := range entries {
+		fi, _ := e.Info()
+		total += fi.Size()
+	}
+	if total > 10_000 || len(entries) == 0 {
+		t.Errorf("cache holds %d bytes in %d files, bound 10000", total, len(entries))
 	}
 }
