@@ -145,7 +145,7 @@ func Transfer(ctx context.Context, cfg TransferConfig) error {
 	if err != nil {
 		return err
 	}
-	defer srv.stop()
+	defer func() { srv.stop() }()
 	admin, err := newClient(srv.addr, pkiDir, "bench-admin")
 	if err != nil {
 		return err
@@ -155,7 +155,7 @@ func Transfer(ctx context.Context, cfg TransferConfig) error {
 	fmt.Fprintf(out, "transfer: %d Debian updates, drover server and agent processes on loopback, root mode\n", len(cfg.Pairs))
 	var results []TransferResult
 	for i, p := range cfg.Pairs {
-		r, err := transferPair(ctx, bin, work, pkiDir, srv, admin, p, i, cfg.Debs)
+		r, err := transferPair(ctx, bin, work, pkiDir, &srv, admin, p, i, cfg.Debs)
 		if err != nil {
 			return fmt.Errorf("%s %s -> %s: %w", p.Name, p.Old, p.New, err)
 		}
@@ -202,7 +202,8 @@ func printTransfer(out io.Writer, rs []TransferResult) {
 
 // transferPair measures one pair with two fresh devices: one installs the
 // new version from nothing, the other installs the old one and upgrades.
-func transferPair(ctx context.Context, bin, work, pkiDir string, srv *serverProc, admin *client.Client, p DebPair, i int, debs string) (TransferResult, error) {
+func transferPair(ctx context.Context, bin, work, pkiDir string, srvp **serverProc, admin *client.Client, p DebPair, i int, debs string) (TransferResult, error) {
+	srv := *srvp
 	r := TransferResult{Pair: p}
 	dir := filepath.Join(work, fmt.Sprintf("pair-%d", i))
 	trees := map[string]string{}
@@ -269,8 +270,15 @@ func transferPair(ctx context.Context, bin, work, pkiDir string, srv *serverProc
 	if _, err = old.converge(ctx, admin, name, "1.0.0"); err != nil {
 		return r, err
 	}
+	fresh.stop()
+	// A fresh server process on the same address and data, so its peak
+	// memory is that of preparing this upgrade alone.
+	srv.stop()
+	if srv, err = startServer(ctx, bin, work, pkiDir, "--delta-wait", "10m", "--listen", strings.TrimPrefix(srv.addr, "https://")); err != nil {
+		return r, err
+	}
+	*srvp = srv
 	pid := srv.cmd.Process.Pid
-	_ = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
 	cpu0 := procCPU(pid)
 	t0 = time.Now()
 	if r.UpgradeBytes, err = old.converge(ctx, admin, name, "2.0.0"); err != nil {
@@ -421,6 +429,9 @@ func startBenchAgent(ctx context.Context, bin, dir, pkiDir, addr, id string) (*b
 }
 
 func (a *benchAgent) stop() {
+	if a.cmd.ProcessState != nil {
+		return // stopped already
+	}
 	_ = a.cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan struct{})
 	go func() { _ = a.cmd.Wait(); close(done) }()

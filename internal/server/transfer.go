@@ -62,6 +62,7 @@ type xfer struct {
 	ctx    context.Context // cancelled by stop
 	cancel context.CancelFunc
 	sem    chan *transfer.Differ // one per delta worker, reused from delta to delta
+	packs  chan struct{}         // packs being made: each holds a 64 MiB window
 	wg     sync.WaitGroup
 	mu     sync.Mutex
 	busy   map[string]chan struct{} // delta key -> closed when made
@@ -103,7 +104,8 @@ func newXfer(cfg TransferConfig, blobs blob.Store, log interface{ Warn(string, .
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	x := &xfer{cfg: cfg, blobs: blobs, log: log, ctx: ctx, cancel: cancel,
-		sem: make(chan *transfer.Differ, cfg.DeltaWorkers), busy: map[string]chan struct{}{}}
+		sem: make(chan *transfer.Differ, cfg.DeltaWorkers), busy: map[string]chan struct{}{},
+		packs: make(chan struct{}, maxPacksMaking)}
 	for range cfg.DeltaWorkers {
 		x.sem <- &transfer.Differ{}
 	}
@@ -367,6 +369,10 @@ func (x *xfer) makeDelta(d *transfer.Differ, base, target string) error {
 
 var errTooLarge = errors.New("too large for a delta")
 
+// maxPacksMaking bounds the packs made at once (more wait), and so the
+// server's memory: each compresses over a 64 MiB window.
+const maxPacksMaking = 2
+
 // packKey names a pack answer by what was asked.
 func packKey(req api.PackRequest) string {
 	h := sha256.New()
@@ -434,6 +440,20 @@ wait:
 			break wait
 		case <-r.Context().Done():
 			return r.Context().Err()
+		}
+	}
+	select {
+	case x.packs <- struct{}{}:
+	case <-r.Context().Done():
+		return r.Context().Err()
+	}
+	defer func() { <-x.packs }()
+	if complete {
+		// Made by a request that waited here for the same answer.
+		if f, err := x.open(packDir, key); err == nil {
+			defer f.Close()
+			servePack(w, r, f, key)
+			return nil
 		}
 	}
 	name, err := x.create(packDir, key, complete, func(w io.Writer) error {

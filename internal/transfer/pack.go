@@ -66,7 +66,8 @@ type PackWriter struct {
 // zstd's best level over a PackWindow window.
 func NewPackWriter(w io.Writer) (*PackWriter, error) {
 	zw, err := zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedBestCompression),
-		zstd.WithWindowSize(PackWindow), zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(true))
+		zstd.WithWindowSize(PackWindow), zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(true),
+		zstd.WithLowerEncoderMem(true))
 	if err != nil {
 		return nil, fmt.Errorf("pack writer: %w", err)
 	}
