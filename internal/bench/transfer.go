@@ -469,6 +469,8 @@ func (a *benchAgent) converge(ctx context.Context, admin *client.Client, name, v
 	if _, err := admin.SetState(ctx, api.DesiredState{ID: a.id, Apps: []api.DesiredApp{{Name: name, Version: version}}}); err != nil {
 		return 0, err
 	}
+	var lastErr string
+	var since time.Time
 	for {
 		d, err := admin.Device(ctx, a.id)
 		if err == nil {
@@ -478,7 +480,11 @@ func (a *benchAgent) converge(ctx context.Context, admin *client.Client, name, v
 					return after - before, err
 				}
 			}
-			if d.Error != "" {
+			// An error that lasts is the device's answer; one seen while
+			// the server restarted is not.
+			if d.Error == "" || d.Error != lastErr {
+				lastErr, since = d.Error, time.Now()
+			} else if time.Since(since) > time.Minute {
 				return 0, fmt.Errorf("agent %s: %s; its log: %s", a.id, d.Error, a.logTail())
 			}
 		}
