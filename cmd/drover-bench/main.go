@@ -7,6 +7,7 @@
 //	drover-bench plan [-n 10000] [-runs 3] [-dir DIR]
 //	drover-bench rollout [-n 1000] [-waves 1,10%,50%,100%] [-soak 10s] [-health-interval 2s] [-max-failures 0]
 //	drover-bench ui [-devices 10000] [-rate 1000] [-feed 20s] [-runs 5]
+//	drover-bench transfer [-debs DIR] [-dir DIR] [-drover PATH] [-only NAME,...]
 //
 // Exit 0 on success, 1 on failure, 2 on bad usage; an error is one line
 // on stderr.
@@ -35,6 +36,7 @@ const usage = `usage:
   drover-bench plan [-n 10000] [-runs 3] [-dir DIR]
   drover-bench rollout [-n 1000] [-waves 1,10%,50%,100%] [-soak 10s] [-health-interval 2s] [-max-failures 0] [-drover PATH] [-dir DIR] [-timeout 10m]
   drover-bench ui [-devices 10000] [-rate 1000] [-feed 20s] [-runs 5]
+  drover-bench transfer [-debs DIR] [-dir DIR] [-drover PATH] [-only NAME,...]
 `
 
 func main() {
@@ -64,7 +66,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 func dispatch(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: want a benchmark: fleet, install, events or trust", bench.ErrUsage)
+		return fmt.Errorf("%w: want a benchmark: fleet, install, events, plan, rollout, trust, transfer or ui", bench.ErrUsage)
 	}
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -168,8 +170,21 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		return bench.Rollout(ctx, bench.RolloutConfig{N: *n, Waves: ws, Soak: *soak, HealthInterval: *hi, MaxFailures: *maxf, Drover: *drover,
 			Dir: *dir, Timeout: *timeout, Out: stdout})
+	case "transfer":
+		debs := fs.String("debs", "", "cache folder of the downloaded .deb files (default <user cache>/drover-bench/debs)")
+		dir := fs.String("dir", "", "parent of the work folder (default: the system temp folder)")
+		drover := fs.String("drover", "", "drover binary to run as server and agent (default: build ./cmd/drover)")
+		only := fs.String("only", "", "measure only these packages of the built-in list, comma separated")
+		if err := parse(); err != nil {
+			return err
+		}
+		pairs, err := bench.SelectPairs(*only)
+		if err != nil {
+			return err
+		}
+		return bench.Transfer(ctx, bench.TransferConfig{Pairs: pairs, Debs: *debs, Dir: *dir, Drover: *drover, Out: stdout})
 	case "-h", "-help", "--help", "help":
 		return flag.ErrHelp
 	}
-	return fmt.Errorf("%w: unknown benchmark %q: want fleet or install", bench.ErrUsage, args[0])
+	return fmt.Errorf("%w: unknown benchmark %q: want fleet, install, events, plan, rollout, trust, transfer or ui", bench.ErrUsage, args[0])
 }

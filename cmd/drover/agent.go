@@ -20,6 +20,7 @@ import (
 	"github.com/drover-dev/drover/internal/facts"
 	"github.com/drover-dev/drover/internal/pki"
 	"github.com/drover-dev/drover/internal/service"
+	"github.com/drover-dev/drover/internal/transfer"
 	"github.com/drover-dev/drover/internal/trust"
 )
 
@@ -33,6 +34,8 @@ type agentFlags struct {
 	hookTimeout, initTimeout              time.Duration
 	recoverOnly                           bool
 	trustRoot                             string
+	blobMirrors                           []string
+	maxDownloadRate                       string
 	node                                  nodeAgentFlags // node.go
 }
 
@@ -106,6 +109,8 @@ func (f *agentFlags) register(c *cobra.Command) {
 	fl.StringVar(&f.metadataURL, "metadata-url", "", "cloud metadata service whose instance id, type, region and zone become facts and tags (env DROVER_METADATA_URL, default "+facts.DefaultMetadataURL+"; none: ask none)")
 	fl.StringVar(&f.trustRoot, "trust-root", "", "root.json of drover trust: install only builds signed into the server's targets metadata")
 	fl.DurationVar(&f.initTimeout, "init-timeout", 10*time.Minute, "time limit of each init program of the device's groups")
+	fl.StringSliceVar(&f.blobMirrors, "blob-mirror", nil, "blob server tried before the server, serving URL/<sha256> (repeatable, in order; every blob is verified)")
+	fl.StringVar(&f.maxDownloadRate, "max-download-rate", "", "bound of blob download bytes per second, like 10MB or 512KiB (default no bound)")
 	f.node.register(c)
 }
 
@@ -125,6 +130,17 @@ func agentConfig(e *env, fl *pflag.FlagSet, f *agentFlags) (agent.Config, error)
 	}
 	if f.hookTimeout <= 0 {
 		return agent.Config{}, usagef("--hook-timeout must be positive")
+	}
+	var rate int64
+	if f.maxDownloadRate != "" {
+		if rate, err = transfer.ParseSize(f.maxDownloadRate); err != nil || rate == 0 {
+			return agent.Config{}, usagef("--max-download-rate %q: want bytes per second like 10MB, 512KiB or 100000", f.maxDownloadRate)
+		}
+	}
+	for _, m := range f.blobMirrors {
+		if u, err := url.Parse(m); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return agent.Config{}, usagef("--blob-mirror %q: want http://HOST/PATH or https://HOST/PATH", m)
+		}
 	}
 	if f.initTimeout <= 0 {
 		return agent.Config{}, usagef("--init-timeout must be positive")
@@ -152,6 +168,7 @@ func agentConfig(e *env, fl *pflag.FlagSet, f *agentFlags) (agent.Config, error)
 	return agent.Config{Node: nodeCfg, MetadataURL: metadataURL,
 		Home: home, Device: id, SoftwareRoot: f.softwareRoot, RuntimeRoot: f.runtimeRoot, Root: f.root,
 		Tags: splitList(f.tags), Labels: labels, ReportInterval: f.reportInterval, HookTimeout: f.hookTimeout, InitTimeout: f.initTimeout, Logger: log,
+		Mirrors: f.blobMirrors, MaxDownloadRate: rate,
 	}, nil
 }
 

@@ -60,7 +60,11 @@ func agentFileYAML(fl *pflag.FlagSet) (string, error) {
 		case agentfile.KindInt:
 			v, err = strconv.Atoi(f.Value.String())
 		case agentfile.KindList:
-			v = splitList(f.Value.String())
+			if sv, ok := f.Value.(pflag.SliceValue); ok {
+				v = sv.GetSlice()
+			} else {
+				v = splitList(f.Value.String())
+			}
 		case agentfile.KindMap:
 			v, err = parseLabels(f.Value.String())
 		}

@@ -58,6 +58,9 @@ func TestUsageErrors(t *testing.T) {
 		// env and region name service runtime folders: never a path.
 		{[]string{"agent", "--labels", "env=../../etc,region=x"}, "label env"},
 		{[]string{"agent", "--labels", "env=prod,region=eu/west"}, "label region"},
+		{[]string{"agent", "--max-download-rate", "fast"}, "--max-download-rate"},
+		{[]string{"agent", "--max-download-rate", "0"}, "--max-download-rate"},
+		{[]string{"agent", "--blob-mirror", "ftp://mirror/blobs"}, "--blob-mirror"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, "_"), func(t *testing.T) {

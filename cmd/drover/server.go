@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"log/slog"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -19,6 +20,7 @@ type serverFlags struct {
 	quota                                               quotaFlags      // quota_flags.go
 	probeLabel                                          string
 	probers                                             int
+	deltaWait                                           time.Duration // docs/transfer.md
 }
 
 func serverCmd(e *env) *cobra.Command {
@@ -49,6 +51,9 @@ func serverCmd(e *env) *cobra.Command {
 			quota, err := f.quota.config()
 			if err != nil {
 				return err
+			}
+			if f.deltaWait <= 0 {
+				return usagef("--delta-wait must be positive")
 			}
 			if (f.issuerCert == "") != (f.issuerKey == "") {
 				return usagef("server: give both --issuer-cert and --issuer-key, or neither")
@@ -83,6 +88,7 @@ func serverCmd(e *env) *cobra.Command {
 	fl.StringVar(&f.issuerCert, "issuer-cert", "", "issuing certificate (pki issue --issuer): renew device certificates")
 	fl.StringVar(&f.issuerKey, "issuer-key", "", "key of --issuer-cert")
 	fl.StringVar(&f.trustDir, "trust-dir", "", "folder with snapshot.key, timestamp.key, root.json and targets.json: serve signed-build metadata")
+	fl.DurationVar(&f.deltaWait, "delta-wait", 30*time.Second, "how long a download waits for upgrade deltas being made before files travel whole")
 	f.events.register(c)
 	f.node.register(c)
 	f.quota.register(c)

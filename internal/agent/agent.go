@@ -16,6 +16,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -40,7 +41,12 @@ type Server interface {
 	Report(ctx context.Context, id string, r api.Report) (api.ReportResponse, error)
 	Desired(ctx context.Context, id, after string, wait bool) (*api.Resolved, error)
 	PostEvents(ctx context.Context, id string, evs []api.Event) error
-	Blob(ctx context.Context, digest string) (io.ReadCloser, int64, error)
+	// BlobRange and Pack move blobs in fewer bytes (fetch.go): a blob
+	// compressed and from an offset on, many blobs and deltas in one
+	// stream. An older server answers neither as asked (the encoding says
+	// what came; Pack is an ENOTFOUND *api.Error) and the agent falls back.
+	BlobRange(ctx context.Context, digest string, offset int64, compressed bool) (body io.ReadCloser, encoding string, partial bool, err error)
+	Pack(ctx context.Context, req api.PackRequest, offset int64, etag string) (body io.ReadCloser, gotETag string, partial bool, err error)
 	// Keepalive is `drover keepalive` (node.go).
 	Keepalive(ctx context.Context, id string, req api.KeepaliveRequest) (api.KeepaliveResponse, error)
 }
@@ -71,6 +77,13 @@ type Config struct {
 	ReportInterval time.Duration
 	// Downloads is how many blobs are fetched at once; default 4.
 	Downloads int
+	// Mirrors are blob servers tried, in order, before the server: each
+	// serves a blob at URL/<digest> (or at URL with {digest} and {prefix}
+	// replaced, see MirrorURL). Every blob is verified by digest.
+	Mirrors []string
+	// MaxDownloadRate bounds the bytes per second received for blobs, from
+	// the server and mirrors together; 0 = no bound.
+	MaxDownloadRate int64
 	// HookTimeout bounds each hook in <home>/config/hooks/<phase>-post.d
 	// (hooks.go); default 60s.
 	HookTimeout time.Duration
@@ -103,11 +116,12 @@ type Agent struct {
 	engine *install.Engine
 	tags   []string
 	facts  facts.Facts
-	node   nodeState  // node-local verbs (node.go)
-	checks healthLoop // the machine's health checks (node.go)
-	svc    *services  // package services (services.go)
-	sup    supersede  // newer desired states (supersede.go)
-	net    netProbes  // network checks of other devices (netprobe.go)
+	node   nodeState   // node-local verbs (node.go)
+	checks healthLoop  // the machine's health checks (node.go)
+	svc    *services   // package services (services.go)
+	sup    supersede   // newer desired states (supersede.go)
+	net    netProbes   // network checks of other devices (netprobe.go)
+	dl     *downloader // rate limit, mirrors (fetch.go)
 
 	mu        sync.Mutex
 	applied   string // digest of the resolved state last converged to
@@ -158,6 +172,14 @@ func New(cfg Config, srv Server) (*Agent, error) {
 	}
 	if cfg.Downloads == 0 {
 		cfg.Downloads = 4
+	}
+	for _, m := range cfg.Mirrors {
+		if u, err := url.Parse(m); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("blob mirror %q: want http://HOST/PATH or https://HOST/PATH", m)
+		}
+	}
+	if cfg.MaxDownloadRate < 0 {
+		return nil, fmt.Errorf("max download rate %d: want bytes per second, 0 for no bound", cfg.MaxDownloadRate)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -216,6 +238,7 @@ func New(cfg Config, srv Server) (*Agent, error) {
 	a := &Agent{
 		cfg: cfg, log: cfg.Logger.With("device", cfg.Device), now: cfg.Now, srv: srv,
 		cache: cache, engine: eng, tags: tags, facts: f, converged: make(chan struct{}),
+		dl: newDownloader(cfg),
 	}
 	if a.q, err = openQueue(filepath.Join(cfg.Home, "system"), a.log, cfg.Now); err != nil {
 		return nil, err

@@ -7,11 +7,9 @@ import (
 	"io"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/drover-dev/drover/internal/api"
-	"github.com/drover-dev/drover/internal/blob"
 	"github.com/drover-dev/drover/internal/install"
 	"github.com/drover-dev/drover/internal/param"
 	"github.com/drover-dev/drover/internal/pkgfile"
@@ -201,7 +199,7 @@ func (a *Agent) runStep(ctx context.Context, s plan.Step, manifests map[string]*
 		// Values are checked before anything on the device is touched.
 		var vals map[string]any
 		if vals, err = appValues(m, s.To); err == nil {
-			err = a.fetch(ctx, neededDigests(m, have))
+			err = a.fetchBases(ctx, neededDigests(m, have), a.deltaBases(m, s.From)) // fetch.go
 		}
 		t := install.Target{
 			Manifest: m, Digest: s.To.Digest, Have: have, Tags: s.To.Tags,
@@ -289,56 +287,6 @@ func (a *Agent) manifest(ctx context.Context, app api.ResolvedApp) (*api.Manifes
 	return m, nil
 }
 
-// fetch downloads the blobs the cache lacks, a few at a time; each is
-// verified against its digest by the cache before it is kept.
-func (a *Agent) fetch(ctx context.Context, digests []string) error {
-	var need []string
-	for _, d := range digests {
-		if _, err := a.cache.Stat(ctx, d); errors.Is(err, blob.ErrNotFound) {
-			need = append(need, d)
-		} else if err != nil {
-			return err
-		}
-	}
-	if len(need) == 0 {
-		return nil
-	}
-	a.progressStart(ctx, need)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	work := make(chan string)
-	var (
-		wg       sync.WaitGroup
-		once     sync.Once
-		firstErr error
-	)
-	for range min(a.cfg.Downloads, len(need)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for d := range work {
-				if err := a.download(ctx, d); err != nil {
-					once.Do(func() { firstErr = err; cancel() })
-				}
-			}
-		}()
-	}
-feed:
-	for _, d := range need {
-		select {
-		case work <- d:
-		case <-ctx.Done():
-			break feed
-		}
-	}
-	close(work)
-	wg.Wait()
-	if firstErr != nil {
-		return firstErr
-	}
-	return ctx.Err()
-}
-
 // maxUnsizedBlob bounds blobs whose size no manifest gives: manifests,
 // scripts and templates.
 const maxUnsizedBlob = 64 << 20
@@ -352,24 +300,6 @@ func maxDownload(ctx context.Context, digest string) int64 {
 		}
 	}
 	return maxUnsizedBlob
-}
-
-func (a *Agent) download(ctx context.Context, digest string) error {
-	body, _, err := a.srv.Blob(ctx, digest)
-	if err != nil {
-		return fmt.Errorf("download blob %s: %w", digest, err)
-	}
-	defer body.Close()
-	// Never take more than the blob can be: a server sending without end
-	// would fill the disk. One byte past the limit makes the digest check
-	// fail.
-	limited := io.LimitReader(body, maxDownload(ctx, digest)+1)
-	if err := a.cache.Put(ctx, digest, a.progressReader(ctx, digest, limited)); err != nil {
-		// A mismatch is an error, never a retry loop: the server or the
-		// path to it is not to be trusted with this blob.
-		return fmt.Errorf("download blob %s: %w", digest, err)
-	}
-	return nil
 }
 
 // gcCache removes cached blobs that neither the installed builds (current

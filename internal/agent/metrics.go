@@ -17,7 +17,7 @@ type agentMetrics struct {
 func newAgentMetrics(reg *prometheus.Registry, a *Agent) agentMetrics {
 	m := agentMetrics{
 		downloadBytes: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "drover_agent_download_bytes_total", Help: "Blob bytes downloaded from the server.",
+			Name: "drover_agent_download_bytes_total", Help: "Bytes of blobs received from the network (server and mirrors), compressed, as they came.",
 		}),
 		hookFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "drover_agent_hook_failures_total", Help: "Agent hooks that failed or timed out.",

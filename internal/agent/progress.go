@@ -87,7 +87,6 @@ func (a *Agent) progressReader(ctx context.Context, digest string, body io.Reade
 		}
 		done := t.p.FilesDone >= t.p.FilesTotal
 		t.mu.Unlock()
-		a.events().m.downloadBytes.Add(float64(n))
 		a.events().prog.offer(t, eof && done)
 	}}
 }

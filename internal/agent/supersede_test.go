@@ -17,6 +17,10 @@ type supersedingServer struct {
 	gone string
 }
 
+func (s *supersedingServer) BlobRange(ctx context.Context, digest string, offset int64, compressed bool) (io.ReadCloser, string, bool, error) {
+	return oldBlobRange(ctx, s.Blob, digest, offset)
+}
+
 func (s *supersedingServer) Blob(ctx context.Context, digest string) (io.ReadCloser, int64, error) {
 	if digest == s.gone {
 		s.a.sup.announced("newer")

@@ -21,6 +21,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/drover-dev/drover/internal/service"
+	"github.com/drover-dev/drover/internal/transfer"
 )
 
 // Kinds of values.
@@ -31,6 +32,7 @@ const (
 	KindInt
 	KindList // tags
 	KindMap  // labels
+	KindSize // a byte count: 4096, 10MB, 1.5GiB
 )
 
 // Kind is how a key's value is written.
@@ -58,6 +60,7 @@ var Keys = []Key{
 	{"metadata-url", "DROVER_METADATA_URL", KindString},
 	{"trust-root", "", KindPath},
 	{"init-timeout", "", KindDuration},
+	{"blob-mirror", "", KindList}, {"max-download-rate", "", KindSize},
 }
 
 // Path is where the agent with this home reads its file.
@@ -123,7 +126,7 @@ func fileValue(k Key, n *yaml.Node, home string) (string, error) {
 			out = append(out, c.Value)
 		}
 		if n.Kind != yaml.SequenceNode || len(out) != len(n.Content) {
-			return "", errors.New("want a list of tags without commas, like [edge, lab]")
+			return "", errors.New("want a list of values without commas, like [edge, lab]")
 		}
 		return strings.Join(out, ","), nil
 	case KindMap:
@@ -162,6 +165,10 @@ func fileValue(k Key, n *yaml.Node, home string) (string, error) {
 	case KindInt:
 		if i, err := strconv.Atoi(s); err != nil || i < 1 || i > 100 {
 			return "", fmt.Errorf("%q: want a whole number from 1 to 100", s)
+		}
+	case KindSize:
+		if _, err := transfer.ParseSize(s); err != nil {
+			return "", err
 		}
 	}
 	if k.Flag == "log-level" {

@@ -17,6 +17,7 @@ func TestParse(t *testing.T) {
 		"software-root": "/home/software", "runtime-root": "/var/lib/drover/runtime", "root": "/",
 		"health-interval": "30s", "health-timeout": "10s", "health-start-delay": "0s", "health-consecutive": "3",
 		"report-interval": "1m", "hook-timeout": "2m", "log-level": "debug",
+		"blob-mirror": "http://m1/blobs,http://m2/sha256/{prefix}/{digest}", "max-download-rate": "10MB",
 	}
 	tests := []struct {
 		file string
@@ -34,6 +35,7 @@ func TestParse(t *testing.T) {
 		{"consecutive-not-int.yaml", nil, []string{"consecutive-not-int.yaml:1: health_consecutive:", "whole number"}},
 		{"bad-log-level.yaml", nil, []string{"bad-log-level.yaml:1: log_level:", "want debug, info, warn or error"}},
 		{"bad-label.yaml", nil, []string{"bad-label.yaml:2: labels:", "label env"}},
+		{"bad-rate.yaml", nil, []string{"bad-rate.yaml:1: max_download_rate:", "10MB"}},
 		{"twice.yaml", nil, []string{"twice.yaml:2: addr: given twice"}},
 		{"null-value.yaml", nil, []string{"null-value.yaml:1: addr:", "want a single value"}},
 		{"syntax.yaml", nil, []string{"syntax.yaml:", "line"}},

@@ -395,3 +395,14 @@ type RenewRequest struct {
 type RenewResponse struct {
 	Certificate string `json:"certificate"`
 }
+
+// PackRequest asks POST /v1/blobs/pack for many blobs in one compressed
+// stream (see package transfer). A device may ask only for blobs it may
+// read one by one.
+type PackRequest struct {
+	Digests []string `json:"digests"`
+	// Bases maps a wanted digest to a blob the device already has (the
+	// same file of the version it has installed); the server may answer
+	// a delta against it instead of the whole blob.
+	Bases map[string]string `json:"bases,omitempty"`
+}

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/drover-dev/drover/internal/transfer"
 )
 
 // ErrUsage marks an argument a caller got wrong (a size that does not
@@ -33,28 +35,11 @@ func usagef(format string, args ...any) error {
 // a unit: kB, MB, GB (powers of 1000) or KiB, MiB, GiB (powers of 1024),
 // case-insensitive. "200MB" is 200,000,000 bytes.
 func ParseSize(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	units := []struct {
-		suffix string
-		mult   int64
-	}{
-		{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30},
-		{"kb", 1e3}, {"mb", 1e6}, {"gb", 1e9}, {"k", 1e3}, {"m", 1e6}, {"g", 1e9}, {"b", 1},
+	n, err := transfer.ParseSize(s)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrUsage, err)
 	}
-	mult := int64(1)
-	lower := strings.ToLower(t)
-	for _, u := range units {
-		if strings.HasSuffix(lower, u.suffix) {
-			mult = u.mult
-			t = strings.TrimSpace(t[:len(t)-len(u.suffix)])
-			break
-		}
-	}
-	f, err := strconv.ParseFloat(t, 64)
-	if err != nil || f < 0 || f*float64(mult) > 1<<50 {
-		return 0, usagef("size %q: want a number of bytes like 200MB, 1.5GiB or 4096", s)
-	}
-	return int64(f * float64(mult)), nil
+	return n, nil
 }
 
 // ParseSizes parses a comma-separated list of fleet sizes, like

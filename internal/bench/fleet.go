@@ -438,12 +438,13 @@ var listenRe = regexp.MustCompile(`addr=(https://127\.0\.0\.1:\d+)`)
 // startServer starts the server on a free loopback port, data under dir,
 // and waits for the log line that gives its address. The server dies with
 // this process (Pdeathsig), so an interrupted benchmark leaves none behind.
-func startServer(ctx context.Context, bin, dir, pkiDir string) (*serverProc, error) {
+func startServer(ctx context.Context, bin, dir, pkiDir string, extra ...string) (*serverProc, error) {
 	// The address comes in an info line; the rest of the info lines are
 	// read and dropped, warnings and errors counted.
 	cmd := exec.Command(bin, "server", "--data", filepath.Join(dir, "data"), "--listen", "127.0.0.1:0",
 		"--tls-cert", filepath.Join(pkiDir, "localhost.crt"), "--tls-key", filepath.Join(pkiDir, "localhost.key"),
 		"--ca-cert", filepath.Join(pkiDir, pki.CACertFile), "--log-level", "info")
+	cmd.Args = append(cmd.Args, extra...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

@@ -58,6 +58,8 @@ type Config struct {
 	CRL *pki.Revocations
 	// Issuer, when set (server --issuer-cert), renews device certificates.
 	Issuer *pki.Issuer
+	// Transfer configures compression, packs and deltas (transfer.go).
+	Transfer TransferConfig
 
 	Logger *slog.Logger
 	Now    func() time.Time
@@ -85,6 +87,7 @@ type Server struct {
 	// docMu serializes document writes: each is checked against the
 	// documents it replaces.
 	docMu sync.Mutex
+	xfer  *xfer // transfer.go; nil when off
 
 	mu   sync.Mutex
 	http *http.Server
@@ -127,6 +130,9 @@ func New(ctx context.Context, cfg Config, st store.Store, blobs blob.Store) (*Se
 		return nil, err
 	}
 	if err := s.initRollouts(ctx); err != nil {
+		return nil, err
+	}
+	if s.xfer, err = newXfer(cfg.Transfer, blobs, s.log); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -179,6 +185,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		<-crlDone
 		<-rolloutsDone
 		s.stopTimers()
+		s.xfer.stop()
 	}()
 	errc := make(chan error, 1)
 	go func() {
@@ -213,6 +220,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/devices/{id}/desired", s.deviceOrAdmin(s.handleDesired))
 	mux.HandleFunc("POST /v1/devices/{id}/events", s.device(s.handleDeviceEvents))
 	mux.HandleFunc("GET /v1/blobs/{digest}", s.handleGetBlob)
+	mux.HandleFunc("POST /v1/blobs/pack", s.guard(s.handlePack, mayReadBlobs))
 	// Operators.
 	mux.HandleFunc("POST /v1/blobs/missing", s.admin(s.handleMissing))
 	mux.HandleFunc("PUT /v1/blobs/{digest}", s.admin(s.handlePutBlob))

@@ -73,7 +73,8 @@ func newTestServer(t *testing.T, pollTimeout time.Duration) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(ctx, Config{TLS: tlsCfg, PollTimeout: pollTimeout, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))}, st, blobs)
+	srv, err := New(ctx, Config{TLS: tlsCfg, PollTimeout: pollTimeout, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
+		Transfer: TransferConfig{Dir: filepath.Join(dir, "transfer"), DeltaWait: 20 * time.Second}}, st, blobs)
 	if err != nil {
 		t.Fatal(err)
 	}

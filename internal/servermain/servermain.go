@@ -49,9 +49,13 @@ type Config struct {
 	// devices renew their certificates. TrustDir holds the online TUF
 	// keys and metadata of signed builds; "" = none.
 	CRL, IssuerCert, IssuerKey, TrustDir string
-	TerminationHook                      string
-	TerminationHookTimeout               time.Duration
-	Logger                               *slog.Logger
+	// DeltaWait bounds how long a download waits for upgrade deltas
+	// being made (0 = the server's default); compressed forms, packs and
+	// deltas are cached in Data/transfer.
+	DeltaWait              time.Duration
+	TerminationHook        string
+	TerminationHookTimeout time.Duration
+	Logger                 *slog.Logger
 }
 
 // ErrBadDB is a database URL that is not supported (errors.Is); the
@@ -134,6 +138,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	srv, err := server.New(ctx, server.Config{TLS: tlsCfg, Logger: m.log, Events: cfg.Events, Quota: cfg.Quota, Network: cfg.Network,
 		Trust: repo, CRL: crl, Issuer: issuer,
+		Transfer:        server.TransferConfig{Dir: filepath.Join(cfg.Data, "transfer"), DeltaWait: cfg.DeltaWait},
 		TerminationHook: cfg.TerminationHook, TerminationHookTimeout: cfg.TerminationHookTimeout}, st, blobs)
 	if err != nil {
 		return err

@@ -1,0 +1,277 @@
+// Package transfer holds the formats drover uses to move blobs in fewer
+// bytes than their size: the pack stream (many blobs, and deltas of
+// blobs, in one zstd stream so that compression works across files), the
+// per-file delta (zstd with the old version of a file as its dictionary),
+// byte sizes as people write them, and the estimate of the bytes an
+// install or an upgrade moves. Server and agent both use it; it does no
+// I/O of its own beyond the readers and writers it is given.
+package transfer
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// PackContentType is the media type of a pack stream.
+const PackContentType = "application/vnd.drover.pack+zstd"
+
+// packMagic opens every pack stream (after decompression), so a stream of
+// some other format is refused at its first bytes.
+const packMagic = "DRPACK1\n"
+
+// Kind says what a pack entry carries.
+type Kind byte
+
+// Entry kinds.
+const (
+	// KindBlob is a blob's whole content.
+	KindBlob Kind = 'B'
+	// KindDelta is a delta (MakeDelta) that turns the blob Base, which
+	// the receiver has, into the blob Digest.
+	KindDelta Kind = 'D'
+	// kindEnd closes the stream: a stream without it was cut short.
+	kindEnd Kind = 'E'
+)
+
+// PackWindow is the zstd window of a pack stream: matches reach this far
+// back, across files. The decoder accepts no larger window, which bounds
+// its memory.
+const PackWindow = 64 << 20
+
+// MaxDeltaWindow bounds the window of a delta frame (base + target); the
+// decoder refuses larger ones.
+const MaxDeltaWindow = 256 << 20
+
+// ErrTruncated means a pack stream ended before its end record: the
+// connection dropped. The entries read before it are whole and usable.
+var ErrTruncated = errors.New("pack stream cut short")
+
+// ErrMalformed means a pack stream or a delta is not well formed.
+var ErrMalformed = errors.New("malformed pack stream")
+
+// PackWriter writes a pack stream. It is not safe for concurrent use.
+type PackWriter struct {
+	zw  *zstd.Encoder
+	hdr []byte
+}
+
+// NewPackWriter returns a writer of a pack stream onto w, compressed at
+// zstd's best level over a PackWindow window.
+func NewPackWriter(w io.Writer) (*PackWriter, error) {
+	zw, err := zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedBestCompression),
+		zstd.WithWindowSize(PackWindow), zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(true),
+		zstd.WithLowerEncoderMem(true))
+	if err != nil {
+		return nil, fmt.Errorf("pack writer: %w", err)
+	}
+	if _, err := io.WriteString(zw, packMagic); err != nil {
+		return nil, fmt.Errorf("pack writer: %w", err)
+	}
+	return &PackWriter{zw: zw}, nil
+}
+
+func (p *PackWriter) header(kind Kind, digest, base string, size int64) error {
+	p.hdr = append(p.hdr[:0], byte(kind))
+	for _, d := range []string{digest, base} {
+		if d == "" {
+			continue
+		}
+		raw, err := hex.DecodeString(d)
+		if err != nil || len(raw) != sha256.Size {
+			return fmt.Errorf("pack entry: invalid digest %q", d)
+		}
+		p.hdr = append(p.hdr, raw...)
+	}
+	if kind != kindEnd {
+		p.hdr = binary.AppendUvarint(p.hdr, uint64(size))
+	}
+	_, err := p.zw.Write(p.hdr)
+	return err
+}
+
+// Blob writes the whole blob digest of size bytes read from r.
+func (p *PackWriter) Blob(digest string, size int64, r io.Reader) error {
+	if err := p.header(KindBlob, digest, "", size); err != nil {
+		return err
+	}
+	n, err := io.Copy(p.zw, io.LimitReader(r, size))
+	if err == nil && n != size {
+		err = fmt.Errorf("blob %s: %d of %d bytes: %w", digest, n, size, io.ErrUnexpectedEOF)
+	}
+	return err
+}
+
+// Delta writes a delta from base to digest.
+func (p *PackWriter) Delta(digest, base string, delta []byte) error {
+	if base == "" {
+		return fmt.Errorf("delta of %s: no base", digest)
+	}
+	if err := p.header(KindDelta, digest, base, int64(len(delta))); err != nil {
+		return err
+	}
+	_, err := p.zw.Write(delta)
+	return err
+}
+
+// Flush sends what was written so far, so the receiver can start on it.
+func (p *PackWriter) Flush() error { return p.zw.Flush() }
+
+// Close writes the end record and finishes the stream; it does not close
+// the underlying writer.
+func (p *PackWriter) Close() error {
+	if err := p.header(kindEnd, "", "", 0); err != nil {
+		return err
+	}
+	return p.zw.Close()
+}
+
+// Entry is one entry of a pack stream.
+type Entry struct {
+	Kind   Kind
+	Digest string
+	// Base is the blob a delta applies to; empty for KindBlob.
+	Base string
+	// Size is the length of Body: the blob's size, or the delta's.
+	Size int64
+	// Body reads the entry's bytes; it is valid until the next call of
+	// Next, which skips what was not read.
+	Body io.Reader
+}
+
+// PackReader reads a pack stream. It is not safe for concurrent use.
+type PackReader struct {
+	zr      *zstd.Decoder
+	br      *bufio.Reader
+	maxSize func(e Entry) int64
+	cur     *io.LimitedReader
+	done    bool
+}
+
+// NewPackReader reads a pack stream from r. maxSize bounds each entry's
+// size (by its kind and digests); an entry announcing more is refused
+// with ErrMalformed before any of it is read, so a hostile stream cannot
+// make the reader buffer or write without end. Close releases the
+// decoder.
+func NewPackReader(r io.Reader, maxSize func(e Entry) int64) (*PackReader, error) {
+	zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
+		zstd.WithDecoderMaxWindow(PackWindow))
+	if err != nil {
+		return nil, fmt.Errorf("pack reader: %w", err)
+	}
+	p := &PackReader{zr: zr, br: bufio.NewReader(zr), maxSize: maxSize}
+	magic := make([]byte, len(packMagic))
+	if _, err := io.ReadFull(p.br, magic); err != nil || string(magic) != packMagic {
+		zr.Close()
+		if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("pack reader: %w", err)
+		}
+		return nil, fmt.Errorf("pack reader: no pack header: %w", ErrMalformed)
+	}
+	return p, nil
+}
+
+// Next returns the next entry, io.EOF after the end record, ErrTruncated
+// if the stream stops before it, or ErrMalformed.
+func (p *PackReader) Next() (Entry, error) {
+	if p.done {
+		return Entry{}, io.EOF
+	}
+	if p.cur != nil {
+		if _, err := io.Copy(io.Discard, p.cur); err != nil {
+			return Entry{}, p.readErr(err)
+		}
+		if p.cur.N > 0 {
+			return Entry{}, ErrTruncated
+		}
+		p.cur = nil
+	}
+	k, err := p.br.ReadByte()
+	if err != nil {
+		return Entry{}, p.readErr(err)
+	}
+	e := Entry{Kind: Kind(k)}
+	switch e.Kind {
+	case kindEnd:
+		// Nothing may follow the end record.
+		if _, err := p.br.ReadByte(); err != io.EOF {
+			if err == nil {
+				return Entry{}, fmt.Errorf("data after the end record: %w", ErrMalformed)
+			}
+			return Entry{}, p.readErr(err)
+		}
+		p.done = true
+		return Entry{}, io.EOF
+	case KindBlob, KindDelta:
+	default:
+		return Entry{}, fmt.Errorf("unknown entry kind %q: %w", k, ErrMalformed)
+	}
+	if e.Digest, err = p.digest(); err != nil {
+		return Entry{}, err
+	}
+	if e.Kind == KindDelta {
+		if e.Base, err = p.digest(); err != nil {
+			return Entry{}, err
+		}
+	}
+	n, err := binary.ReadUvarint(p.br)
+	if err != nil {
+		return Entry{}, p.readErr(err)
+	}
+	e.Size = int64(n)
+	if n > 1<<50 || e.Size > p.maxSize(e) {
+		return Entry{}, fmt.Errorf("entry %s of %d bytes is larger than it may be: %w", e.Digest, n, ErrMalformed)
+	}
+	p.cur = &io.LimitedReader{R: p.br, N: e.Size}
+	e.Body = entryBody{p}
+	return e, nil
+}
+
+// entryBody reads the current entry and tells a cut stream from its end.
+type entryBody struct{ p *PackReader }
+
+func (b entryBody) Read(buf []byte) (int, error) {
+	cur := b.p.cur
+	if cur == nil {
+		return 0, io.EOF
+	}
+	n, err := cur.Read(buf)
+	if err == io.EOF && cur.N > 0 || err != nil && err != io.EOF {
+		return n, b.p.readErr(err)
+	}
+	return n, err
+}
+
+func (p *PackReader) digest() (string, error) {
+	var raw [sha256.Size]byte
+	if _, err := io.ReadFull(p.br, raw[:]); err != nil {
+		return "", p.readErr(err)
+	}
+	return hex.EncodeToString(raw[:]), nil
+}
+
+// readErr turns the end of the decompressed data into ErrTruncated and
+// a corrupt frame into ErrMalformed.
+func (p *PackReader) readErr(err error) error {
+	switch {
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return ErrTruncated
+	case errors.Is(err, zstd.ErrMagicMismatch), errors.Is(err, zstd.ErrWindowSizeExceeded),
+		errors.Is(err, zstd.ErrCRCMismatch), errors.Is(err, zstd.ErrReservedBlockType),
+		errors.Is(err, zstd.ErrBlockTooSmall), errors.Is(err, zstd.ErrFrameSizeMismatch),
+		errors.Is(err, zstd.ErrWindowSizeTooSmall), errors.Is(err, zstd.ErrDecoderSizeExceeded),
+		errors.Is(err, zstd.ErrUnknownDictionary), errors.Is(err, zstd.ErrFrameSizeExceeded),
+		errors.Is(err, zstd.ErrCompressedSizeTooBig):
+		return fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	return err
+}
+
+// Close releases the decoder.
+func (p *PackReader) Close() { p.zr.Close() }

@@ -1,0 +1,230 @@
+package transfer
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/drover-dev/drover/internal/api"
+)
+
+func digest(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+func noisy(seed uint64, n int) []byte {
+	r := rand.New(rand.NewPCG(seed, 1))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.IntN(256))
+	}
+	return b
+}
+
+type entry struct {
+	kind        Kind
+	digest      string
+	base        string
+	data, delta []byte
+}
+
+func writePack(t testing.TB, entries []entry) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	pw, err := NewPackWriter(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.kind == KindDelta {
+			err = pw.Delta(e.digest, e.base, e.delta)
+		} else {
+			err = pw.Blob(e.digest, int64(len(e.data)), bytes.NewReader(e.data))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := pw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func readAll(stream []byte, limit int64) (map[string][]byte, error) {
+	pr, err := NewPackReader(bytes.NewReader(stream), func(Entry) int64 { return limit })
+	if err != nil {
+		return nil, err
+	}
+	defer pr.Close()
+	out := map[string][]byte{}
+	for {
+		e, err := pr.Next()
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return out, err
+		}
+		data, err := io.ReadAll(e.Body)
+		if err != nil {
+			return out, err
+		}
+		out[string(e.Kind)+e.Digest+e.Base] = data
+	}
+}
+
+func TestPackRoundTripAndCompressesAcrossFiles(t *testing.T) {
+	a := noisy(1, 200_000)
+	b := append(append([]byte{}, a...), "tail"...) // near-identical to a
+	old := noisy(2, 50_000)
+	target := append(append([]byte{}, old[:40_000]...), noisy(3, 100)...)
+	delta, err := MakeDelta(old, target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream := writePack(t, []entry{
+		{kind: KindBlob, digest: digest(a), data: a},
+		{kind: KindBlob, digest: digest(b), data: b},
+		{kind: KindDelta, digest: digest(target), base: digest(old), delta: delta},
+		{kind: KindBlob, digest: digest(nil), data: nil},
+	})
+	// Two near-identical noisy files cost one: the stream compresses
+	// across them.
+	if len(stream) > len(a)+len(a)/20 {
+		t.Errorf("pack of two near-identical 200 kB files is %d bytes", len(stream))
+	}
+	got, err := readAll(stream, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got["B"+digest(a)], a) || !bytes.Equal(got["B"+digest(b)], b) || len(got["B"+digest(nil)]) != 0 {
+		t.Error("blobs did not come back as written")
+	}
+	back, err := ApplyDelta(old, got["D"+digest(target)+digest(old)], int64(len(target)))
+	if err != nil || !bytes.Equal(back, target) {
+		t.Fatalf("delta did not rebuild the target: %v", err)
+	}
+	if len(delta) > 2000 {
+		t.Errorf("delta of a file sharing 40 kB of 40.1 kB with its base is %d bytes", len(delta))
+	}
+}
+
+func TestPackReaderRefuses(t *testing.T) {
+	a := noisy(4, 10_000)
+	stream := writePack(t, []entry{{kind: KindBlob, digest: digest(a), data: a}, {kind: KindBlob, digest: digest(a[:5]), data: a[:5]}})
+	tests := []struct {
+		name   string
+		stream []byte
+		limit  int64
+		want   error
+	}{
+		{"cut in the middle", stream[:len(stream)/2], 1 << 20, ErrTruncated},
+		{"entry over its limit", stream, 100, ErrMalformed},
+		{"not zstd", []byte("hello, this is not a pack"), 1 << 20, nil},
+		{"empty", nil, 1 << 20, ErrMalformed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := readAll(tt.stream, tt.limit)
+			if err == nil {
+				t.Fatal("read without error")
+			}
+			if tt.want != nil && !errors.Is(err, tt.want) {
+				t.Errorf("err = %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestApplyDeltaRefusesCorruptOrWrongBase(t *testing.T) {
+	old := noisy(5, 30_000)
+	target := append(append([]byte{}, old...), noisy(6, 50)...)
+	delta, err := MakeDelta(old, target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	corrupt := append([]byte{}, delta...)
+	corrupt[len(corrupt)/2] ^= 0xff
+	if out, err := ApplyDelta(old, corrupt, 1<<20); err == nil && bytes.Equal(out, target) {
+		t.Error("a corrupt delta gave the target")
+	}
+	if out, err := ApplyDelta(noisy(7, 30_000), delta, 1<<20); err == nil && bytes.Equal(out, target) {
+		t.Error("a delta against the wrong base gave the target")
+	}
+	if _, err := ApplyDelta(old, delta, 100); err == nil {
+		t.Error("a result over the limit was accepted")
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"10MB", 10e6, true}, {"512KiB", 512 << 10, true}, {"4096", 4096, true}, {"1.5GiB", 3 << 29, true},
+		{"-1", 0, false}, {"fast", 0, false}, {"", 0, false},
+	}
+	for _, tt := range tests {
+		got, err := ParseSize(tt.in)
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("ParseSize(%q) = %d, %v", tt.in, got, err)
+		}
+	}
+}
+
+func TestEstimate(t *testing.T) {
+	from := &api.Manifest{Files: []api.File{{Path: "bin/a", Digest: "a1", Size: 1000}, {Path: "doc", Digest: "d", Size: 50}}}
+	to := &api.Manifest{Files: []api.File{{Path: "bin/a", Digest: "a2", Size: 1000}, {Path: "doc", Digest: "d", Size: 50},
+		{Path: "bin/b", Digest: "b", Size: 2000}, {Path: "bin/c", Digest: "b", Size: 2000}, {Path: "etc", Type: api.TypeDir}}}
+	tests := []struct {
+		name string
+		from *api.Manifest
+		want int64
+	}{
+		{"first install: every blob once, compressed", nil, 1067},
+		{"upgrade: changed file as delta, new one compressed, same one not at all", from, 150 + 700},
+	}
+	for _, tt := range tests {
+		if got := Estimate(Needs(tt.from, to)); got < tt.want-2 || got > tt.want+2 {
+			t.Errorf("%s: %d, want %d", tt.name, got, tt.want)
+		}
+	}
+	if got := Estimate([]Need{{Size: 100, HasBase: true, Delta: 7}, {Size: 100, Compressed: 40}}); got != 47 {
+		t.Errorf("known sizes: %d, want 47", got)
+	}
+}
+
+func FuzzPackReader(f *testing.F) {
+	a := noisy(8, 3000)
+	f.Add(writePack(f, []entry{{kind: KindBlob, digest: digest(a), data: a}}))
+	f.Add(writePack(f, []entry{{kind: KindDelta, digest: digest(a), base: digest(a[:9]), delta: a[:100]}}))
+	f.Add([]byte{})
+	f.Add([]byte("\x28\xb5\x2f\xfd"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		_, _ = readAll(data, 1<<16)
+	})
+}
+
+func FuzzApplyDelta(f *testing.F) {
+	old := noisy(9, 4000)
+	delta, err := MakeDelta(old, append(append([]byte{}, old...), 'x'))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(delta)
+	f.Add([]byte{})
+	f.Add(delta[:len(delta)/2])
+	f.Fuzz(func(t *testing.T, d []byte) {
+		out, err := ApplyDelta(old, d, 1<<16)
+		if err == nil && len(out) > 1<<16 {
+			t.Fatalf("result of %d bytes over the limit", len(out))
+		}
+	})
+}
