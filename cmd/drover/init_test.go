@@ -25,14 +25,10 @@ func waitNode(t *testing.T, a *agentProc) {
 // `drover events -o json`.
 func initEvents(t *testing.T, f *fleet, id, kind string) []map[string]any {
 	t.Helper()
-	dec := json.NewDecoder(strings.NewReader(f.op("events", "--device", id, "--kind", kind, "-o", "json")))
-	var out []map[string]any
-	for dec.More() {
-		var ev map[string]any
-		if err := dec.Decode(&ev); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, ev)
+	out := []map[string]any{}
+	// -o json of a list is one JSON array.
+	if err := json.Unmarshal([]byte(f.op("events", "--device", id, "--kind", kind, "-o", "json")), &out); err != nil {
+		t.Fatal(err)
 	}
 	return out
 }

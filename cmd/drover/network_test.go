@@ -109,13 +109,9 @@ services:
 		Priority string `json:"priority"`
 		Message  string `json:"message"`
 	}
-	var evs []event
-	for dec := json.NewDecoder(strings.NewReader(out)); dec.More(); {
-		var ev event
-		if err := dec.Decode(&ev); err != nil {
-			t.Fatalf("events -o json: %v\n%s", err, out)
-		}
-		evs = append(evs, ev)
+	var evs []event // -o json of a list is one JSON array
+	if err := json.Unmarshal([]byte(out), &evs); err != nil {
+		t.Fatalf("events -o json: %v\n%s", err, out)
 	}
 	if len(evs) != 1 || !strings.Contains(evs[0].Message, "web.dark") || evs[0].Priority != "high" {
 		t.Errorf("service-unreachable events: want one for web.dark at high priority:\n%s", out)

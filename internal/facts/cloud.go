@@ -328,12 +328,13 @@ func parseAzure(doc []byte) (Facts, error) {
 }
 
 // cloudTags are the tags of cloud facts: cloud-PROVIDER, region-REGION,
-// zone-ZONE and instance-type-TYPE, lowercased. The instance id is a
-// fact only: it names one machine, which the device id already does.
+// zone-ZONE, instance-type-TYPE and instance-ID, lowercased, so a desired
+// state can ask for a build by any of them.
 func cloudTags(f Facts) []string {
 	var tags []string
 	for _, kv := range []struct{ prefix, key string }{
 		{"cloud-", KeyCloud}, {"region-", KeyCloudRegion}, {"zone-", KeyCloudZone}, {"instance-type-", KeyCloudInstanceType},
+		{"instance-", KeyCloudInstanceID},
 	} {
 		if v := f[kv.key]; v != "" && f[KeyCloud] != "" {
 			tags = append(tags, kv.prefix+strings.ToLower(v))

@@ -75,11 +75,11 @@ func TestDetectCloud(t *testing.T) {
 		tags     []string
 	}{
 		{CloudAWS, Facts{KeyCloud: "aws", KeyCloudInstanceID: "i-0123456789abcdef0", KeyCloudInstanceType: "t3.micro", KeyCloudRegion: "eu-west-1", KeyCloudZone: "eu-west-1a"},
-			[]string{"cloud-aws", "instance-type-t3.micro", "region-eu-west-1", "zone-eu-west-1a"}},
+			[]string{"cloud-aws", "instance-i-0123456789abcdef0", "instance-type-t3.micro", "region-eu-west-1", "zone-eu-west-1a"}},
 		{CloudGCP, Facts{KeyCloud: "gcp", KeyCloudInstanceID: "4520031799277581759", KeyCloudInstanceType: "e2-medium", KeyCloudRegion: "europe-west1", KeyCloudZone: "europe-west1-b"},
-			[]string{"cloud-gcp", "instance-type-e2-medium", "region-europe-west1", "zone-europe-west1-b"}},
+			[]string{"cloud-gcp", "instance-4520031799277581759", "instance-type-e2-medium", "region-europe-west1", "zone-europe-west1-b"}},
 		{CloudAzure, Facts{KeyCloud: "azure", KeyCloudInstanceID: "02aab8a4-74ef-476e-8182-f6d2ba4166a6", KeyCloudInstanceType: "Standard_D2s_v3", KeyCloudRegion: "westeurope", KeyCloudZone: "westeurope-2"},
-			[]string{"cloud-azure", "instance-type-standard_d2s_v3", "region-westeurope", "zone-westeurope-2"}},
+			[]string{"cloud-azure", "instance-02aab8a4-74ef-476e-8182-f6d2ba4166a6", "instance-type-standard_d2s_v3", "region-westeurope", "zone-westeurope-2"}},
 		// Not a cloud: a web server that answers 404 to everything.
 		{"none", nil, nil},
 		// An answer to GCE's path without GCE's header is not GCE.
