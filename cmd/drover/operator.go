@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"io"
 	"os"
@@ -98,4 +99,27 @@ func checkOutput(format string, allowed ...string) error {
 		return usageError{err}
 	}
 	return nil
+}
+
+// query is the shape of a verb that asks the server for one value and
+// prints it: -o is checked before anything is sent, one client makes the
+// call, and the value is printed as data (-o yaml|json) or by text.
+func query[T any](cmd *cobra.Command, e *env, conn *connFlags, format string,
+	ask func(ctx context.Context, cl *client.Client) (T, error), text func(T) error) error {
+	if err := checkOutput(format, outText, outYAML, outJSON); err != nil {
+		return err
+	}
+	cl, err := conn.client()
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	v, err := ask(cmd.Context(), cl)
+	if err != nil {
+		return err
+	}
+	if format != outText {
+		return printAs(e.stdout, format, v)
+	}
+	return text(v)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strings"
@@ -191,38 +192,32 @@ func rolloutLsCmd(e *env, conn *connFlags) *cobra.Command {
 		Short: "List rollouts: name, phase, wave, devices, created",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(format, outText, outYAML, outJSON); err != nil {
-				return err
-			}
-			cl, err := conn.client()
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
-			list, err := cl.Rollouts(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if format != outText {
-				return printAs(e.stdout, format, list)
-			}
-			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tPHASE\tWAVE\tDEVICES\tFAILED\tCREATED\tREASON")
-			for _, r := range list {
-				failed := 0
-				for _, d := range r.Devices {
-					if d.Outcome == api.OutcomeFailed {
-						failed++
-					}
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%d\t%d\t%s\t%s\n", r.Name, r.Phase, r.Wave+1, len(r.Stages), len(r.Devices),
-					failed, r.Created.Local().Format(time.DateTime), dashIfEmpty(r.Reason))
-			}
-			return tw.Flush()
+			return query(cmd, e, conn, format, func(ctx context.Context, cl *client.Client) ([]api.Rollout, error) {
+				return cl.Rollouts(ctx)
+			}, func(list []api.Rollout) error {
+				return printRollouts(e.stdout, list)
+			})
 		},
 	}
 	addOutputFlag(c, &format, outText)
 	return c
+}
+
+// printRollouts is `rollout ls` for people: one row per rollout.
+func printRollouts(w io.Writer, list []api.Rollout) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tPHASE\tWAVE\tDEVICES\tFAILED\tCREATED\tREASON")
+	for _, r := range list {
+		failed := 0
+		for _, d := range r.Devices {
+			if d.Outcome == api.OutcomeFailed {
+				failed++
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%d\t%d\t%s\t%s\n", r.Name, r.Phase, r.Wave+1, len(r.Stages), len(r.Devices),
+			failed, r.Created.Local().Format(time.DateTime), dashIfEmpty(r.Reason))
+	}
+	return tw.Flush()
 }
 
 func dashIfEmpty(s string) string {
@@ -239,23 +234,12 @@ func rolloutStatusCmd(e *env, conn *connFlags) *cobra.Command {
 		Short: "Show a rollout: phase, current wave, each device's outcome",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(format, outText, outYAML, outJSON); err != nil {
-				return err
-			}
-			cl, err := conn.client()
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
-			r, err := cl.Rollout(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if format != outText {
-				return printAs(e.stdout, format, r)
-			}
-			printRolloutStatus(e.stdout, r, time.Now())
-			return nil
+			return query(cmd, e, conn, format, func(ctx context.Context, cl *client.Client) (api.Rollout, error) {
+				return cl.Rollout(ctx, args[0])
+			}, func(r api.Rollout) error {
+				printRolloutStatus(e.stdout, r, time.Now())
+				return nil
+			})
 		},
 	}
 	addOutputFlag(c, &format, outText)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/client"
 	fleetdocs "github.com/drover-dev/drover/internal/fleet"
 )
 
@@ -171,77 +173,69 @@ func stateLsCmd(e *env, conn *connFlags) *cobra.Command {
 		Short: "List every document: kind, name, selector, apps, devices matched, newer fitting versions",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(format, outText, outYAML, outJSON); err != nil {
-				return err
-			}
-			cl, err := conn.client()
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
-			docs, err := cl.Documents(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if format != outText {
-				return printAs(e.stdout, format, docs)
-			}
-			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "KIND\tNAME\tSELECTOR\tAPPS\tINIT\tDEVICES\tNEWER")
-			for _, d := range docs {
-				name, sel := d.ID, "-"
-				if d.Kind == api.DocGroup {
-					name, sel = d.Group, strconv.Quote(d.Selector)
-				}
-				apps := make([]string, len(d.Apps))
-				pins := map[string]string{}
-				inits := make([]string, len(d.Init))
-				for _, p := range d.Pinned {
-					if !p.Init {
-						pins[p.Name+"\x00"+p.Instance] = p.Version
-					}
-				}
-				for i, in := range d.Init {
-					inits[i] = in.Name
-					if in.Version != "" {
-						inits[i] += " " + in.Version
-					}
-					for _, p := range d.Pinned {
-						if p.Init && p.Name == in.Name {
-							inits[i] += "=" + p.Version
-						}
-					}
-					inits[i] += " " + in.Run
-				}
-				if len(inits) == 0 {
-					inits = []string{"-"}
-				}
-				for i, a := range d.Apps {
-					apps[i] = a.Name
-					if a.Instance != "" {
-						apps[i] += "[" + a.Instance + "]"
-					}
-					if a.Version != "" {
-						apps[i] += " " + a.Version
-					}
-					if v, ok := pins[a.Name+"\x00"+a.Instance]; ok {
-						apps[i] += "=" + v
-					}
-				}
-				newer := strings.Join(d.Newer, ", ")
-				if newer == "" {
-					newer = "-"
-				}
-				if len(apps) == 0 {
-					apps = []string{"-"}
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", d.Kind, name, sel, strings.Join(apps, ", "), strings.Join(inits, ", "), d.Devices, newer)
-			}
-			return tw.Flush()
+			return query(cmd, e, conn, format, func(ctx context.Context, cl *client.Client) ([]api.DocumentSummary, error) {
+				return cl.Documents(ctx)
+			}, func(docs []api.DocumentSummary) error { return printDocuments(e.stdout, docs) })
 		},
 	}
 	addOutputFlag(c, &format, outText)
 	return c
+}
+
+// printDocuments is `state ls` for people: one row per document.
+func printDocuments(w io.Writer, docs []api.DocumentSummary) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KIND\tNAME\tSELECTOR\tAPPS\tINIT\tDEVICES\tNEWER")
+	for _, d := range docs {
+		name, sel := d.ID, "-"
+		if d.Kind == api.DocGroup {
+			name, sel = d.Group, strconv.Quote(d.Selector)
+		}
+		apps := make([]string, len(d.Apps))
+		pins := map[string]string{}
+		inits := make([]string, len(d.Init))
+		for _, p := range d.Pinned {
+			if !p.Init {
+				pins[p.Name+"\x00"+p.Instance] = p.Version
+			}
+		}
+		for i, in := range d.Init {
+			inits[i] = in.Name
+			if in.Version != "" {
+				inits[i] += " " + in.Version
+			}
+			for _, p := range d.Pinned {
+				if p.Init && p.Name == in.Name {
+					inits[i] += "=" + p.Version
+				}
+			}
+			inits[i] += " " + in.Run
+		}
+		if len(inits) == 0 {
+			inits = []string{"-"}
+		}
+		for i, a := range d.Apps {
+			apps[i] = a.Name
+			if a.Instance != "" {
+				apps[i] += "[" + a.Instance + "]"
+			}
+			if a.Version != "" {
+				apps[i] += " " + a.Version
+			}
+			if v, ok := pins[a.Name+"\x00"+a.Instance]; ok {
+				apps[i] += "=" + v
+			}
+		}
+		newer := strings.Join(d.Newer, ", ")
+		if newer == "" {
+			newer = "-"
+		}
+		if len(apps) == 0 {
+			apps = []string{"-"}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", d.Kind, name, sel, strings.Join(apps, ", "), strings.Join(inits, ", "), d.Devices, newer)
+	}
+	return tw.Flush()
 }
 
 func stateRmCmd(e *env, conn *connFlags) *cobra.Command {

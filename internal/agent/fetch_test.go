@@ -55,7 +55,7 @@ func (s *packServer) Pack(_ context.Context, req api.PackRequest, _ int64, _ str
 
 func (s *packServer) pack(req api.PackRequest) (io.ReadCloser, error) {
 	var buf bytes.Buffer
-	pw, err := xfer.NewPackWriter(&buf)
+	pw, err := xfer.NewPackWriter(&buf, 1<<20)
 	if err != nil {
 		return nil, err
 	}

@@ -491,7 +491,17 @@ func servePack(w http.ResponseWriter, r *http.Request, f *os.File, key string) {
 // writePack writes the pack stream of req: each blob as a delta when one
 // is ready and worth it, else whole.
 func (s *Server) writePack(ctx context.Context, w io.Writer, req api.PackRequest) error {
-	pw, err := transfer.NewPackWriter(w)
+	// The whole blobs' sizes bound what the pack carries (a delta is
+	// smaller than its blob): the stream's window is fitted to it.
+	var total int64
+	for _, d := range req.Digests {
+		n, err := s.blobs.Stat(ctx, d)
+		if err != nil {
+			return err
+		}
+		total += n
+	}
+	pw, err := transfer.NewPackWriter(w, total)
 	if err != nil {
 		return err
 	}

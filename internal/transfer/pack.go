@@ -45,6 +45,19 @@ const (
 // its memory.
 const PackWindow = 64 << 20
 
+// minPackWindow is the smallest window a pack declares.
+const minPackWindow = 1 << 20
+
+// packWindow is the power of two from minPackWindow to PackWindow that
+// covers size bytes, so matches reach across the whole pack.
+func packWindow(size int64) int {
+	w := minPackWindow
+	for int64(w) < size && w < PackWindow {
+		w <<= 1
+	}
+	return w
+}
+
 // MaxDeltaWindow bounds the window of a delta frame (base + target); the
 // decoder refuses larger ones.
 const MaxDeltaWindow = 256 << 20
@@ -63,10 +76,13 @@ type PackWriter struct {
 }
 
 // NewPackWriter returns a writer of a pack stream onto w, compressed at
-// zstd's best level over a PackWindow window.
-func NewPackWriter(w io.Writer) (*PackWriter, error) {
+// zstd's best level over a window that covers size, the bytes the pack
+// will carry at most (PackWindow at most). The reader allocates the window
+// the stream declares, so a small pack must not declare a large one: a
+// 64 MiB window for a pack of a few files cost every download 64 MiB.
+func NewPackWriter(w io.Writer, size int64) (*PackWriter, error) {
 	zw, err := zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedBestCompression),
-		zstd.WithWindowSize(PackWindow), zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(true),
+		zstd.WithWindowSize(packWindow(size)), zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(true),
 		zstd.WithLowerEncoderMem(true))
 	if err != nil {
 		return nil, fmt.Errorf("pack writer: %w", err)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 
 	"github.com/drover-dev/drover/internal/api"
@@ -36,7 +37,11 @@ type entry struct {
 func writePack(t testing.TB, entries []entry) []byte {
 	t.Helper()
 	var buf bytes.Buffer
-	pw, err := NewPackWriter(&buf)
+	var size int64
+	for _, e := range entries {
+		size += int64(len(e.data) + len(e.delta))
+	}
+	pw, err := NewPackWriter(&buf, size)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,4 +232,51 @@ func FuzzApplyDelta(f *testing.F) {
 			t.Fatalf("result of %d bytes over the limit", len(out))
 		}
 	})
+}
+
+// TestPackReaderMemory: a reader allocates the window its stream declares,
+// so a pack of a few small files must not cost a download tens of MiB.
+func TestPackReaderMemory(t *testing.T) {
+	tests := []struct {
+		name     string
+		size     int
+		maxHeap  uint64 // per open reader
+		wantWind int
+	}{
+		{"small pack", 100, 4 << 20, minPackWindow},
+		{"3 MiB pack", 3 << 20, 12 << 20, 4 << 20},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			data := bytes.Repeat([]byte("drover "), tt.size/7+1)[:tt.size]
+			pack := writePack(t, []entry{{kind: KindBlob, digest: digest(data), data: data}})
+			if w := packWindow(int64(tt.size)); w != tt.wantWind {
+				t.Errorf("packWindow(%d) = %d, want %d", tt.size, w, tt.wantWind)
+			}
+			const readers = 8
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			open := make([]*PackReader, 0, readers)
+			for range readers {
+				pr, err := NewPackReader(bytes.NewReader(pack), func(Entry) int64 { return int64(tt.size) })
+				if err != nil {
+					t.Fatal(err)
+				}
+				e, err := pr.Next()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := io.Copy(io.Discard, e.Body); err != nil {
+					t.Fatal(err)
+				}
+				open = append(open, pr)
+			}
+			runtime.ReadMemStats(&after)
+			if per := (after.HeapAlloc - before.HeapAlloc) / readers; per > tt.maxHeap {
+				t.Errorf("an open reader of a %d-byte pack holds %d KiB, want at most %d KiB", tt.size, per>>10, tt.maxHeap>>10)
+			}
+			runtime.KeepAlive(open)
+		})
+	}
 }
