@@ -14,10 +14,14 @@ import (
 	"github.com/drover-dev/drover/internal/api"
 )
 
+// svcScript is the test service. Its trap is set first and data/port is
+// written whole (temp file, rename): a stop that lands just after a
+// restart must not leave the file truncated by the new process half-way
+// through its write (the test saw an empty data/port under load).
 const svcScript = `#!/bin/sh
-for a in "$@"; do echo "arg $a"; done
-echo "$DROVER_PARAM_PORT" > "$DROVER_RUNTIME_DIR/data/port"
 trap 'exit 0' TERM
+for a in "$@"; do echo "arg $a"; done
+echo "$DROVER_PARAM_PORT" > "$DROVER_RUNTIME_DIR/data/port.new" && mv "$DROVER_RUNTIME_DIR/data/port.new" "$DROVER_RUNTIME_DIR/data/port"
 while :; do sleep 0.05; done
 `
 
