@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/client"
 )
 
 func planCmd(e *env) *cobra.Command {
@@ -39,20 +41,15 @@ func runPlan(cmd *cobra.Command, e *env, conn *connFlags, file, format string) e
 	if err != nil {
 		return err
 	}
-	cl, err := conn.client()
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	p, err := cl.Plan(cmd.Context(), docs)
-	if err != nil {
-		return err
-	}
-	if format != outText {
-		err = printAs(e.stdout, format, p)
-	} else {
+	var p api.Plan
+	err = query(cmd, e, conn, format, func(ctx context.Context, cl *client.Client) (api.Plan, error) {
+		var err error
+		p, err = cl.Plan(ctx, docs)
+		return p, err
+	}, func(p api.Plan) error {
 		printPlan(e, p)
-	}
+		return nil
+	})
 	if err != nil {
 		return err
 	}

@@ -130,40 +130,38 @@ func stateSetCmd(e *env, conn *connFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cl, err := conn.client()
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
 			// One call, all or nothing.
-			res, err := cl.SetDocuments(cmd.Context(), docs)
-			if err != nil {
-				return err
-			}
-			if format != outText {
-				return printAs(e.stdout, format, res)
-			}
-			for i, d := range docs {
-				if d.Kind == api.DocGroup {
-					extra := ""
-					if len(d.Init) > 0 {
-						extra = fmt.Sprintf(", %d init", len(d.Init))
-					}
-					fmt.Fprintf(e.stdout, "group %s set (%d apps%s, selector %q)\n", d.Group, len(d.Apps), extra, d.Selector)
-					continue
-				}
-				fmt.Fprintf(e.stdout, "desired state of %s set (%d apps)\n", d.ID, len(d.Apps))
-				if i < len(res) {
-					printResolved(e, res[i])
-				}
-			}
-			return nil
+			return query(cmd, e, conn, format, func(ctx context.Context, cl *client.Client) ([]api.Resolved, error) {
+				return cl.SetDocuments(ctx, docs)
+			}, func(res []api.Resolved) error {
+				printDocumentsSet(e, docs, res)
+				return nil
+			})
 		},
 	}
 	c.Flags().StringVarP(&file, "file", "f", "", "device and group documents, YAML separated by ---")
 	c.Flags().BoolVar(&dryRun, "dry-run", false, "print what would change on each device (as drover plan) and change nothing")
 	addOutputFlag(c, &format, outText)
 	return c
+}
+
+// printDocumentsSet is `state set` for people: a line per document, with
+// what each device's state resolved to.
+func printDocumentsSet(e *env, docs []api.Document, res []api.Resolved) {
+	for i, d := range docs {
+		if d.Kind == api.DocGroup {
+			extra := ""
+			if len(d.Init) > 0 {
+				extra = fmt.Sprintf(", %d init", len(d.Init))
+			}
+			fmt.Fprintf(e.stdout, "group %s set (%d apps%s, selector %q)\n", d.Group, len(d.Apps), extra, d.Selector)
+			continue
+		}
+		fmt.Fprintf(e.stdout, "desired state of %s set (%d apps)\n", d.ID, len(d.Apps))
+		if i < len(res) {
+			printResolved(e, res[i])
+		}
+	}
 }
 
 func stateLsCmd(e *env, conn *connFlags) *cobra.Command {
