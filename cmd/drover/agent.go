@@ -16,11 +16,11 @@ import (
 
 	"github.com/drover-dev/drover/internal/agent"
 	"github.com/drover-dev/drover/internal/agentfile"
+	"github.com/drover-dev/drover/internal/api"
 	"github.com/drover-dev/drover/internal/client"
 	"github.com/drover-dev/drover/internal/facts"
 	"github.com/drover-dev/drover/internal/pki"
 	"github.com/drover-dev/drover/internal/service"
-	"github.com/drover-dev/drover/internal/transfer"
 	"github.com/drover-dev/drover/internal/trust"
 )
 
@@ -133,7 +133,7 @@ func agentConfig(e *env, fl *pflag.FlagSet, f *agentFlags) (agent.Config, error)
 	}
 	var rate int64
 	if f.maxDownloadRate != "" {
-		if rate, err = transfer.ParseSize(f.maxDownloadRate); err != nil || rate == 0 {
+		if rate, err = api.ParseSize(f.maxDownloadRate); err != nil || rate == 0 {
 			return agent.Config{}, usagef("--max-download-rate %q: want bytes per second like 10MB, 512KiB or 100000", f.maxDownloadRate)
 		}
 	}

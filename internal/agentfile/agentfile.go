@@ -20,8 +20,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/drover-dev/drover/internal/api"
 	"github.com/drover-dev/drover/internal/service"
-	"github.com/drover-dev/drover/internal/transfer"
 )
 
 // Kinds of values.
@@ -167,7 +167,7 @@ func fileValue(k Key, n *yaml.Node, home string) (string, error) {
 			return "", fmt.Errorf("%q: want a whole number from 1 to 100", s)
 		}
 	case KindSize:
-		if _, err := transfer.ParseSize(s); err != nil {
+		if _, err := api.ParseSize(s); err != nil {
 			return "", err
 		}
 	}

@@ -1,8 +1,11 @@
 package api
 
 import (
+	"fmt"
 	"regexp"
 	"slices"
+	"strconv"
+	"strings"
 )
 
 // idRe is what a device id, and every certificate name, may look like:
@@ -43,4 +46,32 @@ func NormalizeTags(tags []string) []string {
 	}
 	slices.Sort(out)
 	return slices.Compact(out)
+}
+
+// ParseSize parses a byte count: a whole number of bytes, or a number
+// with a unit, kB, MB, GB (powers of 1000; k, m, g alone too) or KiB,
+// MiB, GiB (powers of 1024), case-insensitive: "10MB" is 10,000,000
+// bytes. It is the one size syntax of drover.yaml, the agent's flags and
+// drover-bench.
+func ParseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	lower := strings.ToLower(t)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{
+		{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30},
+		{"kb", 1e3}, {"mb", 1e6}, {"gb", 1e9}, {"k", 1e3}, {"m", 1e6}, {"g", 1e9}, {"b", 1},
+	} {
+		if strings.HasSuffix(lower, u.suffix) {
+			mult, t = u.mult, strings.TrimSpace(t[:len(t)-len(u.suffix)])
+			break
+		}
+	}
+	f, err := strconv.ParseFloat(t, 64)
+	if err != nil || !(f >= 0 && f*float64(mult) <= 1<<50) { // NaN fails too
+		return 0, fmt.Errorf("size %q: want a number of bytes like 10MB, 1.5GiB or 4096", s)
+	}
+	return int64(f * float64(mult)), nil
 }

@@ -88,3 +88,31 @@ func TestNormalizeTags(t *testing.T) {
 		}
 	}
 }
+
+func TestParseSize(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"10MB", 10_000_000, true},
+		{"512KiB", 512 << 10, true},
+		{"1.5GiB", 3 << 29, true},
+		{"4096", 4096, true},
+		{" 2 kb ", 2000, true},
+		{"3m", 3_000_000, true},
+		{"", 0, false},
+		{"-1", 0, false},
+		{"-1MB", 0, false},
+		{"NaN", 0, false},
+		{"ten", 0, false},
+		{"fast", 0, false},
+		{"1e300", 0, false},
+	}
+	for _, tt := range tests {
+		got, err := ParseSize(tt.in)
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("ParseSize(%q) = %d, %v, want %d, ok %v", tt.in, got, err, tt.want, tt.ok)
+		}
+	}
+}

@@ -17,9 +17,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/drover-dev/drover/internal/api"
 	"golang.org/x/sys/unix"
-
-	"github.com/drover-dev/drover/internal/transfer"
 )
 
 // ErrUsage marks an argument a caller got wrong (a size that does not
@@ -35,7 +34,7 @@ func usagef(format string, args ...any) error {
 // a unit: kB, MB, GB (powers of 1000) or KiB, MiB, GiB (powers of 1024),
 // case-insensitive. "200MB" is 200,000,000 bytes.
 func ParseSize(s string) (int64, error) {
-	n, err := transfer.ParseSize(s)
+	n, err := api.ParseSize(s)
 	if err != nil {
 		return 0, fmt.Errorf("%w: %v", ErrUsage, err)
 	}

@@ -377,7 +377,7 @@ func ConsoleLimits(s api.Service) (maxSize int64, keep int, err error) {
 		return maxSize, keep, nil
 	}
 	if s.Console.MaxSize != "" {
-		if maxSize, err = ParseSize(s.Console.MaxSize); err != nil || maxSize < minConsoleMaxSize {
+		if maxSize, err = api.ParseSize(s.Console.MaxSize); err != nil || maxSize < minConsoleMaxSize {
 			return 0, 0, fmt.Errorf("console: max-size %q: want a size like 10MB, 512KiB or 1000000 (at least 1kB)", s.Console.MaxSize)
 		}
 	}
@@ -388,27 +388,4 @@ func ConsoleLimits(s api.Service) (maxSize int64, keep int, err error) {
 		}
 	}
 	return maxSize, keep, nil
-}
-
-// ParseSize parses a byte count: a whole number of bytes, or a number
-// with a unit, kB, MB, GB (powers of 1000) or KiB, MiB, GiB (powers of
-// 1024), case-insensitive: "10MB" is 10,000,000 bytes.
-func ParseSize(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	lower := strings.ToLower(t)
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30}, {"kb", 1e3}, {"mb", 1e6}, {"gb", 1e9}, {"b", 1}} {
-		if strings.HasSuffix(lower, u.suffix) {
-			mult, t = u.mult, strings.TrimSpace(t[:len(t)-len(u.suffix)])
-			break
-		}
-	}
-	f, err := strconv.ParseFloat(t, 64)
-	if err != nil || !(f >= 0 && f*float64(mult) <= 1<<50) { // NaN fails too
-		return 0, fmt.Errorf("size %q: want a number of bytes like 10MB, 1.5GiB or 4096", s)
-	}
-	return int64(f * float64(mult)), nil
 }

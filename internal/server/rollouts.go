@@ -708,38 +708,57 @@ func (s *Server) handleRollout(w http.ResponseWriter, r *http.Request, p peer) e
 }
 
 func (s *Server) handleRolloutPause(w http.ResponseWriter, r *http.Request, p peer) error {
-	return s.operateRollout(w, r, func(ro *api.Rollout) (rollout.Result, error) { return rollout.Pause(ro, s.now(), p.name) })
+	return s.operateRollout(w, r, p, "pause")
 }
 
 func (s *Server) handleRolloutResume(w http.ResponseWriter, r *http.Request, p peer) error {
-	return s.operateRollout(w, r, func(ro *api.Rollout) (rollout.Result, error) { return rollout.Resume(ro, s.now(), p.name) })
+	return s.operateRollout(w, r, p, "resume")
 }
 
 func (s *Server) handleRolloutAbort(w http.ResponseWriter, r *http.Request, p peer) error {
-	revert := r.URL.Query().Get("revert") == "1"
-	return s.operateRollout(w, r, func(ro *api.Rollout) (rollout.Result, error) {
-		return rollout.Abort(ro, s.now(), p.name, revert)
-	})
+	if r.URL.Query().Get("revert") == "1" {
+		return s.operateRollout(w, r, p, "abort-revert")
+	}
+	return s.operateRollout(w, r, p, "abort")
 }
 
-// operateRollout applies an operator's change and answers the rollout.
-func (s *Server) operateRollout(w http.ResponseWriter, r *http.Request, op func(*api.Rollout) (rollout.Result, error)) error {
+// operateRollout applies an operator's action and answers the rollout.
+func (s *Server) operateRollout(w http.ResponseWriter, r *http.Request, p peer, action string) error {
 	name := r.PathValue("name")
-	err := s.changeRollout(r.Context(), name, func(ro *api.Rollout) (rollout.Result, error) {
-		res, err := op(ro)
-		if err != nil {
-			return res, api.Errorf(api.ECONFLICT, err.Error())
-		}
-		return res, nil
-	})
-	if err != nil {
+	if err := s.rolloutAction(r.Context(), name, action, p.name); err != nil {
 		return err
 	}
-	s.wakeRollouts()
 	ro, err := s.store.Rollout(r.Context(), name)
 	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, ro)
 	return nil
+}
+
+// rolloutAction pauses, resumes or aborts a rollout ("pause", "resume",
+// "abort", "abort-revert") for an operator, from the wire API or the
+// fleet page alike.
+func (s *Server) rolloutAction(ctx context.Context, name, action, by string) error {
+	now := s.now()
+	op := map[string]func(*api.Rollout) (rollout.Result, error){
+		"pause":        func(r *api.Rollout) (rollout.Result, error) { return rollout.Pause(r, now, by) },
+		"resume":       func(r *api.Rollout) (rollout.Result, error) { return rollout.Resume(r, now, by) },
+		"abort":        func(r *api.Rollout) (rollout.Result, error) { return rollout.Abort(r, now, by, false) },
+		"abort-revert": func(r *api.Rollout) (rollout.Result, error) { return rollout.Abort(r, now, by, true) },
+	}[action]
+	if op == nil {
+		return api.Errorf(api.EINVALID, fmt.Sprintf("no rollout action %q", action))
+	}
+	err := s.changeRollout(ctx, name, func(r *api.Rollout) (rollout.Result, error) {
+		res, err := op(r)
+		if err != nil {
+			return res, api.Errorf(api.ECONFLICT, err.Error())
+		}
+		return res, nil
+	})
+	if err == nil {
+		s.wakeRollouts()
+	}
+	return err
 }

@@ -123,5 +123,5 @@ func (b pageBackend) Rollout(ctx context.Context, name string) (api.Rollout, err
 
 // RolloutAction implements ui.Backend.
 func (b pageBackend) RolloutAction(ctx context.Context, name, action, by string) error {
-	return b.s.pageRolloutAction(ctx, name, action, by)
+	return b.s.rolloutAction(ctx, name, action, by)
 }

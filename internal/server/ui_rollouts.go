@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/drover-dev/drover/internal/api"
-	"github.com/drover-dev/drover/internal/rollout"
 	"github.com/drover-dev/drover/internal/selector"
 	"github.com/drover-dev/drover/internal/store"
 	"github.com/drover-dev/drover/internal/ui"
@@ -39,32 +38,6 @@ func (s *Server) pageRollout(ctx context.Context, name string) (api.Rollout, err
 		return ro, api.Errorf(api.ENOTFOUND, fmt.Sprintf("no rollout %q", name))
 	}
 	return ro, err
-}
-
-// pageRolloutAction pauses, resumes or aborts a rollout from the fleet
-// page's buttons, as `drover rollout pause|resume|abort` do.
-func (s *Server) pageRolloutAction(ctx context.Context, name, action, by string) error {
-	now := s.now()
-	op := map[string]func(*api.Rollout) (rollout.Result, error){
-		"pause":        func(r *api.Rollout) (rollout.Result, error) { return rollout.Pause(r, now, by) },
-		"resume":       func(r *api.Rollout) (rollout.Result, error) { return rollout.Resume(r, now, by) },
-		"abort":        func(r *api.Rollout) (rollout.Result, error) { return rollout.Abort(r, now, by, false) },
-		"abort-revert": func(r *api.Rollout) (rollout.Result, error) { return rollout.Abort(r, now, by, true) },
-	}[action]
-	if op == nil {
-		return api.Errorf(api.EINVALID, fmt.Sprintf("no rollout action %q", action))
-	}
-	err := s.changeRollout(ctx, name, func(r *api.Rollout) (rollout.Result, error) {
-		res, err := op(r)
-		if err != nil {
-			return res, api.Errorf(api.ECONFLICT, err.Error())
-		}
-		return res, nil
-	})
-	if err == nil {
-		s.wakeRollouts()
-	}
-	return err
 }
 
 // pageMatch filters the devices page: a query with selector syntax (`=`,

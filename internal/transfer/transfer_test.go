@@ -167,23 +167,6 @@ func TestApplyDeltaRefusesCorruptOrWrongBase(t *testing.T) {
 	}
 }
 
-func TestParseSize(t *testing.T) {
-	tests := []struct {
-		in   string
-		want int64
-		ok   bool
-	}{
-		{"10MB", 10e6, true}, {"512KiB", 512 << 10, true}, {"4096", 4096, true}, {"1.5GiB", 3 << 29, true},
-		{"-1", 0, false}, {"fast", 0, false}, {"", 0, false},
-	}
-	for _, tt := range tests {
-		got, err := ParseSize(tt.in)
-		if (err == nil) != tt.ok || got != tt.want {
-			t.Errorf("ParseSize(%q) = %d, %v", tt.in, got, err)
-		}
-	}
-}
-
 func TestEstimate(t *testing.T) {
 	from := &api.Manifest{Files: []api.File{{Path: "bin/a", Digest: "a1", Size: 1000}, {Path: "doc", Digest: "d", Size: 50}}}
 	to := &api.Manifest{Files: []api.File{{Path: "bin/a", Digest: "a2", Size: 1000}, {Path: "doc", Digest: "d", Size: 50},
