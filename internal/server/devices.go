@@ -72,8 +72,7 @@ func (s *Server) handleRemoveDevice(w http.ResponseWriter, r *http.Request, p pe
 	if !api.ValidDeviceID(id) {
 		return api.Errorf(api.EINVALID, fmt.Sprintf("invalid device id %q", id))
 	}
-	s.docMu.Lock()
-	defer s.docMu.Unlock()
+	defer s.lockDocuments(ctx)()
 	key := api.DocDevice + "/" + id
 	if name, held := s.rolloutHolds([]string{key}); held {
 		return api.Errorf(api.ECONFLICT, fmt.Sprintf("rollout %s holds %s: wait for it to end, or abort it", name, key))

@@ -69,3 +69,11 @@ func (x *devIndex) drop(id string) {
 		x.sorted = nil
 	}
 }
+
+// reset forgets every record: the next page view reads them all from the
+// store again (another replica may have written any of them).
+func (x *devIndex) reset() {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.loaded, x.byID, x.sorted = false, nil, nil
+}

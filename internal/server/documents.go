@@ -198,8 +198,7 @@ func (s *Server) setDocumentsAt(ctx context.Context, docs []api.Document, by str
 		}
 		keys[i] = d.Key()
 	}
-	s.docMu.Lock()
-	defer s.docMu.Unlock()
+	defer s.lockDocuments(ctx)()
 	if name, held := s.rolloutHolds(keys); held {
 		return api.Errorf(api.ECONFLICT, fmt.Sprintf("rollout %s holds %s: wait for it to end, or abort it", name, strings.Join(keys, ", ")))
 	}
@@ -238,8 +237,7 @@ func (s *Server) setDocumentsAt(ctx context.Context, docs []api.Document, by str
 // removeDocuments removes stored documents (state rm): the devices they
 // gave apps to resolve again without them.
 func (s *Server) removeDocuments(ctx context.Context, keys []string, by string) error {
-	s.docMu.Lock()
-	defer s.docMu.Unlock()
+	defer s.lockDocuments(ctx)()
 	if name, held := s.rolloutHolds(keys); held {
 		return api.Errorf(api.ECONFLICT, fmt.Sprintf("rollout %s holds %s: wait for it to end, or abort it", name, strings.Join(keys, ", ")))
 	}
@@ -339,6 +337,23 @@ func (s *Server) applyChanges(changes []change, ids []string) {
 	}
 	for _, id := range wake {
 		s.hub.notify(id)
+	}
+}
+
+// lockDocuments serializes document writes, on this replica and among
+// replicas: each is checked against the documents it replaces, so with
+// others writing too the documents are read from the store first.
+func (s *Server) lockDocuments(ctx context.Context) func() {
+	s.docMu.Lock()
+	unlock := s.sharedLock(ctx, "documents")
+	if s.rep.shared != nil {
+		if err := s.res.loadDocuments(ctx); err != nil {
+			s.log.Warn("read documents", "err", err)
+		}
+	}
+	return func() {
+		unlock()
+		s.docMu.Unlock()
 	}
 }
 

@@ -311,17 +311,22 @@ func (s *Server) hookIgnored(path, reason string) {
 	}
 }
 
-// runEvents runs the publisher, the hook queue, retention and the outbox
-// watch until ctx is done.
-func (s *Server) runEvents(ctx context.Context) {
+// runHooks runs the hook queue until ctx is done: every replica runs the
+// hooks of the events it stores.
+func (s *Server) runHooks(ctx context.Context) {
+	if s.ev.hooks != nil {
+		s.ev.hooks.Run(ctx)
+	}
+}
+
+// runLeaderEvents runs the publisher, the outbox watch and retention
+// until ctx is done, on the one replica that leads.
+func (s *Server) runLeaderEvents(ctx context.Context) {
 	e := s.ev
 	var wg sync.WaitGroup
 	if e.pub != nil {
 		wg.Go(func() { e.pub.Run(ctx) })
 		wg.Go(func() { s.watchOutbox(ctx) })
-	}
-	if e.hooks != nil {
-		wg.Go(func() { e.hooks.Run(ctx) })
 	}
 	if e.cfg.Retention > 0 || e.cfg.Keep > 0 {
 		wg.Go(func() { s.retain(ctx) })

@@ -35,7 +35,13 @@ func (s *Server) lockDevice(id string) func() {
 	m, _ := s.node.locks.LoadOrStore(id, &sync.Mutex{})
 	mu := m.(*sync.Mutex)
 	mu.Lock()
-	return mu.Unlock
+	// Another replica may change the same record (a keepalive there, a
+	// report here).
+	unlock := s.sharedLock(context.Background(), "device/"+id)
+	return func() {
+		unlock()
+		mu.Unlock()
+	}
 }
 
 // nodeRoutes registers health, termination and keepalive calls.

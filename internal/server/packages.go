@@ -92,6 +92,7 @@ func (s *Server) handlePush(w http.ResponseWriter, r *http.Request, p peer) erro
 	if err := s.res.loadCandidates(ctx); err != nil {
 		return err
 	}
+	s.rep.tell(store.ChangeBuilds, "pushed")
 	if err := s.emit(ctx, api.Event{Kind: api.KindPackage, Level: api.LevelInfo, Priority: api.PriorityLow, Package: b.Coordinate,
 		Message: fmt.Sprintf("%s [%s] pushed by %s", b.Coordinate, strings.Join(b.Tags, ","), p.name)}); err != nil {
 		return err
@@ -106,6 +107,7 @@ func (s *Server) packagesRemoved(ctx context.Context) error {
 	if err := s.res.loadCandidates(ctx); err != nil {
 		return err
 	}
+	s.rep.tell(store.ChangeBuilds, "removed")
 	s.res.invalidateResolutions()
 	s.hub.notifyAll()
 	return nil

@@ -9,6 +9,7 @@ import (
 
 	"github.com/drover-dev/drover/internal/api"
 	"github.com/drover-dev/drover/internal/param"
+	"github.com/drover-dev/drover/internal/store"
 )
 
 // ParamUpdate is the body of PUT /v1/params/{package}: values to set and
@@ -98,6 +99,7 @@ func (s *Server) handleSetParams(w http.ResponseWriter, r *http.Request, p peer)
 	if err := s.checkParamValues(ctx, pkg, up.Set); err != nil {
 		return err
 	}
+	defer s.sharedLock(ctx, "params/"+device+"/"+pkg)()
 	cur, err := s.store.ParamValues(ctx, device, pkg)
 	if err != nil {
 		return err
@@ -114,6 +116,7 @@ func (s *Server) handleSetParams(w http.ResponseWriter, r *http.Request, p peer)
 	// Wake whoever the values concern: they resolve again and the
 	// agents reconfigure.
 	s.res.params.forget(device)
+	s.rep.tell(store.ChangeParams, device)
 	if device == "" {
 		s.res.invalidateResolutions()
 		s.hub.notifyAll()

@@ -96,6 +96,7 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request, p peer) er
 	if inputsChanged {
 		s.res.swap(t, res)
 		s.hub.notify(id)
+		s.rep.tell(store.ChangeDevices, inputsKey+id)
 	}
 	if runHook {
 		s.startHook(d) // after this report's events
@@ -129,15 +130,32 @@ func (s *Server) commit(ctx context.Context, w store.Write) error {
 	}
 	if w.Device != nil {
 		s.devices.put(*w.Device)
+		s.rep.tell(store.ChangeDevices, w.Device.ID)
 	}
 	for _, id := range w.RemoveDevices {
 		s.devices.drop(id)
 	}
+	if len(w.RemoveDevices) > 0 {
+		s.rep.tell(store.ChangeDevices, w.RemoveDevices...)
+	}
+	if keys := documentKeys(w); len(keys) > 0 {
+		s.rep.tell(store.ChangeDocuments, keys...)
+	}
 	if len(stored) > 0 {
 		s.hub.notify(eventsKey)
 		s.eventsStored(stored)
+		s.rep.tell(store.ChangeEvents)
 	}
 	return nil
+}
+
+// documentKeys are the keys of the documents a write puts or removes.
+func documentKeys(w store.Write) []string {
+	keys := slices.Clone(w.RemoveDocuments)
+	for _, d := range w.Documents {
+		keys = append(keys, d.Key())
+	}
+	return keys
 }
 
 func (s *Server) handleDesired(w http.ResponseWriter, r *http.Request, p peer) error {

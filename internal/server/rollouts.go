@@ -312,7 +312,13 @@ func (s *Server) driveRollout(ctx context.Context, name string) (time.Time, erro
 func (s *Server) changeRollout(ctx context.Context, name string, change func(r *api.Rollout) (rollout.Result, error)) error {
 	s.ro.op.Lock()
 	defer s.ro.op.Unlock()
+	// An operator may pause or abort it through another replica while
+	// the leader steps it: both read the stored rollout under one lock.
+	defer s.sharedLock(ctx, "rollout/"+name)()
 	cur, ok := s.rolloutOf(name)
+	if s.rep.shared != nil {
+		ok = false
+	}
 	if !ok {
 		stored, err := s.store.Rollout(ctx, name)
 		if errors.Is(err, store.ErrNotFound) {
@@ -390,9 +396,11 @@ func (s *Server) saveRollout(ctx context.Context, r *api.Rollout, create bool, n
 	}
 	c := cloneRollout(r)
 	s.keepRollout(&c)
+	s.rep.tell(store.ChangeRollouts, r.Name)
 	if len(stored) > 0 {
 		s.hub.notify(eventsKey)
 		s.eventsStored(stored)
+		s.rep.tell(store.ChangeEvents)
 	}
 	return nil
 }

@@ -87,7 +87,8 @@ type Server struct {
 	// docMu serializes document writes: each is checked against the
 	// documents it replaces.
 	docMu sync.Mutex
-	xfer  *xfer // transfer.go; nil when off
+	xfer  *xfer     // transfer.go; nil when off
+	rep   *replicas // replicas.go
 
 	mu   sync.Mutex
 	http *http.Server
@@ -115,6 +116,7 @@ func New(ctx context.Context, cfg Config, st store.Store, blobs blob.Store) (*Se
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, store: st, blobs: blobs, hub: newHub()}
 	s.quota = newQuotas(cfg.Quota, cfg.Now)
+	s.rep = newReplicas(st)
 	s.res = newResolver(st, s.stagedDocuments)
 	var err error
 	if s.page, err = ui.New(ui.Config{Logger: s.log.With("component", "ui"), Now: s.now, Match: pageMatch}, pageBackend{s}); err != nil {
@@ -154,36 +156,25 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.http = hs
 	s.mu.Unlock()
 	evCtx, stopEvents := context.WithCancel(ctx)
-	evDone := make(chan struct{})
-	go func() { s.runEvents(evCtx); close(evDone) }()
-	// Terminations held by keepalive timers of an earlier run (node.go).
-	resumed := make(chan struct{})
-	go func() { s.resumeTerminations(evCtx); close(resumed) }()
-	// Snapshot and timestamp metadata signed again before they expire;
-	// the revocation list read again when it changes (trust.go, certs.go).
-	trustDone, crlDone := make(chan struct{}), make(chan struct{})
-	go func() {
-		if s.cfg.Trust != nil {
-			s.cfg.Trust.Run(evCtx)
-		}
-		close(trustDone)
-	}()
-	go func() {
+	var bg sync.WaitGroup
+	// Every replica: hooks of the events it stores, the revocation list
+	// read again when it changes (certs.go), and its part in keeping
+	// replicas in step (replicas.go).
+	bg.Go(func() { s.runHooks(evCtx) })
+	bg.Go(func() {
 		if s.cfg.CRL != nil {
 			s.cfg.CRL.Run(evCtx, 2*time.Second)
 		}
-		close(crlDone)
-	}()
-	// Rollouts: one driver loop (rollouts.go).
-	rolloutsDone := make(chan struct{})
-	go func() { s.runRollouts(evCtx); close(rolloutsDone) }()
+	})
+	bg.Go(func() { s.runReplicas(evCtx) })
+	// One replica at a time (alone: this one): the outbox publisher and
+	// retention (events.go), terminations held by keepalive timers of an
+	// earlier run (node.go), trust metadata signed again before it
+	// expires (trust.go) and the rollout driver (rollouts.go).
+	bg.Go(func() { s.lead(evCtx, s.leaderWork) })
 	defer func() {
 		stopEvents()
-		<-evDone
-		<-resumed
-		<-trustDone
-		<-crlDone
-		<-rolloutsDone
+		bg.Wait()
 		s.stopTimers()
 		s.xfer.stop()
 	}()
@@ -209,6 +200,20 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	<-errc
 	return err
+}
+
+// leaderWork is the work one replica does for all, until ctx is done.
+func (s *Server) leaderWork(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Go(func() { s.runLeaderEvents(ctx) })
+	wg.Go(func() { s.resumeTerminations(ctx) })
+	wg.Go(func() {
+		if s.cfg.Trust != nil {
+			s.cfg.Trust.Run(ctx)
+		}
+	})
+	wg.Go(func() { s.runRollouts(ctx) })
+	wg.Wait()
 }
 
 // Handler returns the HTTP handler of the wire API, for tests and for

@@ -47,4 +47,12 @@ type Shared interface {
 	// context that is cancelled when leadership is lost (the holding
 	// connection broke) and a release function that gives it up.
 	Lead(ctx context.Context, name string) (context.Context, func(), error)
+
+	// Lock takes the exclusive lock named name among all replicas,
+	// blocking until it is free or ctx is done, and returns its unlock.
+	// It guards short read-modify-write sections (a device record, the
+	// document set, one rollout) that a replica's own mutex cannot guard
+	// against another replica. Locks are held on connections of their
+	// own, so a held lock never starves the store's queries.
+	Lock(ctx context.Context, name string) (func(), error)
 }

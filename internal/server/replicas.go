@@ -1,0 +1,350 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/rollout"
+	"github.com/drover-dev/drover/internal/store"
+)
+
+// replicas is what a server does when other servers share its store
+// (PostgreSQL): it tells them of each change it commits, applies theirs
+// to what it keeps in memory (the resolver's documents, builds and
+// resolutions, parameter values, the fleet page's device index, the
+// rollout index) and wakes what waits on them (long-polls, event
+// followers, the page's live feed), and it takes part in choosing the one
+// replica that does the work that must happen once.
+//
+// A server whose store is not shared is alone: it tells nobody and is
+// always the leader.
+type replicas struct {
+	shared store.Shared // nil: alone
+	origin string       // this replica, in the Origin of its changes
+
+	mu      sync.Mutex
+	pending map[string]map[string]bool // kind -> keys to send (nil: any)
+	kick    chan struct{}              // the sender has something to send
+
+	// isLeader: this replica does the once-only work now.
+	leadMu   sync.Mutex
+	isLeader bool
+}
+
+// leaderLock names the leadership among replicas.
+const leaderLock = "drover-leader"
+
+func newReplicas(st store.Store) *replicas {
+	rp := &replicas{pending: map[string]map[string]bool{}, kick: make(chan struct{}, 1)}
+	if sh, ok := st.(store.Shared); ok {
+		rp.shared = sh
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		rp.origin = hex.EncodeToString(b[:])
+	} else {
+		rp.isLeader = true
+	}
+	return rp
+}
+
+// leading reports whether this replica does the once-only work now.
+func (rp *replicas) leading() bool {
+	rp.leadMu.Lock()
+	defer rp.leadMu.Unlock()
+	return rp.isLeader
+}
+
+func (rp *replicas) setLeading(v bool) {
+	rp.leadMu.Lock()
+	rp.isLeader = v
+	rp.leadMu.Unlock()
+}
+
+// tell queues a change for the other replicas. Changes queued while one
+// is being sent go out together in the next, so thousands of reports a
+// second become a few notifications. A key of nil tells "any".
+func (rp *replicas) tell(kind string, keys ...string) {
+	if rp.shared == nil {
+		return
+	}
+	rp.mu.Lock()
+	cur, seen := rp.pending[kind]
+	switch {
+	case seen && cur == nil: // "any" already
+	case len(keys) == 0:
+		rp.pending[kind] = nil
+	default:
+		if cur == nil {
+			cur = map[string]bool{}
+			rp.pending[kind] = cur
+		}
+		for _, k := range keys {
+			cur[k] = true
+		}
+	}
+	rp.mu.Unlock()
+	select {
+	case rp.kick <- struct{}{}:
+	default:
+	}
+}
+
+// maxKeys bounds the keys of one change; past it the change says "any"
+// (a notification carries at most 8,000 bytes).
+const maxKeys = 100
+
+// send sends queued changes until ctx is done.
+func (rp *replicas) send(ctx context.Context, log func(msg string, args ...any)) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-rp.kick:
+		}
+		rp.mu.Lock()
+		batch := rp.pending
+		rp.pending = map[string]map[string]bool{}
+		rp.mu.Unlock()
+		kinds := slices.Sorted(maps.Keys(batch))
+		for _, kind := range kinds {
+			c := store.Change{Kind: kind, Origin: rp.origin}
+			if keys := batch[kind]; keys != nil && len(keys) <= maxKeys {
+				c.Keys = slices.Sorted(maps.Keys(keys))
+			}
+			if err := rp.shared.Broadcast(ctx, c); err != nil && ctx.Err() == nil {
+				// The others resync when their listening connection
+				// comes back; a failed send here means the database is
+				// unreachable for them too.
+				log("tell replicas", "kind", kind, "err", err)
+			}
+		}
+	}
+}
+
+// lock takes a lock shared by every replica; alone it is a no-op (the
+// caller's own mutex is enough). An error (the database is unreachable)
+// returns a no-op unlock: the store calls that follow fail the same way.
+func (s *Server) sharedLock(ctx context.Context, name string) func() {
+	if s.rep.shared == nil {
+		return func() {}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	unlock, err := s.rep.shared.Lock(ctx, name)
+	if err != nil {
+		s.log.Warn("replica lock", "lock", name, "err", err)
+		return func() {}
+	}
+	return unlock
+}
+
+// runReplicas sends this replica's changes and applies the others' until
+// ctx is done. Alone it returns at once.
+func (s *Server) runReplicas(ctx context.Context) {
+	if s.rep.shared == nil {
+		return
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { s.rep.send(ctx, s.log.Warn) })
+	wg.Go(func() {
+		err := s.rep.shared.Listen(ctx, func(c store.Change) {
+			if c.Origin == s.rep.origin {
+				return
+			}
+			s.applyChange(ctx, c)
+		})
+		if err != nil && ctx.Err() == nil {
+			s.log.Error("listen to replicas", "err", err)
+		}
+	})
+	wg.Wait()
+}
+
+// lead runs work while this replica leads, until ctx is done: alone at
+// once; shared, after it took the leadership, and again after it lost
+// and took it back.
+func (s *Server) lead(ctx context.Context, work func(ctx context.Context)) {
+	if s.rep.shared == nil {
+		work(ctx)
+		return
+	}
+	for ctx.Err() == nil {
+		lctx, release, err := s.rep.shared.Lead(ctx, leaderLock)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("leadership", "err", err)
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
+			}
+			continue
+		}
+		s.log.Info("leading: this replica publishes events, drives rollouts and runs retention and termination timers")
+		s.rep.setLeading(true)
+		// What the leader before may have left half done: the rollouts
+		// and devices as they are stored now.
+		s.applyChange(lctx, store.Change{Kind: store.ChangeResync})
+		work(lctx)
+		s.rep.setLeading(false)
+		s.stopTimers()
+		release()
+		if ctx.Err() == nil {
+			s.log.Warn("leadership lost; waiting to lead again")
+		}
+	}
+}
+
+// applyChange brings what this replica keeps in memory in step with a
+// change another replica committed, and wakes what waits on it.
+func (s *Server) applyChange(ctx context.Context, c store.Change) {
+	var err error
+	switch c.Kind {
+	case store.ChangeResync:
+		err = errors.Join(s.res.loadCandidates(ctx), s.res.loadDocuments(ctx), s.reloadRollouts(ctx, nil))
+		s.res.params.forget("")
+		s.res.invalidateResolutions()
+		s.devices.reset()
+		s.hub.notifyAll()
+		s.remoteEvents()
+	case store.ChangeDocuments:
+		err = s.res.loadDocuments(ctx)
+		// Which devices a group change moves is the writer's to know;
+		// here every resolution is computed again when next asked
+		// (devices with the same inputs share one).
+		s.res.invalidateResolutions()
+		s.hub.notifyAll()
+		if c.Keys != nil {
+			s.documentsStored(c.Keys)
+		}
+	case store.ChangeBuilds:
+		err = s.res.loadCandidates(ctx)
+		if c.Keys == nil || slices.Contains(c.Keys, "removed") {
+			s.res.invalidateResolutions()
+			s.hub.notifyAll()
+		}
+	case store.ChangeParams:
+		if c.Keys == nil || slices.Contains(c.Keys, "") {
+			s.res.params.forget("")
+			s.res.invalidateResolutions()
+			s.hub.notifyAll()
+			break
+		}
+		for _, id := range c.Keys {
+			s.res.params.forget(id)
+		}
+		s.invalidateDevices(c.Keys)
+	case store.ChangeDevices:
+		err = s.remoteDevices(ctx, c.Keys)
+	case store.ChangeEvents:
+		s.remoteEvents()
+	case store.ChangeRollouts:
+		err = s.reloadRollouts(ctx, c.Keys)
+	case store.ChangeTrust:
+		// The trust repository reads the store on every request.
+	}
+	if err != nil && ctx.Err() == nil {
+		s.log.Warn("apply a change of another replica", "kind", c.Kind, "err", err)
+	}
+}
+
+// inputsKey marks a device key whose tags or labels changed: its
+// resolution must be computed again and its long-poll woken.
+const inputsKey = "!"
+
+// remoteDevices reads device records another replica wrote.
+func (s *Server) remoteDevices(ctx context.Context, keys []string) error {
+	if keys == nil {
+		s.devices.reset()
+		s.res.invalidateResolutions()
+		s.hub.notifyAll()
+		s.wakeRollouts()
+		return nil
+	}
+	leading := s.rep.leading()
+	for _, k := range keys {
+		id, inputs := strings.CutPrefix(k, inputsKey)
+		if inputs {
+			s.invalidateDevices([]string{id})
+		}
+		d, err := s.store.Device(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			s.devices.drop(id)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		s.devices.put(d)
+		if leading {
+			s.rolloutReport(id)
+			// A keepalive set through another replica holds a
+			// termination until it lapses: the leader's timer moves it
+			// on then.
+			if t := d.Termination; t != nil && t.State == api.TerminationRequested && d.Keepalive != nil && !d.Keepalive.Forever {
+				s.wakeAt(id, d.Keepalive.Until)
+			}
+		}
+	}
+	return nil
+}
+
+// remoteEvents wakes this replica's event followers and, on the leader,
+// the publisher: another replica stored events.
+func (s *Server) remoteEvents() {
+	s.hub.notify(eventsKey)
+	if s.ev.pub != nil && s.rep.leading() {
+		s.ev.pub.Wake()
+	}
+}
+
+// reloadRollouts reads the named rollouts (nil: every active one) from
+// the store into the index, and wakes the devices whose documents they
+// change and the driver.
+func (s *Server) reloadRollouts(ctx context.Context, names []string) error {
+	var list []api.Rollout
+	if names == nil {
+		var err error
+		if list, err = s.store.Rollouts(ctx, api.RolloutRunning, api.RolloutPaused, api.RolloutAborted); err != nil {
+			return err
+		}
+		s.ro.mu.Lock()
+		for n := range s.ro.byName {
+			if !slices.ContainsFunc(list, func(r api.Rollout) bool { return r.Name == n }) {
+				names = append(names, n) // ended meanwhile: read it to drop it
+			}
+		}
+		s.ro.mu.Unlock()
+	}
+	for _, n := range names {
+		r, err := s.store.Rollout(ctx, n)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		list = append(list, r)
+	}
+	for i := range list {
+		r := &list[i]
+		var wake []string
+		if old, ok := s.rolloutOf(r.Name); ok {
+			wake = rollout.Staged(&old)
+		}
+		wake = append(wake, rollout.Staged(r)...)
+		s.keepRollout(r)
+		slices.Sort(wake)
+		s.invalidateDevices(slices.Compact(wake))
+	}
+	s.wakeRollouts()
+	return nil
+}
