@@ -100,6 +100,8 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer) error {
 		timeout := fs.Duration("timeout", 120*time.Second, "bound of one fleet size")
 		workers := fs.Int("set-workers", 16, "SetState calls in flight at once")
 		bulk := fs.Bool("bulk", false, "set every desired state in one call (state set -f with one document per device)")
+		db := fs.String("db", "", "run the servers on this PostgreSQL database (postgres://...), each size in a fresh schema")
+		replicas := fs.Int("replicas", 1, "server replicas sharing the database (needs -db when above 1)")
 		if err := parse(); err != nil {
 			return err
 		}
@@ -107,7 +109,7 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		return bench.Fleet(ctx, bench.FleetConfig{Sizes: ns, Drover: *drover, Dir: *dir, Timeout: *timeout, SetWorkers: *workers, Bulk: *bulk, Out: stdout})
+		return bench.Fleet(ctx, bench.FleetConfig{Sizes: ns, Drover: *drover, Dir: *dir, Timeout: *timeout, SetWorkers: *workers, Bulk: *bulk, DB: *db, Replicas: *replicas, Out: stdout})
 	case "install":
 		files := fs.Int("files", 5000, "files in the tree")
 		size := fs.String("size", "200MB", "total size of the tree (MB = 10^6 bytes, MiB = 2^20)")

@@ -48,6 +48,13 @@ type FleetConfig struct {
 	SetWorkers int
 	// Bulk sets every state in one call instead of one call per device.
 	Bulk bool
+	// DB, when set (postgres://...), runs the servers on PostgreSQL,
+	// each size in a fresh schema of that database.
+	DB string
+	// Replicas is how many server processes share the database and one
+	// blob folder (needs DB when above 1); agents are spread over them
+	// in turn and desired states are set through the last. 0 = 1.
+	Replicas int
 	// Out receives the figures.
 	Out io.Writer
 }
@@ -94,6 +101,16 @@ type FleetResult struct {
 	ServerWarnings, AgentWarnings int64
 	// FirstServerWarning and FirstAgentWarning show one of each.
 	FirstServerWarning, FirstAgentWarning string
+	// Replicas holds, with several replicas, each one's peak memory and
+	// CPU until convergence (the Server figures above are the first's).
+	Replicas []ReplicaFigures
+}
+
+// ReplicaFigures are one replica's figures of a fleet run.
+type ReplicaFigures struct {
+	PeakRSS int64
+	CPU     time.Duration
+	Agents  int
 }
 
 // Fleet runs, for each size N, a real `drover server` process and N real
@@ -111,6 +128,12 @@ func Fleet(ctx context.Context, cfg FleetConfig) error {
 	}
 	if cfg.SetWorkers <= 0 {
 		cfg.SetWorkers = 16
+	}
+	if cfg.Replicas <= 0 {
+		cfg.Replicas = 1
+	}
+	if cfg.Replicas > 1 && cfg.DB == "" {
+		return usagef("-replicas %d needs -db postgres://...: replicas share one database", cfg.Replicas)
 	}
 	if cfg.Out == nil {
 		cfg.Out = io.Discard
@@ -163,6 +186,9 @@ func Fleet(ctx context.Context, cfg FleetConfig) error {
 			ms(res.SetLatency50), ms(res.SetLatency99), ms(res.Lag50), ms(res.Lag99))
 		fmt.Fprintf(out, "    server-rss-at-end=%dMB server-fds=%d bench-peak-rss=%dMB server-warnings=%d agent-warnings=%d\n",
 			res.ServerRSS>>20, res.ServerFDs, res.BenchPeakRSS>>20, res.ServerWarnings, res.AgentWarnings)
+		for i, r := range res.Replicas {
+			fmt.Fprintf(out, "    replica %d: agents=%d peak-rss=%dMB cpu-until-converged=%s\n", i+1, r.Agents, r.PeakRSS>>20, secs(r.CPU))
+		}
 		if res.FirstServerWarning != "" {
 			fmt.Fprintf(out, "    first server warning: %s\n", res.FirstServerWarning)
 		}
@@ -232,12 +258,34 @@ func runFleet(parent context.Context, cfg FleetConfig, bin string, n int) (res F
 	res.Issue = time.Since(start)
 
 	stage = "starting the server"
-	srv, err := startServer(ctx, bin, dir, pkiDir)
-	if err != nil {
-		return res, err
+	var extra []string
+	if cfg.DB != "" {
+		db, drop, err := freshSchema(ctx, cfg.DB, fmt.Sprintf("drover_bench_%d_%d", n, time.Now().UnixNano()))
+		if err != nil {
+			return res, err
+		}
+		defer drop()
+		extra = []string{"--db", db, "--blobs", filepath.Join(dir, "blobs")}
 	}
-	defer srv.stop()
-	admin, err := newClient(srv.addr, pkiDir, "bench-admin")
+	var servers []*serverProc
+	var addrs []string
+	for i := range cfg.Replicas {
+		rdir := dir
+		if cfg.Replicas > 1 {
+			rdir = filepath.Join(dir, fmt.Sprintf("replica-%d", i+1))
+		}
+		srv, err := startServer(ctx, bin, rdir, pkiDir, extra...)
+		if err != nil {
+			return res, err
+		}
+		defer srv.stop()
+		servers = append(servers, srv)
+		addrs = append(addrs, srv.addr)
+	}
+	srv := servers[0]
+	// Operators use the last replica: with several, every agent but
+	// those on it learns of its state through another replica.
+	admin, err := newClient(servers[len(servers)-1].addr, pkiDir, "bench-admin")
 	if err != nil {
 		return res, err
 	}
@@ -253,7 +301,7 @@ func runFleet(parent context.Context, cfg FleetConfig, bin string, n int) (res F
 	}
 
 	stage = "starting agents"
-	fl, err := startAgents(ctx, dir, pkiDir, srv.addr, ids)
+	fl, err := startAgentsOn(ctx, dir, pkiDir, addrs, ids)
 	defer fl.stop()
 	if err != nil {
 		return res, fl.explain(err)
@@ -272,6 +320,10 @@ func runFleet(parent context.Context, cfg FleetConfig, bin string, n int) (res F
 
 	stage = "setting desired states"
 	serverCPU0, benchCPU0 := procCPU(srv.cmd.Process.Pid), procCPU(os.Getpid())
+	replicaCPU0 := make([]time.Duration, len(servers))
+	for i, s := range servers {
+		replicaCPU0[i] = procCPU(s.cmd.Process.Pid)
+	}
 	t0 := time.Now()
 	applied := fl.watchApplied(ctx, before, t0)
 	var setAt []time.Time
@@ -295,6 +347,13 @@ func runFleet(parent context.Context, cfg FleetConfig, bin string, n int) (res F
 	}
 	res.Converged = t1.Sub(t0)
 	res.ServerCPU, res.BenchCPU = procCPU(srv.cmd.Process.Pid)-serverCPU0, procCPU(os.Getpid())-benchCPU0
+	if len(servers) > 1 {
+		for i, s := range servers {
+			rf := ReplicaFigures{CPU: procCPU(s.cmd.Process.Pid) - replicaCPU0[i], Agents: (n - i + len(servers) - 1) / len(servers)}
+			rf.PeakRSS, _ = procStatusBytes(s.cmd.Process.Pid, "VmHWM")
+			res.Replicas = append(res.Replicas, rf)
+		}
+	}
 	select {
 	case appliedAt := <-applied:
 		lags := make([]time.Duration, len(appliedAt))
@@ -590,11 +649,17 @@ type fleet struct {
 // detection runs 5,000 times.
 // Each tune, if given, may change an agent's config and wrap its server.
 func startAgents(ctx context.Context, dir, pkiDir, addr string, ids []string, tune ...func(*agent.Config, agent.Server) agent.Server) (*fleet, error) {
+	return startAgentsOn(ctx, dir, pkiDir, []string{addr}, ids, tune...)
+}
+
+// startAgentsOn is startAgents with the agents spread over the servers
+// at addrs in turn.
+func startAgentsOn(ctx context.Context, dir, pkiDir string, addrs []string, ids []string, tune ...func(*agent.Config, agent.Server) agent.Server) (*fleet, error) {
 	actx, cancel := context.WithCancel(ctx)
 	fl := &fleet{ids: ids, log: &countingHandler{}, cancel: cancel}
 	logger := slog.New(fl.log)
-	for _, id := range ids {
-		c, err := newClient(addr, pkiDir, id)
+	for i, id := range ids {
+		c, err := newClient(addrs[i%len(addrs)], pkiDir, id)
 		if err != nil {
 			return fl, err
 		}
