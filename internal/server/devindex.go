@@ -77,3 +77,11 @@ func (x *devIndex) reset() {
 	defer x.mu.Unlock()
 	x.loaded, x.byID, x.sorted = false, nil, nil
 }
+
+// isLoaded reports whether the index holds the records (it is loaded by
+// the first page view).
+func (x *devIndex) isLoaded() bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.loaded
+}

@@ -30,9 +30,8 @@ type replicas struct {
 	shared store.Shared // nil: alone
 	origin string       // this replica, in the Origin of its changes
 
-	mu      sync.Mutex
-	pending map[string]map[string]bool // kind -> keys to send (nil: any)
-	kick    chan struct{}              // the sender has something to send
+	out changeQueue // this replica's changes, to send
+	in  changeQueue // the others' changes, to apply
 
 	// isLeader: this replica does the once-only work now.
 	leadMu   sync.Mutex
@@ -43,7 +42,7 @@ type replicas struct {
 const leaderLock = "drover-leader"
 
 func newReplicas(st store.Store) *replicas {
-	rp := &replicas{pending: map[string]map[string]bool{}, kick: make(chan struct{}, 1)}
+	rp := &replicas{out: newChangeQueue(), in: newChangeQueue()}
 	if sh, ok := st.(store.Shared); ok {
 		rp.shared = sh
 		var b [8]byte
@@ -68,33 +67,76 @@ func (rp *replicas) setLeading(v bool) {
 	rp.leadMu.Unlock()
 }
 
-// tell queues a change for the other replicas. Changes queued while one
-// is being sent go out together in the next, so thousands of reports a
-// second become a few notifications. A key of nil tells "any".
-func (rp *replicas) tell(kind string, keys ...string) {
-	if rp.shared == nil {
-		return
-	}
-	rp.mu.Lock()
-	cur, seen := rp.pending[kind]
+// changeQueue merges changes by kind until they are taken: thousands of
+// reports a second become a few changes, each naming its devices.
+type changeQueue struct {
+	mu      sync.Mutex
+	pending map[string]map[string]bool // kind -> keys (nil: any)
+	kick    chan struct{}              // something is pending
+}
+
+func newChangeQueue() changeQueue {
+	return changeQueue{pending: map[string]map[string]bool{}, kick: make(chan struct{}, 1)}
+}
+
+// add queues a change of kind; no keys means "any".
+func (q *changeQueue) add(kind string, keys []string) {
+	q.mu.Lock()
+	cur, seen := q.pending[kind]
 	switch {
 	case seen && cur == nil: // "any" already
 	case len(keys) == 0:
-		rp.pending[kind] = nil
+		q.pending[kind] = nil
 	default:
 		if cur == nil {
 			cur = map[string]bool{}
-			rp.pending[kind] = cur
+			q.pending[kind] = cur
 		}
 		for _, k := range keys {
 			cur[k] = true
 		}
 	}
-	rp.mu.Unlock()
+	q.mu.Unlock()
 	select {
-	case rp.kick <- struct{}{}:
+	case q.kick <- struct{}{}:
 	default:
 	}
+}
+
+// take waits for pending changes and returns them, resync first, or nil
+// when ctx is done.
+func (q *changeQueue) take(ctx context.Context) []store.Change {
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-q.kick:
+	}
+	q.mu.Lock()
+	batch := q.pending
+	q.pending = map[string]map[string]bool{}
+	q.mu.Unlock()
+	kinds := slices.Sorted(maps.Keys(batch))
+	if _, ok := batch[store.ChangeResync]; ok {
+		kinds = append([]string{store.ChangeResync}, slices.DeleteFunc(kinds, func(k string) bool { return k == store.ChangeResync })...)
+	}
+	out := make([]store.Change, 0, len(kinds))
+	for _, kind := range kinds {
+		c := store.Change{Kind: kind}
+		if keys := batch[kind]; keys != nil {
+			c.Keys = slices.Sorted(maps.Keys(keys))
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// tell queues a change for the other replicas. Changes queued while one
+// is being sent go out together in the next. No keys tells "any".
+func (rp *replicas) tell(kind string, keys ...string) {
+	if rp.shared == nil {
+		return
+	}
+	rp.out.add(kind, keys)
 }
 
 // maxKeys bounds the keys of one change; past it the change says "any"
@@ -104,32 +146,26 @@ const maxKeys = 100
 // send sends queued changes until ctx is done.
 func (rp *replicas) send(ctx context.Context, log func(msg string, args ...any)) {
 	for {
-		select {
-		case <-ctx.Done():
+		batch := rp.out.take(ctx)
+		if batch == nil {
 			return
-		case <-rp.kick:
 		}
-		rp.mu.Lock()
-		batch := rp.pending
-		rp.pending = map[string]map[string]bool{}
-		rp.mu.Unlock()
-		kinds := slices.Sorted(maps.Keys(batch))
-		for _, kind := range kinds {
-			c := store.Change{Kind: kind, Origin: rp.origin}
-			if keys := batch[kind]; keys != nil && len(keys) <= maxKeys {
-				c.Keys = slices.Sorted(maps.Keys(keys))
+		for _, c := range batch {
+			c.Origin = rp.origin
+			if len(c.Keys) > maxKeys {
+				c.Keys = nil
 			}
 			if err := rp.shared.Broadcast(ctx, c); err != nil && ctx.Err() == nil {
 				// The others resync when their listening connection
 				// comes back; a failed send here means the database is
 				// unreachable for them too.
-				log("tell replicas", "kind", kind, "err", err)
+				log("tell replicas", "kind", c.Kind, "err", err)
 			}
 		}
 	}
 }
 
-// lock takes a lock shared by every replica; alone it is a no-op (the
+// sharedLock takes a lock shared by every replica; alone it is a no-op (the
 // caller's own mutex is enough). An error (the database is unreachable)
 // returns a no-op unlock: the store calls that follow fail the same way.
 func (s *Server) sharedLock(ctx context.Context, name string) func() {
@@ -154,12 +190,29 @@ func (s *Server) runReplicas(ctx context.Context) {
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() { s.rep.send(ctx, s.log.Warn) })
+	// Changes are applied on their own goroutine, merged while one batch
+	// is applied, so a burst of notifications costs a few passes.
+	wg.Go(func() {
+		for {
+			batch := s.rep.in.take(ctx)
+			if batch == nil {
+				return
+			}
+			for _, c := range batch {
+				s.applyChange(ctx, c)
+			}
+		}
+	})
 	wg.Go(func() {
 		err := s.rep.shared.Listen(ctx, func(c store.Change) {
 			if c.Origin == s.rep.origin {
 				return
 			}
-			s.applyChange(ctx, c)
+			if c.Kind == store.ChangeResync || c.Keys == nil {
+				s.rep.in.add(c.Kind, nil)
+			} else {
+				s.rep.in.add(c.Kind, c.Keys)
+			}
 		})
 		if err != nil && ctx.Err() == nil {
 			s.log.Error("listen to replicas", "err", err)
@@ -216,15 +269,7 @@ func (s *Server) applyChange(ctx context.Context, c store.Change) {
 		s.hub.notifyAll()
 		s.remoteEvents()
 	case store.ChangeDocuments:
-		err = s.res.loadDocuments(ctx)
-		// Which devices a group change moves is the writer's to know;
-		// here every resolution is computed again when next asked
-		// (devices with the same inputs share one).
-		s.res.invalidateResolutions()
-		s.hub.notifyAll()
-		if c.Keys != nil {
-			s.documentsStored(c.Keys)
-		}
+		err = s.remoteDocuments(ctx, c.Keys)
 	case store.ChangeBuilds:
 		err = s.res.loadCandidates(ctx)
 		if c.Keys == nil || slices.Contains(c.Keys, "removed") {
@@ -256,9 +301,58 @@ func (s *Server) applyChange(ctx context.Context, c store.Change) {
 	}
 }
 
-// inputsKey marks a device key whose tags or labels changed: its
-// resolution must be computed again and its long-poll woken.
-const inputsKey = "!"
+// remoteDocuments reads documents another replica wrote. A device's own
+// document concerns that device only; a group's may move any device, so
+// then every resolution is computed again when next asked (devices with
+// the same inputs share one).
+func (s *Server) remoteDocuments(ctx context.Context, keys []string) error {
+	var ids []string
+	for _, k := range keys {
+		kind, id, _ := strings.Cut(k, "/")
+		if kind != api.DocDevice {
+			ids = nil
+			break
+		}
+		ids = append(ids, id)
+	}
+	if ids == nil {
+		if err := s.res.loadDocuments(ctx); err != nil {
+			return err
+		}
+		s.res.invalidateResolutions()
+		s.hub.notifyAll()
+	} else {
+		set := s.res.documents()
+		for _, k := range keys {
+			d, err := s.store.Document(ctx, k)
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+				set = set.Without([]string{k})
+			case err != nil:
+				return err
+			default:
+				if set, err = set.Without([]string{k}).With([]api.Document{d}, ""); err != nil {
+					return err
+				}
+			}
+		}
+		s.res.setDocuments(set)
+		s.invalidateDevices(ids)
+	}
+	if keys != nil {
+		s.documentsStored(keys)
+	}
+	return nil
+}
+
+// Marks on the device keys of a ChangeDevices: inputsKey, the device's
+// tags or labels changed (its resolution must be computed again and its
+// long-poll woken); timerKey, its termination waits for a keepalive to
+// lapse (the leader keeps the timer).
+const (
+	inputsKey = "!"
+	timerKey  = "~"
+)
 
 // remoteDevices reads device records another replica wrote.
 func (s *Server) remoteDevices(ctx context.Context, keys []string) error {
@@ -274,6 +368,19 @@ func (s *Server) remoteDevices(ctx context.Context, keys []string) error {
 		id, inputs := strings.CutPrefix(k, inputsKey)
 		if inputs {
 			s.invalidateDevices([]string{id})
+			continue // its plain key comes too
+		}
+		id, timer := strings.CutPrefix(id, timerKey)
+		if timer && !leading {
+			continue
+		}
+		if leading {
+			s.rolloutReport(id)
+		}
+		// The record is read only by those who keep it: the page's
+		// index once loaded, the leader for keepalive timers.
+		if !timer && !s.devices.isLoaded() {
+			continue
 		}
 		d, err := s.store.Device(ctx, id)
 		if errors.Is(err, store.ErrNotFound) {
@@ -284,14 +391,10 @@ func (s *Server) remoteDevices(ctx context.Context, keys []string) error {
 			return err
 		}
 		s.devices.put(d)
-		if leading {
-			s.rolloutReport(id)
-			// A keepalive set through another replica holds a
-			// termination until it lapses: the leader's timer moves it
-			// on then.
-			if t := d.Termination; t != nil && t.State == api.TerminationRequested && d.Keepalive != nil && !d.Keepalive.Forever {
-				s.wakeAt(id, d.Keepalive.Until)
-			}
+		// A keepalive set through another replica holds a termination
+		// until it lapses: the leader's timer moves it on then.
+		if t := d.Termination; timer && t != nil && t.State == api.TerminationRequested && d.Keepalive != nil && !d.Keepalive.Forever {
+			s.wakeAt(id, d.Keepalive.Until)
 		}
 	}
 	return nil

@@ -131,6 +131,11 @@ func (s *Server) commit(ctx context.Context, w store.Write) error {
 	if w.Device != nil {
 		s.devices.put(*w.Device)
 		s.rep.tell(store.ChangeDevices, w.Device.ID)
+		// The leader keeps the timer of a termination held by a timed
+		// keepalive (told after the commit, so it reads this record).
+		if t, k := w.Device.Termination, w.Device.Keepalive; t != nil && t.State == api.TerminationRequested && k != nil && !k.Forever {
+			s.rep.tell(store.ChangeDevices, timerKey+w.Device.ID)
+		}
 	}
 	for _, id := range w.RemoveDevices {
 		s.devices.drop(id)
