@@ -12,6 +12,7 @@ import (
 
 	"github.com/drover-dev/drover/internal/api"
 	"github.com/drover-dev/drover/internal/store"
+	"github.com/drover-dev/drover/internal/store/migration"
 	"github.com/drover-dev/drover/internal/store/storetest"
 )
 
@@ -76,9 +77,9 @@ func TestMigrationsRecordedOnce(t *testing.T) {
 	open(t, path).Close()
 	db := open(t, path)
 
-	want, err := loadMigrations(migrationFS)
+	want, err := migration.Load(migrationFS)
 	if err != nil || len(want) == 0 {
-		t.Fatalf("loadMigrations = %d, %v, want some", len(want), err)
+		t.Fatalf("migration.Load = %d, %v, want some", len(want), err)
 	}
 	rows, err := db.read.QueryContext(ctx, `SELECT version, name FROM schema_migrations ORDER BY version`)
 	if err != nil {
@@ -95,7 +96,7 @@ func TestMigrationsRecordedOnce(t *testing.T) {
 		got = append(got, name)
 	}
 	for _, m := range want {
-		wantRows = append(wantRows, m.name)
+		wantRows = append(wantRows, m.Name)
 	}
 	if diff := cmp.Diff(wantRows, got); diff != "" {
 		t.Errorf("schema_migrations after two opens mismatch (-want +got):\n%s", diff)
@@ -145,19 +146,6 @@ func TestOpenRefusesNewerSchema(t *testing.T) {
 	if db, err := Open(context.Background(), path, nil); err == nil {
 		db.Close()
 		t.Fatal("Open(newer schema) = nil error, want an error")
-	}
-}
-
-func TestLoadMigrationsRefusesBadNames(t *testing.T) {
-	tests := map[string]fstest.MapFS{
-		"no number":      {"migrations/init.sql": {}},
-		"duplicate":      {"migrations/0001_a.sql": {}, "migrations/0001_b.sql": {}},
-		"capital letter": {"migrations/0001_Init.sql": {}},
-	}
-	for name, fsys := range tests {
-		if _, err := loadMigrations(fsys); err == nil {
-			t.Errorf("loadMigrations(%s) = nil error, want an error", name)
-		}
 	}
 }
 

@@ -1,0 +1,215 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/store"
+)
+
+// insertEvent stores one event and returns its ID.
+const insertEvent = `
+	INSERT INTO events (time, time_ns, device, kind, level, priority, priority_rank, package, message, payload)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id`
+
+// AppendEvents implements store.Store: one transaction, so a batch gets
+// increasing IDs and a failure stores none of it.
+func (s *Store) AppendEvents(ctx context.Context, evs []api.Event) ([]api.Event, error) {
+	return s.Commit(ctx, store.Write{Events: evs})
+}
+
+// Commit implements store.Store. A write of a device record alone (the
+// report of a device without news) is one statement outside any explicit
+// transaction; anything else is one transaction sent as one batch.
+func (s *Store) Commit(ctx context.Context, w store.Write) ([]api.Event, error) {
+	out := make([]api.Event, len(w.Events))
+	for i, e := range w.Events {
+		if err := store.CheckEvent(&e); err != nil {
+			return nil, fmt.Errorf("commit: event %d: %w", i, err)
+		}
+		out[i] = e
+	}
+	var device []byte
+	var err error
+	if w.Device != nil {
+		if w.Device.ID == "" {
+			return nil, errors.New("commit: device with an empty id")
+		}
+		if device, err = json.Marshal(w.Device); err != nil {
+			return nil, fmt.Errorf("commit: device %s: %w", w.Device.ID, err)
+		}
+	}
+	docs := make([]api.Document, 0, len(w.Desired)+len(w.Documents))
+	for _, st := range w.Desired {
+		if st.ID == "" {
+			return nil, errors.New("commit: desired state with an empty device id")
+		}
+		docs = append(docs, api.Document{Kind: api.DocDevice, ID: st.ID, Apps: st.Apps})
+	}
+	docs = append(docs, w.Documents...)
+	docData := make([][]byte, len(docs))
+	for i, d := range docs {
+		if err := store.CheckDocument(d); err != nil {
+			return nil, fmt.Errorf("commit: %w", err)
+		}
+		if docData[i], err = json.Marshal(d); err != nil {
+			return nil, fmt.Errorf("commit: document %s: %w", d.Key(), err)
+		}
+	}
+	for _, id := range w.RemoveDevices {
+		if id == "" {
+			return nil, errors.New("commit: removal of a device with an empty id")
+		}
+	}
+	others := len(out) + len(docs) + len(w.RemoveDocuments) + len(w.RemoveDevices)
+	if device != nil && others == 0 {
+		seen, _ := splitTime(w.Device.LastSeen)
+		if _, err := s.pool.Exec(ctx, putDevice, w.Device.ID, seen, string(device)); err != nil {
+			return nil, fmt.Errorf("commit: device %s: %w", w.Device.ID, err)
+		}
+		return out, nil
+	}
+	if device == nil && others == 0 {
+		return out, nil
+	}
+
+	b := &pgx.Batch{}
+	for _, k := range w.RemoveDocuments {
+		b.Queue(`DELETE FROM documents WHERE key = $1`, k)
+	}
+	for _, id := range w.RemoveDevices {
+		b.Queue(`DELETE FROM devices WHERE id = $1`, id)
+	}
+	if device != nil {
+		seen, _ := splitTime(w.Device.LastSeen)
+		b.Queue(putDevice, w.Device.ID, seen, string(device))
+	}
+	for i, d := range docs {
+		name := d.ID
+		if d.Kind == api.DocGroup {
+			name = d.Group
+		}
+		b.Queue(upsertDocument, d.Key(), d.Kind, name, string(docData[i]))
+	}
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("commit: %w", err)
+	}
+	defer tx.Rollback(ctx)
+	if err := s.insertEvents(ctx, tx, b, out); err != nil {
+		return nil, fmt.Errorf("commit: %w", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, fmt.Errorf("commit: %w", err)
+	}
+	return out, nil
+}
+
+// insertEvents sends b, then checked events, in tx, setting the events'
+// IDs, and queues the events in the outbox when it is on.
+//
+// Event writers take turns (a transaction advisory lock, held to commit):
+// a sequence hands out IDs in order but concurrent transactions may
+// commit out of it, and a reader that saw 11 before 10 was committed
+// would step over 10 for good. In turns, IDs become visible in order, so
+// an ID is a cursor (Events, OutboxNext). Writes without events, such as
+// every report's device record, do not wait.
+func (s *Store) insertEvents(ctx context.Context, tx pgx.Tx, b *pgx.Batch, out []api.Event) error {
+	if len(out) > 0 {
+		b.Queue(`SELECT pg_advisory_xact_lock($1)`, s.eventLock)
+	}
+	for i := range out {
+		e := &out[i]
+		at, ns := splitTime(e.Time)
+		b.Queue(insertEvent, at, ns, e.Device, e.Kind, e.Level, e.Priority, api.PriorityRank(e.Priority),
+			e.Package, e.Message, []byte(e.Payload)).QueryRow(func(row pgx.Row) error { return row.Scan(&e.ID) })
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return err
+	}
+	if !s.outbox.Load() || len(out) == 0 {
+		return nil
+	}
+	ob := &pgx.Batch{}
+	for _, e := range out {
+		body, err := json.Marshal(e)
+		if err != nil {
+			return fmt.Errorf("outbox: %w", err)
+		}
+		ob.Queue(`INSERT INTO outbox (id, body) VALUES ($1, $2)`, e.ID, body)
+	}
+	if err := tx.SendBatch(ctx, ob).Close(); err != nil {
+		return fmt.Errorf("outbox: %w", err)
+	}
+	return nil
+}
+
+// Events implements store.Store.
+func (s *Store) Events(ctx context.Context, f store.EventFilter) ([]api.Event, error) {
+	var args []any
+	arg := func(v any) string {
+		args = append(args, v)
+		return fmt.Sprintf("$%d", len(args))
+	}
+	where := []string{"id > " + arg(f.After)}
+	if f.Device != "" {
+		where = append(where, "device = "+arg(f.Device))
+	}
+	if f.Kind != "" {
+		where = append(where, "kind = "+arg(f.Kind))
+	}
+	if !f.Since.IsZero() {
+		at, ns := splitTime(f.Since)
+		where = append(where, fmt.Sprintf("(time, time_ns) >= (%s, %s)", arg(at), arg(ns)))
+	}
+	if f.MinPriority != "" {
+		rank := api.PriorityRank(f.MinPriority)
+		if rank == 0 {
+			return nil, fmt.Errorf("list events: priority %q: want low, medium or high", f.MinPriority)
+		}
+		where = append(where, "priority_rank >= "+arg(rank))
+	}
+	limit := f.Limit
+	if limit <= 0 {
+		limit = store.DefaultEventLimit
+	}
+	const cols = `id, time, time_ns, device, kind, level, priority, package, message, payload`
+	lim := arg(limit)
+	q := `SELECT ` + cols + ` FROM events WHERE ` + strings.Join(where, " AND ") + ` ORDER BY id LIMIT ` + lim
+	if f.Last {
+		q = `SELECT * FROM (SELECT ` + cols + ` FROM events WHERE ` + strings.Join(where, " AND ") +
+			` ORDER BY id DESC LIMIT ` + lim + `) AS last ORDER BY id`
+	}
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list events: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, scanEvent)
+	if err != nil {
+		return nil, fmt.Errorf("list events: %w", err)
+	}
+	if out == nil {
+		out = []api.Event{}
+	}
+	return out, nil
+}
+
+func scanEvent(row pgx.CollectableRow) (api.Event, error) {
+	var e api.Event
+	var ns int16
+	var payload []byte
+	if err := row.Scan(&e.ID, &e.Time, &ns, &e.Device, &e.Kind, &e.Level, &e.Priority, &e.Package, &e.Message, &payload); err != nil {
+		return e, err
+	}
+	e.Time = joinTime(e.Time, ns)
+	if payload != nil {
+		e.Payload = payload
+	}
+	return e, nil
+}
