@@ -24,3 +24,6 @@ func (s *Store) MigrateForTest(t *testing.T, fsys fs.FS) error {
 
 // LeadKeyForTest is the advisory lock key of Lead(name).
 func (s *Store) LeadKeyForTest(name string) int64 { return s.lockKey("lead\x00" + name) }
+
+// LockKeyForTest is the advisory lock key of Lock(name).
+func (s *Store) LockKeyForTest(name string) int64 { return s.lockKey("lock\x00" + name) }

@@ -54,6 +54,7 @@ type Store struct {
 	channel   string // NOTIFY channel of this schema (shared.go)
 
 	outbox atomic.Bool // AppendEvents also queues events in the outbox
+	locks  lockPool    // connections of Lock (lock.go)
 }
 
 var (
@@ -116,6 +117,7 @@ func (s *Store) setup(ctx context.Context, schema string) error {
 
 // Close implements store.Store.
 func (s *Store) Close() error {
+	s.locks.close()
 	s.pool.Close()
 	return nil
 }
