@@ -123,6 +123,10 @@ type Agent struct {
 	net    netProbes   // network checks of other devices (netprobe.go)
 	dl     *downloader // rate limit, mirrors (fetch.go)
 
+	// reportTurn holds one token while a report is built and sent:
+	// reports go one at a time (report).
+	reportTurn chan struct{}
+
 	mu        sync.Mutex
 	applied   string // digest of the resolved state last converged to
 	lastErr   string
@@ -238,7 +242,7 @@ func New(cfg Config, srv Server) (*Agent, error) {
 	a := &Agent{
 		cfg: cfg, log: cfg.Logger.With("device", cfg.Device), now: cfg.Now, srv: srv,
 		cache: cache, engine: eng, tags: tags, facts: f, converged: make(chan struct{}),
-		dl: newDownloader(cfg),
+		dl: newDownloader(cfg), reportTurn: make(chan struct{}, 1),
 	}
 	if a.q, err = openQueue(filepath.Join(cfg.Home, "system"), a.log, cfg.Now); err != nil {
 		return nil, err
@@ -379,8 +383,34 @@ func (a *Agent) backoff(ctx context.Context, delay time.Duration, err error) tim
 }
 
 // report sends facts, tags and installed state, with any pending events.
+//
+// Reports go one at a time, each built only when its turn comes. The
+// converge loop, the service watcher and the health loop all report, and
+// the server keeps the last report it stores: two reports in flight at
+// once may be stored in either order, so one built just before a
+// convergence finished (the new service running, Applied still the old
+// state) could be stored after the one saying the device applied the new
+// state, and the server would see the device unconverged until its next
+// periodic report, holding up a rollout's wave all that time.
 func (a *Agent) report(ctx context.Context) error {
 	a.flushEvents(ctx)
+	select {
+	case a.reportTurn <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	resp, err := a.sendReport(ctx)
+	<-a.reportTurn
+	if err != nil {
+		return err
+	}
+	a.runProbes(ctx, resp.Probes)
+	return nil
+}
+
+// sendReport builds the report from the agent's state now and sends it;
+// the caller holds the report turn.
+func (a *Agent) sendReport(ctx context.Context) (api.ReportResponse, error) {
 	a.mu.Lock()
 	rep := api.Report{
 		Facts: a.facts, Tags: a.tags, Labels: a.cfg.Labels, Installed: a.installed(), Services: a.ServiceStates(),
@@ -396,12 +426,7 @@ func (a *Agent) report(ctx context.Context) error {
 	}
 	rep.Services = a.withNetChecks(rep.Services) // netprobe.go
 	rep.ProbeResults = a.net.take()
-	resp, err := a.srv.Report(ctx, a.cfg.Device, rep)
-	if err != nil {
-		return err
-	}
-	a.runProbes(ctx, resp.Probes)
-	return nil
+	return a.srv.Report(ctx, a.cfg.Device, rep)
 }
 
 // event queues an event for the server; it is sent at the next flush.

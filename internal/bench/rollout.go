@@ -269,13 +269,14 @@ type reportTap struct {
 	mu    sync.Mutex
 	ran   map[string]bool
 	first time.Time
-	// target's service first reported healthy, by device
+	// When each device first reported it converged with target's
+	// service healthy.
 	target    string
 	healthyAt map[string]time.Time
 }
 
-// watch starts recording when each device first reports version's
-// service healthy.
+// watch starts recording when each device first reports it converged
+// with version's service healthy.
 func (t *reportTap) watch(version string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -288,12 +289,17 @@ func (t *reportTap) healthy(id string) time.Time {
 	return t.healthyAt[id]
 }
 
-func (t *reportTap) saw(id string, r api.Report, at time.Time) {
+// saw records a report the server took, which answered that the device's
+// desired state is desired.
+func (t *reportTap) saw(id string, r api.Report, desired string, at time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if _, ok := t.healthyAt[id]; !ok && t.healthyAt != nil {
-		// Running at the target version and not unhealthy: the good
-		// builds have no health command, so they are healthy running.
+	if _, ok := t.healthyAt[id]; !ok && t.healthyAt != nil && r.Applied == desired {
+		// Converged (what the server waits for: the agent reports a
+		// service running as soon as it starts, while its step still
+		// waits to see it stay up), running at the target version and
+		// not unhealthy: the good builds have no health command, so
+		// they are healthy running.
 		for _, s := range r.Services {
 			if s.Version == t.target && s.State == api.ServiceRunning && s.Health != api.ServiceUnhealthy && r.Error == "" {
 				t.healthyAt[id] = at
@@ -342,7 +348,7 @@ func (s *tappedServer) Report(ctx context.Context, id string, r api.Report) (api
 	at := time.Now()
 	resp, err := s.Server.Report(ctx, id, r)
 	if err == nil {
-		s.tap.saw(s.id, r, at)
+		s.tap.saw(s.id, r, resp.Desired, at)
 	}
 	return resp, err
 }
