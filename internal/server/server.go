@@ -119,7 +119,7 @@ func New(ctx context.Context, cfg Config, st store.Store, blobs blob.Store) (*Se
 	s.rep = newReplicas(st)
 	s.res = newResolver(st, s.stagedDocuments)
 	var err error
-	if s.page, err = ui.New(ui.Config{Logger: s.log.With("component", "ui"), Now: s.now, Match: pageMatch}, pageBackend{s}); err != nil {
+	if s.page, err = ui.New(ui.Config{Logger: s.log.With("component", "ui"), Now: s.now, Match: pageMatch, Sessions: st}, pageBackend{s}); err != nil {
 		return nil, err
 	}
 	if s.ev, err = s.newEvents(ctx); err != nil {

@@ -34,7 +34,10 @@ func (s *Server) handleUILogin(w http.ResponseWriter, r *http.Request, p peer) e
 	if ttl < time.Second || ttl > maxLoginTTL {
 		return api.Errorf(api.EINVALID, fmt.Sprintf("login ttl %s: want between 1s and %s", ttl, maxLoginTTL))
 	}
-	token, exp := s.page.LoginToken(p.name, ttl)
+	token, exp, err := s.page.LoginToken(r.Context(), p.name, ttl)
+	if err != nil {
+		return fmt.Errorf("login token: %w", err)
+	}
 	writeJSON(w, http.StatusOK, api.UILogin{Path: ui.LoginPath(token), Expires: exp})
 	return nil
 }

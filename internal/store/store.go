@@ -122,6 +122,7 @@ type Store interface {
 	Params
 	Trust
 	Rollouts
+	Sessions
 }
 
 // Write is one change for Commit. Removals happen before puts.

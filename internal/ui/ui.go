@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/store"
 )
 
 // EventFilter selects events for the feed and a device's detail.
@@ -65,6 +66,9 @@ type Matcher func(query string) (func(api.Device) bool, error)
 type Config struct {
 	// SessionTTL is how long a login lasts; default 8h.
 	SessionTTL time.Duration
+	// Sessions keeps login tokens and sessions (the server's store, so
+	// every replica knows them); nil keeps them in memory.
+	Sessions store.Sessions
 	// PageSize is the number of devices on one page; default 50.
 	PageSize int
 	// Match filters devices; default TextMatch.
@@ -108,7 +112,7 @@ func New(cfg Config, be Backend) (*UI, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	u := &UI{cfg: cfg, log: cfg.Logger, now: cfg.Now, be: be, sess: newSessions(cfg.Now, cfg.SessionTTL)}
+	u := &UI{cfg: cfg, log: cfg.Logger, now: cfg.Now, be: be, sess: newSessions(cfg.Now, cfg.SessionTTL, cfg.Sessions, cfg.Logger.Warn)}
 	u.snapshot = &deviceCache{be: be, now: cfg.Now, maxAge: time.Second}
 	var err error
 	if u.pages, err = parsePages(u.funcs()); err != nil {
@@ -124,8 +128,8 @@ func New(cfg Config, be Backend) (*UI, error) {
 
 // LoginToken issues a one-time login token for an admin, valid for ttl;
 // the login URL is /ui/login?token=TOKEN on the server's address.
-func (u *UI) LoginToken(user string, ttl time.Duration) (token string, expires time.Time) {
-	return u.sess.token(user, ttl)
+func (u *UI) LoginToken(ctx context.Context, user string, ttl time.Duration) (token string, expires time.Time, err error) {
+	return u.sess.token(ctx, user, ttl)
 }
 
 // LoginPath is the path and query of the login URL of a token.
@@ -187,7 +191,7 @@ func (u *UI) authed(h sessionHandler) http.HandlerFunc {
 		var s session
 		ok := false
 		if err == nil {
-			s, ok = u.sess.get(c.Value)
+			s, ok = u.sess.get(r.Context(), c.Value)
 		}
 		if !ok {
 			u.render(w, r, http.StatusUnauthorized, "login", pageData{Title: "Log in"})
@@ -223,7 +227,7 @@ func checkCSRF(r *http.Request, s session) error {
 }
 
 func (u *UI) handleLogin(w http.ResponseWriter, r *http.Request) {
-	cookie, s, ok := u.sess.redeem(r.URL.Query().Get("token"))
+	cookie, s, ok := u.sess.redeem(r.Context(), r.URL.Query().Get("token"))
 	if !ok {
 		u.render(w, r, http.StatusUnauthorized, "login", pageData{Title: "Log in",
 			Error: "This login link is unknown, used or expired. Ask for a new one with `drover ui url`."})
@@ -240,7 +244,7 @@ func (u *UI) handleLogin(w http.ResponseWriter, r *http.Request) {
 
 func (u *UI) handleLogout(w http.ResponseWriter, r *http.Request, s session) {
 	if c, err := r.Cookie(cookieName); err == nil {
-		u.sess.end(c.Value)
+		u.sess.end(r.Context(), c.Value)
 	}
 	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: "/ui/", MaxAge: -1,
 		HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode})

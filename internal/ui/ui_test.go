@@ -1,51 +1,65 @@
 package ui
 
 import (
+	"context"
 	"testing"
 	"time"
 
 	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/store"
 )
 
 func TestSessions(t *testing.T) {
+	ctx := context.Background()
 	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
 	clock := func() time.Time { return now }
-	s := newSessions(clock, 8*time.Hour)
+	mem := &memSessions{m: map[string]store.Session{}}
+	s := newSessions(clock, 8*time.Hour, mem, t.Logf)
 
-	tok, exp := s.token("alice", 10*time.Minute)
-	if !exp.Equal(now.Add(10 * time.Minute)) {
-		t.Errorf("token expires %v, want in 10m", exp)
+	tok, exp, err := s.token(ctx, "alice", 10*time.Minute)
+	if err != nil || !exp.Equal(now.Add(10*time.Minute)) {
+		t.Errorf("token expires %v, %v, want in 10m", exp, err)
 	}
 	now = now.Add(10*time.Minute + time.Second)
-	if _, _, ok := s.redeem(tok); ok {
+	if _, _, ok := s.redeem(ctx, tok); ok {
 		t.Fatal("redeem of an expired token = ok, want refused")
 	}
 
-	tok, _ = s.token("alice", 10*time.Minute)
-	cookie, sess, ok := s.redeem(tok)
+	tok, _, _ = s.token(ctx, "alice", 10*time.Minute)
+	cookie, sess, ok := s.redeem(ctx, tok)
 	if !ok || sess.user != "alice" || sess.csrf == "" {
 		t.Fatalf("redeem = %+v, %v, want alice's session with a CSRF token", sess, ok)
 	}
-	if _, _, ok := s.redeem(tok); ok {
+	if _, _, ok := s.redeem(ctx, tok); ok {
 		t.Error("second redeem of a token = ok, want refused: it works once")
 	}
-	if got, ok := s.get(cookie); !ok || got.user != "alice" {
+	if _, ok := s.get(ctx, tok); ok {
+		t.Error("get(login token) = ok: a token is not a session cookie")
+	}
+	if got, ok := s.get(ctx, cookie); !ok || got.user != "alice" {
 		t.Errorf("get(cookie) = %+v, %v, want alice", got, ok)
 	}
+	for k := range mem.m {
+		if k == cookie || k == tok {
+			t.Error("a secret is kept as it is, not hashed")
+		}
+	}
 	now = now.Add(8*time.Hour - time.Second)
-	if _, ok := s.get(cookie); !ok {
+	if _, ok := s.get(ctx, cookie); !ok {
 		t.Error("session gone before 8h")
 	}
 	now = now.Add(time.Second)
-	if _, ok := s.get(cookie); ok {
+	if _, ok := s.get(ctx, cookie); ok {
 		t.Error("session alive after 8h")
 	}
 
 	// Issuing tokens in a loop cannot grow memory without bound.
 	for range 3 * maxPending {
-		s.token("mallory", time.Hour)
+		if _, _, err := s.token(ctx, "mallory", time.Hour); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if n := len(s.tokens); n > maxPending {
+	if n := len(mem.m); n > maxPending {
 		t.Errorf("%d tokens kept, want at most %d", n, maxPending)
 	}
 }

@@ -49,6 +49,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	tests = append(tests, commitTests...)
 	tests = append(tests, documentTests...)
 	tests = append(tests, rolloutTests...)
+	tests = append(tests, sessionTests...)
 	tests = append(tests, exportTests...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open) })
