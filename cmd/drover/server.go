@@ -18,13 +18,13 @@ import (
 // serverFlags are the flags of `drover server`.
 type serverFlags struct {
 	data, listen, tlsCert, tlsKey, caCert, db, blobs, logLevel string
-	trustDir, crl, issuerCert, issuerKey                string
-	events                                              eventFlags      // events_flags.go
-	node                                                nodeServerFlags // node.go
-	quota                                               quotaFlags      // quota_flags.go
-	probeLabel                                          string
-	probers                                             int
-	deltaWait                                           time.Duration // docs/transfer.md
+	trustDir, crl, issuerCert, issuerKey                       string
+	events                                                     eventFlags      // events_flags.go
+	node                                                       nodeServerFlags // node.go
+	quota                                                      quotaFlags      // quota_flags.go
+	probeLabel                                                 string
+	probers                                                    int
+	deltaWait                                                  time.Duration // docs/transfer.md
 }
 
 func serverCmd(e *env) *cobra.Command {
