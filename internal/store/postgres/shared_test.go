@@ -235,3 +235,52 @@ func TestLeadCancelled(t *testing.T) {
 		t.Fatalf("Lead did not return within %v of its context's end", wait)
 	}
 }
+
+// A notification that is not a change (someone else's NOTIFY on the
+// channel) is taken as "changes may have been missed".
+func TestListenForeignNotification(t *testing.T) {
+	a, b := replicas(t)
+	heard := listen(t, b)
+	next(t, heard) // the first resync
+	if err := exec(a, `SELECT pg_notify($1, 'not json')`, a.ChannelForTest()); err != nil {
+		t.Fatal(err)
+	}
+	if c := next(t, heard); c.Kind != store.ChangeResync {
+		t.Errorf("change heard for a foreign notification = %+v, want %s", c, store.ChangeResync)
+	}
+}
+
+// A replica whose waiting connection is lost connects again and still
+// leads once the leader lets go.
+func TestLeadWaitSurvivesLostConnection(t *testing.T) {
+	ctx := context.Background()
+	a, b := replicas(t)
+	_, releaseA, err := a.Lead(ctx, "scheduler")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bc := leadAsync(ctx, b, "scheduler")
+	key := a.LeadKeyForTest("scheduler")
+	waiter := waitLock(t, a, key, false)
+	if err := exec(a, `SELECT pg_terminate_backend($1)`, waiter); err != nil {
+		t.Fatal(err)
+	}
+	// b waits again, on a new connection.
+	deadline := time.Now().Add(wait)
+	for waitLock(t, a, key, false) == waiter {
+		if time.Now().After(deadline) {
+			t.Fatalf("b did not wait again within %v", wait)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	releaseA()
+	select {
+	case r := <-bc:
+		if r.err != nil {
+			t.Fatalf("Lead(b) = %v", r.err)
+		}
+		r.release()
+	case <-time.After(wait):
+		t.Fatalf("b did not lead within %v of a's release", wait)
+	}
+}
