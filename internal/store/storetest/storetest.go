@@ -42,6 +42,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"EventsDefaultLimit", testEventsDefaultLimit},
 		{"AppendEventsConcurrent", testAppendEventsConcurrent},
 		{"EventCursorMissesNothing", testEventCursor},
+		{"EventTextStorable", testEventText},
 		{"CancelledContext", testCancelled},
 	}
 	tests = append(tests, outboxTests...)
@@ -749,6 +750,25 @@ func testEventCursor(t *testing.T, open func(t *testing.T) store.Store) {
 	}
 	if len(all) != writers*batches*2 || len(missed) > 0 {
 		t.Errorf("%d events stored, want %d; the paging reader missed %v", len(all), writers*batches*2, missed)
+	}
+}
+
+// testEventText: a message with a NUL or a byte that is not UTF-8 is
+// stored with U+FFFD in its place, by every store alike.
+func testEventText(t *testing.T, open func(t *testing.T) store.Store) {
+	s := open(t)
+	got, err := s.AppendEvents(ctx, []api.Event{{Time: t0, Kind: api.KindLog, Package: "org.a:app\x00", Message: "disk\x00full \xff\xfe ok ünïcode"}})
+	if err != nil {
+		t.Fatalf("AppendEvents = %v", err)
+	}
+	stored, err := s.Events(ctx, store.EventFilter{})
+	if err != nil || len(stored) != 1 {
+		t.Fatalf("Events = %v, %v", stored, err)
+	}
+	for _, e := range []api.Event{got[0], stored[0]} {
+		if e.Message != "disk\uFFFDfull \uFFFD ok ünïcode" || e.Package != "org.a:app\uFFFD" {
+			t.Errorf("event text = %q, %q, want U+FFFD for the NUL and the bad bytes", e.Package, e.Message)
+		}
 	}
 }
 
