@@ -2,25 +2,29 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/drover-dev/drover/internal/server"
 	"github.com/drover-dev/drover/internal/servermain"
+	"github.com/drover-dev/drover/internal/store/storecopy"
 )
 
 // serverFlags are the flags of `drover server`.
 type serverFlags struct {
-	data, listen, tlsCert, tlsKey, caCert, db, logLevel string
-	trustDir, crl, issuerCert, issuerKey                string
-	events                                              eventFlags      // events_flags.go
-	node                                                nodeServerFlags // node.go
-	quota                                               quotaFlags      // quota_flags.go
-	probeLabel                                          string
-	probers                                             int
-	deltaWait                                           time.Duration // docs/transfer.md
+	data, listen, tlsCert, tlsKey, caCert, db, blobs, logLevel string
+	trustDir, crl, issuerCert, issuerKey                       string
+	events                                                     eventFlags      // events_flags.go
+	node                                                       nodeServerFlags // node.go
+	quota                                                      quotaFlags      // quota_flags.go
+	probeLabel                                                 string
+	probers                                                    int
+	deltaWait                                                  time.Duration // docs/transfer.md
 }
 
 func serverCmd(e *env) *cobra.Command {
@@ -59,7 +63,7 @@ func serverCmd(e *env) *cobra.Command {
 				return usagef("server: give both --issuer-cert and --issuer-key, or neither")
 			}
 			m := servermain.New(servermain.Config{
-				Data: f.data, DB: f.db, Listen: f.listen, TLSCert: f.tlsCert, TLSKey: f.tlsKey, CACert: f.caCert,
+				Data: f.data, DB: f.db, Blobs: f.blobs, Listen: f.listen, TLSCert: f.tlsCert, TLSKey: f.tlsKey, CACert: f.caCert,
 				Events: evCfg, Quota: quota, TerminationHook: f.node.hook, TerminationHookTimeout: f.node.hookTimeout, Logger: log,
 				Network: server.NetworkConfig{Label: f.probeLabel, Probers: f.probers},
 				CRL:     f.crl, IssuerCert: f.issuerCert, IssuerKey: f.issuerKey, TrustDir: f.trustDir,
@@ -80,7 +84,8 @@ func serverCmd(e *env) *cobra.Command {
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "server certificate file")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "server key file")
 	fl.StringVar(&f.caCert, "ca-cert", "", "fleet CA certificate: every client must present a certificate it signed")
-	fl.StringVar(&f.db, "db", "", "database URL: sqlite:PATH (default <data>/drover.db)")
+	fl.StringVar(&f.db, "db", "", "database URL: sqlite:PATH (default <data>/drover.db) or postgres://USER@HOST/DB, which replicas share")
+	fl.StringVar(&f.blobs, "blobs", "", "blob folder (default <data>/blobs); replicas on one PostgreSQL share one")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.probeLabel, "probe-label", "region", "devices that share this label's value probe each other's services' network checks")
 	fl.IntVar(&f.probers, "probers", 3, "how many peers probe each device's network checks")
@@ -92,6 +97,52 @@ func serverCmd(e *env) *cobra.Command {
 	f.events.register(c)
 	f.node.register(c)
 	f.quota.register(c)
+	c.AddCommand(serverMigrateCmd(e))
+	return c
+}
+
+// serverMigrateCmd is `drover server migrate`: the embedded store of a
+// data folder copied into an empty PostgreSQL store.
+func serverMigrateCmd(e *env) *cobra.Command {
+	var from, to, logLevel string
+	c := &cobra.Command{
+		Use:   "migrate --from DATA_DIR --to postgres://USER@HOST/DB",
+		Short: "Copy a stopped server's embedded store into an empty PostgreSQL store",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if from == "" || to == "" {
+				return usagef("server migrate: --from and --to are required")
+			}
+			log, err := newLogger(e, logLevel)
+			if err != nil {
+				return err
+			}
+			r, err := servermain.Migrate(cmd.Context(), servermain.MigrateConfig{From: from, To: to, Logger: log})
+			if errors.Is(err, servermain.ErrBadDB) {
+				return usageError{err}
+			}
+			if err != nil {
+				return fmt.Errorf("server migrate: %w", err)
+			}
+			for _, k := range storecopy.Kinds() {
+				if r.Source.N[k] == r.Target.N[k] {
+					fmt.Fprintf(e.stdout, "%s: %d\n", k, r.Target.N[k])
+				} else {
+					fmt.Fprintf(e.stdout, "%s: %d in %s, %d in the copy\n", k, r.Source.N[k], from, r.Target.N[k])
+				}
+			}
+			fmt.Fprintf(e.stdout, "event ids: new ones above %d\n", r.Target.LastEventID)
+			fmt.Fprintf(e.stdout, "blobs: not copied: give every server %s as --blobs (share that folder, or copy it as it is)\n",
+				filepath.Join(from, "blobs"))
+			if m := r.Mismatches(); len(m) > 0 {
+				return fmt.Errorf("server migrate: the copy differs from the source in %s", strings.Join(m, ", "))
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&from, "from", "", "data folder of the embedded server (its drover.db); stop that server first")
+	c.Flags().StringVar(&to, "to", "", "URL of an empty PostgreSQL store")
+	c.Flags().StringVar(&logLevel, "log-level", "warn", "debug, info, warn or error")
 	return c
 }
 

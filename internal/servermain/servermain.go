@@ -20,17 +20,22 @@ import (
 	"github.com/drover-dev/drover/internal/privdir"
 	"github.com/drover-dev/drover/internal/server"
 	"github.com/drover-dev/drover/internal/store"
+	"github.com/drover-dev/drover/internal/store/postgres"
 	"github.com/drover-dev/drover/internal/store/sqlite"
 	"github.com/drover-dev/drover/internal/trustserver"
 )
 
 // Config is what a server process needs.
 type Config struct {
-	// Data is the data folder: the database (by default) and blobs. It is
-	// made, private, if missing.
+	// Data is the data folder: the database (by default), the blobs (by
+	// default) and the transfer cache. It is made, private, if missing.
 	Data string
-	// DB is the database URL: "" (SQLite in Data) or sqlite:PATH.
+	// DB is the database URL: "" (SQLite in Data), sqlite:PATH, or
+	// postgres://... (postgresql://...), which several replicas share.
 	DB string
+	// Blobs is the blob folder; "" is Data/blobs. Replicas on one
+	// PostgreSQL share one (a shared file system).
+	Blobs string
 	// Listen is the address to listen on; Listener, when set, is used
 	// instead (drover dev picks its port itself).
 	Listen   string
@@ -94,7 +99,7 @@ func New(cfg Config) *Main {
 // ctx is done or Close is called; Wait tells how it ended.
 func (m *Main) Run(ctx context.Context) (err error) {
 	cfg := m.cfg
-	if _, err := dbPath(cfg.DB, cfg.Data); err != nil {
+	if err := checkDB(cfg.DB); err != nil {
 		return err
 	}
 	tlsCfg, err := pki.ServerTLSConfig(cfg.TLSCert, cfg.TLSKey, cfg.CACert)
@@ -113,7 +118,11 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			st.Close()
 		}
 	}()
-	blobs, err := blob.NewFileStore(blob.FileConfig{Dir: filepath.Join(cfg.Data, "blobs")})
+	blobDir := cfg.Blobs
+	if blobDir == "" {
+		blobDir = filepath.Join(cfg.Data, "blobs")
+	}
+	blobs, err := blob.NewFileStore(blob.FileConfig{Dir: blobDir})
 	if err != nil {
 		return fmt.Errorf("blob store: %w", err)
 	}
@@ -191,11 +200,32 @@ func (m *Main) Close() error {
 }
 
 func openStore(ctx context.Context, url, data string, log *slog.Logger) (store.Store, error) {
+	if isPostgres(url) {
+		st, err := postgres.Open(ctx, postgres.Config{URL: url, Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("--db %s: %w", Redact(url), err)
+		}
+		return st, nil
+	}
 	path, err := dbPath(url, data)
 	if err != nil {
 		return nil, err
 	}
 	return sqlite.Open(ctx, path, log)
+}
+
+// checkDB refuses a database URL of no supported kind, before anything
+// is opened.
+func checkDB(url string) error {
+	if isPostgres(url) {
+		return nil
+	}
+	_, err := dbPath(url, "")
+	return err
+}
+
+func isPostgres(url string) bool {
+	return strings.HasPrefix(url, "postgres://") || strings.HasPrefix(url, "postgresql://")
 }
 
 // dbPath is the SQLite file of a database URL.
@@ -205,10 +235,8 @@ func dbPath(url, data string) (string, error) {
 		return filepath.Join(data, "drover.db"), nil
 	case strings.HasPrefix(url, "sqlite:"):
 		return strings.TrimPrefix(strings.TrimPrefix(url, "sqlite:"), "//"), nil
-	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
-		return "", badDB{fmt.Sprintf("--db %s: PostgreSQL is not supported yet; use the embedded SQLite store", Redact(url))}
 	}
-	return "", badDB{fmt.Sprintf("--db %q: want sqlite:PATH", Redact(url))}
+	return "", badDB{fmt.Sprintf("--db %q: want sqlite:PATH or postgres://USER@HOST/DB", Redact(url))}
 }
 
 // Redact hides a password in a database or broker URL.

@@ -3,14 +3,20 @@ package servermain
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/drover-dev/drover/internal/api"
 	"github.com/drover-dev/drover/internal/client"
 	"github.com/drover-dev/drover/internal/pki"
+	"github.com/drover-dev/drover/internal/store"
+	"github.com/drover-dev/drover/internal/store/postgres/pgtest"
+	"github.com/drover-dev/drover/internal/store/sqlite"
+	"github.com/drover-dev/drover/internal/store/storecopy"
 )
 
 // setup returns the Config of a server with its own fleet CA, and a
@@ -97,7 +103,7 @@ func TestMainRefusals(t *testing.T) {
 		change func(*Config)
 		badDB  bool
 	}{
-		{"postgres", func(c *Config) { c.DB = "postgres://u:secret@h/db" }, true},
+		{"postgres unreachable", func(c *Config) { c.DB = "postgres://u:secret@127.0.0.1:1/db?connect_timeout=5" }, false},
 		{"unknown db", func(c *Config) { c.DB = "mysql://h" }, true},
 		{"no certificate", func(c *Config) { c.TLSCert = filepath.Join(t.TempDir(), "none.crt") }, false},
 		{"bad address", func(c *Config) { c.Listen = "256.0.0.1:1" }, false},
@@ -114,11 +120,77 @@ func TestMainRefusals(t *testing.T) {
 		if errors.Is(err, ErrBadDB) != tt.badDB {
 			t.Errorf("%s: Run = %v, ErrBadDB %v, want %v", tt.name, err, errors.Is(err, ErrBadDB), tt.badDB)
 		}
-		if tt.name == "postgres" && strings.Contains(err.Error(), "secret") {
+		if strings.Contains(err.Error(), "secret") {
 			t.Errorf("%s: error shows the password: %v", tt.name, err)
 		}
 		if err := m.Close(); err != nil {
 			t.Errorf("%s: Close after a failed Run: %v", tt.name, err)
 		}
+	}
+}
+
+// A server on PostgreSQL keeps nothing of the store in its data folder,
+// and its blobs where --blobs says.
+func TestMainOnPostgres(t *testing.T) {
+	cfg, newClient := setup(t)
+	cfg.DB = pgtest.URL(t)
+	cfg.Blobs = filepath.Join(t.TempDir(), "shared-blobs")
+	ctx := context.Background()
+	m := New(cfg)
+	if err := m.Run(ctx); err != nil {
+		t.Fatalf("Run on PostgreSQL: %v", err)
+	}
+	defer m.Close()
+	admin := newClient(pki.RoleAdmin, "ops", m.Addr())
+	if _, err := admin.Devices(ctx); err != nil {
+		t.Fatalf("Devices: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.Data, "drover.db")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("drover.db in the data folder of a server on PostgreSQL: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.Blobs, "sha256")); err != nil {
+		t.Errorf("blob folder --blobs not used: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.Data, "blobs")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("blobs in the data folder despite --blobs: %v", err)
+	}
+}
+
+func TestMigrate(t *testing.T) {
+	ctx := context.Background()
+	data := t.TempDir()
+	src, err := sqlite.Open(ctx, filepath.Join(data, "drover.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := api.Device{ID: "dev-1", LastSeen: time.Now()}
+	if _, err := src.Commit(ctx, store.Write{Device: &d, Events: []api.Event{{Time: d.LastSeen, Kind: api.KindLog}}}); err != nil {
+		t.Fatal(err)
+	}
+	src.Close()
+
+	for _, tt := range []struct {
+		name  string
+		cfg   MigrateConfig
+		badDB bool
+		want  string
+	}{
+		{"not postgres", MigrateConfig{From: data, To: "sqlite:/tmp/x.db"}, true, "want postgres://"},
+		{"no database in --from", MigrateConfig{From: t.TempDir(), To: "postgres://u:secret@127.0.0.1:1/db"}, false, "no drover.db"},
+		{"unreachable", MigrateConfig{From: data, To: "postgres://u:secret@127.0.0.1:1/db?connect_timeout=5"}, false, "--to postgres://***@127.0.0.1:1/db"},
+	} {
+		_, err := Migrate(ctx, tt.cfg)
+		if err == nil || errors.Is(err, ErrBadDB) != tt.badDB || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "secret") {
+			t.Errorf("%s: Migrate = %v, want an error with %q (ErrBadDB %v) and no password", tt.name, err, tt.want, tt.badDB)
+		}
+	}
+
+	url := pgtest.URL(t)
+	r, err := Migrate(ctx, MigrateConfig{From: data, To: url})
+	if err != nil || len(r.Mismatches()) != 0 || r.Target.N[storecopy.KindDevices] != 1 || r.Target.N[storecopy.KindEvents] != 1 {
+		t.Fatalf("Migrate = %+v, %v, want one device and one event copied", r, err)
+	}
+	if _, err := Migrate(ctx, MigrateConfig{From: data, To: url}); !errors.Is(err, storecopy.ErrNotEmpty) {
+		t.Errorf("Migrate again = %v, want ErrNotEmpty", err)
 	}
 }

@@ -3,6 +3,8 @@ package store
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/drover-dev/drover/internal/api"
 )
@@ -31,13 +33,28 @@ func CheckBuild(b api.Build, manifest []byte) (api.Build, error) {
 }
 
 // CheckEvent normalizes e (api.Event.Normalize) and checks that its
-// payload, if any, is JSON, for AppendEvents.
+// payload, if any, is JSON, for AppendEvents. Its text fields become
+// valid UTF-8 without NUL bytes (U+FFFD for each NUL and each run of
+// bytes that are not UTF-8), which is all PostgreSQL's text holds: a
+// device's log line with a stray byte is stored, the same by every
+// store, instead of refusing its whole batch.
 func CheckEvent(e *api.Event) error {
 	if err := e.Normalize(); err != nil {
 		return err
+	}
+	for _, f := range []*string{&e.Device, &e.Package, &e.Message} {
+		*f = storableText(*f)
 	}
 	if e.Payload != nil && !json.Valid(e.Payload) {
 		return fmt.Errorf("event %s: payload is not JSON", e.Kind)
 	}
 	return nil
+}
+
+// storableText is s as valid UTF-8 without NUL bytes.
+func storableText(s string) string {
+	if utf8.ValidString(s) && !strings.ContainsRune(s, 0) {
+		return s
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
 }

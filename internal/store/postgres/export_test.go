@@ -3,27 +3,24 @@ package postgres
 import (
 	"context"
 	"io/fs"
-	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // Helpers for the tests of package postgres_test, which see the store
 // from outside.
 
-func (s *Store) QueryRowForTest(t *testing.T, query string, dest ...any) error {
-	return s.pool.QueryRow(context.Background(), query).Scan(dest...)
-}
+// PoolForTest is the store's pool, for checks in SQL.
+func (s *Store) PoolForTest() *pgxpool.Pool { return s.pool }
 
-func (s *Store) ExecForTest(t *testing.T, query string) error {
-	_, err := s.pool.Exec(context.Background(), query)
-	return err
-}
-
-func (s *Store) MigrateForTest(t *testing.T, fsys fs.FS) error {
-	return s.migrate(context.Background(), fsys)
-}
+// MigrateForTest applies the migrations of fsys.
+func (s *Store) MigrateForTest(fsys fs.FS) error { return s.migrate(context.Background(), fsys) }
 
 // LeadKeyForTest is the advisory lock key of Lead(name).
 func (s *Store) LeadKeyForTest(name string) int64 { return s.lockKey("lead\x00" + name) }
 
 // LockKeyForTest is the advisory lock key of Lock(name).
 func (s *Store) LockKeyForTest(name string) int64 { return s.lockKey("lock\x00" + name) }
+
+// ChannelForTest is the store's NOTIFY channel.
+func (s *Store) ChannelForTest() string { return s.channel }

@@ -62,7 +62,7 @@ func TestLock(t *testing.T) {
 	}
 	// A's connection dying (a replica killed) frees its lock.
 	key := uint64(a.LockKeyForTest("device/alpha"))
-	if err := b.ExecForTest(t, fmt.Sprintf(`SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted
+	if _, err := b.PoolForTest().Exec(ctx, fmt.Sprintf(`SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted
 		AND classid = %d AND objid = %d AND objsubid = 1`, key>>32, key&0xffffffff)); err != nil {
 		t.Fatal(err)
 	}

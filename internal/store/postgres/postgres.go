@@ -115,7 +115,8 @@ func (s *Store) setup(ctx context.Context, schema string) error {
 	return s.migrate(ctx, migrationFS)
 }
 
-// Close implements store.Store.
+// Close implements store.Store. The connections of Listen and Lead are
+// not the pool's: their callers end them (ctx, release) before Close.
 func (s *Store) Close() error {
 	s.locks.close()
 	s.pool.Close()

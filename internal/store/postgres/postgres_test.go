@@ -55,7 +55,7 @@ func TestOpenConcurrent(t *testing.T) {
 	}
 	s := open(t, cfg)
 	var count int
-	if err := s.QueryRowForTest(t, `SELECT COUNT(*) FROM schema_migrations`, &count); err != nil || count != 1 {
+	if err := s.PoolForTest().QueryRow(context.Background(), `SELECT COUNT(*) FROM schema_migrations`).Scan(&count); err != nil || count != 1 {
 		t.Errorf("schema_migrations has %d rows, %v, want 1", count, err)
 	}
 }
@@ -83,7 +83,7 @@ func TestReopenKeepsData(t *testing.T) {
 func TestOpenRefusesNewerSchema(t *testing.T) {
 	cfg := pgtest.Config(t)
 	s := open(t, cfg)
-	if err := s.ExecForTest(t, `INSERT INTO schema_migrations (version, name) VALUES (9999, 'from_the_future')`); err != nil {
+	if err := exec(s, `INSERT INTO schema_migrations (version, name) VALUES (9999, 'from_the_future')`); err != nil {
 		t.Fatal(err)
 	}
 	if s2, err := postgres.Open(context.Background(), cfg); err == nil {
@@ -100,14 +100,14 @@ func TestMigrationAtomic(t *testing.T) {
 		"migrations/0001_init.sql": {Data: []byte("CREATE TABLE a (x integer);")},
 		"migrations/0099_half.sql": {Data: []byte("CREATE TABLE b (x integer); CREATE TABLE oops (;")},
 	}
-	if err := s.MigrateForTest(t, broken); err == nil {
+	if err := s.MigrateForTest(broken); err == nil {
 		t.Fatal("migrate(broken 0099) = nil, want an error")
 	}
 	var n int
-	if err := s.QueryRowForTest(t, `SELECT COUNT(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'b'`, &n); err != nil || n != 0 {
+	if err := s.PoolForTest().QueryRow(context.Background(), `SELECT COUNT(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'b'`).Scan(&n); err != nil || n != 0 {
 		t.Errorf("table b exists (%d, %v) after its migration failed, want not", n, err)
 	}
-	if err := s.QueryRowForTest(t, `SELECT COUNT(*) FROM schema_migrations WHERE version = 99`, &n); err != nil || n != 0 {
+	if err := s.PoolForTest().QueryRow(context.Background(), `SELECT COUNT(*) FROM schema_migrations WHERE version = 99`).Scan(&n); err != nil || n != 0 {
 		t.Errorf("failed migration recorded (%d, %v), want not", n, err)
 	}
 }
@@ -120,12 +120,17 @@ func TestSchema(t *testing.T) {
 	_, _ = rand.Read(b[:])
 	cfg.Schema = "drover_schema_" + hex.EncodeToString(b[:])
 	s := open(t, cfg)
-	t.Cleanup(func() { _ = s.ExecForTest(t, `DROP SCHEMA `+cfg.Schema+` CASCADE`) })
+	t.Cleanup(func() { _ = exec(s, `DROP SCHEMA `+cfg.Schema+` CASCADE`) })
 	if _, err := s.AppendEvents(ctx, []api.Event{{Kind: api.KindLog}}); err != nil {
 		t.Fatal(err)
 	}
 	var n int
-	if err := s.QueryRowForTest(t, `SELECT COUNT(*) FROM pg_tables WHERE schemaname = '`+cfg.Schema+`' AND tablename = 'events'`, &n); err != nil || n != 1 {
+	if err := s.PoolForTest().QueryRow(context.Background(), `SELECT COUNT(*) FROM pg_tables WHERE schemaname = $1 AND tablename = 'events'`, cfg.Schema).Scan(&n); err != nil || n != 1 {
 		t.Errorf("events tables in schema %s = %d, %v, want 1", cfg.Schema, n, err)
 	}
+}
+
+func exec(s *postgres.Store, query string, args ...any) error {
+	_, err := s.PoolForTest().Exec(context.Background(), query, args...)
+	return err
 }

@@ -42,3 +42,23 @@ func BenchmarkPutDevice(b *testing.B) {
 		i++
 	}
 }
+
+// BenchmarkAppendEvents measures one report's events: a batch of three.
+func BenchmarkAppendEvents(b *testing.B) {
+	db, err := Open(context.Background(), filepath.Join(b.TempDir(), "drover.db"), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	evs := []api.Event{
+		{Device: "device-0001", Kind: api.KindLog, Message: "one"},
+		{Device: "device-0001", Kind: api.KindLog, Message: "two"},
+		{Device: "device-0001", Kind: api.KindConverged, Message: "three"},
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := db.AppendEvents(context.Background(), evs); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -41,6 +41,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"EventsFilter", testEventsFilter},
 		{"EventsDefaultLimit", testEventsDefaultLimit},
 		{"AppendEventsConcurrent", testAppendEventsConcurrent},
+		{"EventCursorMissesNothing", testEventCursor},
+		{"EventTextStorable", testEventText},
 		{"CancelledContext", testCancelled},
 	}
 	tests = append(tests, outboxTests...)
@@ -684,6 +686,89 @@ func testAppendEventsConcurrent(t *testing.T, open func(t *testing.T) store.Stor
 		}
 		if assigned[e.ID] != e.Message {
 			t.Errorf("stored event %d has message %q, AppendEvents returned %q", e.ID, e.Message, assigned[e.ID])
+		}
+	}
+}
+
+// testEventCursor: a reader that pages with After while writers append
+// sees every event once. An ID that became visible after a higher one
+// (committed out of order) would be stepped over for good.
+func testEventCursor(t *testing.T, open func(t *testing.T) store.Store) {
+	s := open(t)
+	const writers, batches = 4, 25
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for b := range batches {
+				evs := []api.Event{{Time: t0, Kind: api.KindLog, Message: fmt.Sprintf("%d/%d/0", w, b)},
+					{Time: t0, Kind: api.KindLog, Message: fmt.Sprintf("%d/%d/1", w, b)}}
+				if _, err := s.AppendEvents(ctx, evs); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+	seen := map[int64]bool{}
+	var after int64
+	read := func() {
+		evs, err := s.Events(ctx, store.EventFilter{After: after})
+		if err != nil {
+			t.Fatalf("Events(after %d) = %v", after, err)
+		}
+		for _, e := range evs {
+			seen[e.ID] = true
+			after = e.ID
+		}
+	}
+	for done := false; !done; {
+		select {
+		case <-finished:
+			done = true
+		default:
+		}
+		read()
+	}
+	close(errs)
+	for err := range errs {
+		t.Fatalf("AppendEvents = %v", err)
+	}
+	read() // what was committed after the last read while writing
+	all, err := s.Events(ctx, store.EventFilter{Limit: writers * batches * 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var missed []int64
+	for _, e := range all {
+		if !seen[e.ID] {
+			missed = append(missed, e.ID)
+		}
+	}
+	if len(all) != writers*batches*2 || len(missed) > 0 {
+		t.Errorf("%d events stored, want %d; the paging reader missed %v", len(all), writers*batches*2, missed)
+	}
+}
+
+// testEventText: a message with a NUL or a byte that is not UTF-8 is
+// stored with U+FFFD in its place, by every store alike.
+func testEventText(t *testing.T, open func(t *testing.T) store.Store) {
+	s := open(t)
+	got, err := s.AppendEvents(ctx, []api.Event{{Time: t0, Kind: api.KindLog, Package: "org.a:app\x00", Message: "disk\x00full \xff\xfe ok ünïcode"}})
+	if err != nil {
+		t.Fatalf("AppendEvents = %v", err)
+	}
+	stored, err := s.Events(ctx, store.EventFilter{})
+	if err != nil || len(stored) != 1 {
+		t.Fatalf("Events = %v, %v", stored, err)
+	}
+	for _, e := range []api.Event{got[0], stored[0]} {
+		if e.Message != "disk\uFFFDfull \uFFFD ok ünïcode" || e.Package != "org.a:app\uFFFD" {
+			t.Errorf("event text = %q, %q, want U+FFFD for the NUL and the bad bytes", e.Package, e.Message)
 		}
 	}
 }
