@@ -23,8 +23,9 @@ const (
 	// found, and its listener resynced, within about this long.
 	listenPing = 15 * time.Second
 	// leadPing is how often the connection holding a leadership is
-	// pinged; leadPingTimeout how long a ping may take before the
-	// leadership is given up as lost.
+	// pinged; leadPingTimeout how long a ping (of that connection, or of
+	// a quiet listening one) may take before the connection counts as
+	// lost.
 	leadPing        = time.Second
 	leadPingTimeout = 3 * time.Second
 	// minBackoff and maxBackoff bound the wait between reconnects.
@@ -113,7 +114,10 @@ func (s *Store) listen(ctx context.Context, fn func(store.Change)) (bool, error)
 			return true, ctx.Err()
 		case err != nil && wctx.Err() != nil:
 			// Quiet for a while: is the connection still there?
-			if err := conn.Ping(ctx); err != nil {
+			pctx, cancel := context.WithTimeout(ctx, leadPingTimeout)
+			err := conn.Ping(pctx)
+			cancel()
+			if err != nil {
 				return true, err
 			}
 			continue
