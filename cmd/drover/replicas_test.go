@@ -135,6 +135,10 @@ func TestReplicas(t *testing.T) {
 	events := follow(t, a)
 
 	for _, version := range []string{"1.0.0", "1.1.0"} {
+		var last int64
+		if evs := storedEvents(t, b); len(evs) > 0 {
+			last = evs[len(evs)-1].ID
+		}
 		b.op("state", "set", "-f", writeState(t, b, "alpha", "id: alpha\napps:\n  - name: com.example:tool\n    version: "+version+"\n"))
 		set := time.Now()
 		want := []string{"com.example:tool=" + version}
@@ -145,7 +149,7 @@ func TestReplicas(t *testing.T) {
 		// The agent's plan event is its first act on the new state.
 		var plan time.Time
 		for _, ev := range storedEvents(t, b) {
-			if ev.Kind == api.KindPlan && ev.Device == "alpha" && ev.Time.After(set.Add(-time.Second)) && plan.IsZero() {
+			if ev.Kind == api.KindPlan && ev.Device == "alpha" && ev.ID > last && plan.IsZero() {
 				plan = ev.Time
 			}
 		}

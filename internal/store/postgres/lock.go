@@ -11,7 +11,7 @@ import (
 
 // maxLockConns bounds the connections that hold Lock's locks: more
 // sections at once wait for one.
-const maxLockConns = 32
+const maxLockConns = 16
 
 // lockPool is the pool of Lock's connections, apart from the store's
 // own, so a held lock never takes a connection its section's queries
