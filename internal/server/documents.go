@@ -89,6 +89,13 @@ func (s *Server) pinDocumentsAt(ctx context.Context, docs []api.Document, cutoff
 	if len(docs) == 0 || len(docs) > maxDocuments {
 		return nil, api.Errorf(api.EINVALID, fmt.Sprintf("want 1 to %d documents, got %d", maxDocuments, len(docs)))
 	}
+	if s.rep.shared != nil {
+		// A build pushed through another replica a moment ago may not
+		// have been told here yet: pin against the stored builds.
+		if err := s.res.loadCandidates(ctx); err != nil {
+			return nil, err
+		}
+	}
 	cands := s.res.candidatesAt(cutoff)
 	now := s.now().UTC()
 	if !cutoff.IsZero() {
