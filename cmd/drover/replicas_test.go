@@ -331,3 +331,56 @@ func containsAll(seen map[int64]bool, ids []int64) bool {
 	}
 	return true
 }
+
+// TestMigrateRunningFleet moves a real embedded server with a converged
+// agent to PostgreSQL: stopped, migrated, started again on the database
+// (same address, the old blob folder), the agent stays converged without
+// installing anything again, the old events keep their ids, and the fleet
+// takes new changes.
+func TestMigrateRunningFleet(t *testing.T) {
+	db := pgSchema(t)
+	f := newFleet(t)
+	files := buildFleetPackages(t, f)
+	f.op(append([]string{"pkg", "push"}, files...)...)
+	ag := f.newAgent("alpha")
+	ag.start()
+	f.waitFor("alpha", "reported", func(d deviceJSON) bool { return len(d.SystemTags) > 0 })
+	f.op("state", "set", "-f", writeState(t, f, "alpha", "id: alpha\napps:\n  - name: com.example:tool\n    version: 1.0.0\n"))
+	f.waitConverged("alpha", "com.example:tool=1.0.0")
+	before := storedEvents(t, f)
+	var builds []json.RawMessage
+	if err := json.Unmarshal([]byte(f.op("pkg", "ls", "-o", "json")), &builds); err != nil {
+		t.Fatal(err)
+	}
+
+	addr := f.addr
+	f.stopServer(f.server, f.pipe)
+	data := filepath.Join(f.dir, "data")
+	r := runBin(t, nil, "", "server", "migrate", "--from", data, "--to", db)
+	if r.code != 0 {
+		t.Fatalf("server migrate: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	for _, want := range []string{"devices: 1\n", "documents: 1\n", fmt.Sprintf("builds: %d\n", len(builds)), fmt.Sprintf("events: %d\n", len(before))} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("server migrate printed:\n%s\nwant a line %q", r.stdout, want)
+		}
+	}
+	f.listen = strings.TrimPrefix(addr, "https://")
+	f.serverArgs = []string{"--db", db, "--blobs", filepath.Join(data, "blobs"), "--data", filepath.Join(f.dir, "data-pg")}
+	f.startServer()
+
+	// The old events, ids and all.
+	after := storedEvents(t, f)
+	if len(after) < len(before) || !slices.Equal(eventIDs(after[:len(before)]), eventIDs(before)) {
+		t.Fatalf("events after the move: %v, want the old ones first: %v", eventIDs(after), eventIDs(before))
+	}
+	// The agent reports to the new store and stays converged: no step ran.
+	f.waitFor("alpha", "converged on the new store", func(d deviceJSON) bool { return d.Status.Converged })
+	for _, ev := range storedEvents(t, f)[len(before):] {
+		if ev.Kind == api.KindPlan || ev.Kind == api.KindStepStart {
+			t.Errorf("after the move the agent ran %s: %s", ev.Kind, ev.Message)
+		}
+	}
+	f.op("state", "set", "-f", writeState(t, f, "alpha", "id: alpha\napps:\n  - name: com.example:tool\n    version: 1.1.0\n"))
+	f.waitConverged("alpha", "com.example:lib=1.0.0", "com.example:tool=1.1.0")
+}
