@@ -475,13 +475,20 @@ func (s *Server) observe(ctx context.Context, r *api.Rollout) (map[string]rollou
 
 func (s *Server) observeDevice(ctx context.Context, d api.Device, rd api.RolloutDevice, res *api.Resolved, started time.Time) rollout.Observation {
 	var o rollout.Observation
+	// An error counts against the step when it is the step's: the
+	// agent says so (ErrorDigest), or it says nothing (an older agent)
+	// and has not applied the state yet. A device that applied it and
+	// then could not reach the server (a server restart in the middle
+	// of a soak) has not failed its step.
+	stepErr := d.Error != "" && (d.ErrorDigest == res.Digest ||
+		(d.ErrorDigest == "" && d.Applied != res.Digest && d.LastSeen.After(started)))
 	switch {
 	case res.Error != "":
 		o.StepError = "desired state cannot be resolved: " + res.Error
-	case d.Error != "" && (d.ErrorDigest == res.Digest || (d.ErrorDigest == "" && d.LastSeen.After(started))):
+	case stepErr:
 		o.StepError = d.Error
 	}
-	o.Converged = d.Error == "" && res.Error == "" && !res.Unset && d.Applied == res.Digest
+	o.Converged = !stepErr && res.Error == "" && !res.Unset && d.Applied == res.Digest
 	switch {
 	case d.Health == api.HealthTerminate ||
 		(d.Termination != nil && (d.Termination.State == api.TerminationTerminating || d.Termination.State == api.TerminationTerminated)):

@@ -427,3 +427,26 @@ func TestRolloutAbortKeepsUntilSetAgain(t *testing.T) {
 		t.Errorf("a-dev at %s after its document was set again, want 1.0.0", v)
 	}
 }
+
+// A device that applied its wave's state and then could not reach the
+// server (the server restarted during the soak) has not failed its step;
+// an error the agent ties to that state has.
+func TestRolloutSoakSurvivesUnreachableServer(t *testing.T) {
+	f := newFleetSim(t, 2)
+	f.start(api.RolloutSpec{Name: "web-1-1"})
+	f.drive()
+	f.converge("a-dev", api.HealthHealthy)
+	f.drive()
+	d, _ := f.ts.srv.store.Device(context.Background(), "a-dev")
+	d.Error, d.ErrorDigest = "get desired state: server unreachable: 127.0.0.1:8443: connection refused", ""
+	f.write(d)
+	f.drive()
+	if r := f.rollout("web-1-1"); r.Phase != api.RolloutRunning || r.Devices[0].Outcome == api.OutcomeFailed {
+		t.Fatalf("after a transport error of a converged device: phase %s, %+v", r.Phase, r.Devices[0])
+	}
+	f.fail("a-dev", "step failed: post-install exited 1")
+	f.drive()
+	if r := f.rollout("web-1-1"); r.Phase != api.RolloutPaused || r.Devices[0].Outcome != api.OutcomeFailed {
+		t.Fatalf("after the step's own error: phase %s, %+v", r.Phase, r.Devices[0])
+	}
+}
