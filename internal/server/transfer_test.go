@@ -78,10 +78,10 @@ func TestBlobCompressionIsNegotiated(t *testing.T) {
 }
 
 // readPack reads a whole pack answer into kind+digest -> bytes.
-func readPack(t *testing.T, rc io.ReadCloser) map[string][]byte {
+func readPack(t *testing.T, rc io.ReadCloser, req api.PackRequest) map[string][]byte {
 	t.Helper()
 	defer rc.Close()
-	pr, err := transfer.NewPackReader(rc, func(transfer.Entry) int64 { return 1 << 30 })
+	pr, err := transfer.NewPackReader(rc, req, func(transfer.Entry) int64 { return 1 << 30 })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +142,7 @@ func TestPackAuthorizationAndDeltas(t *testing.T) {
 				t.Fatalf("err = %v, want %q", err, tt.want)
 			}
 			if err == nil {
-				got := readPack(t, rc)
+				got := readPack(t, rc, tt.req)
 				if string(got["B"+fd2]) != v2 {
 					t.Errorf("pack did not carry the blob")
 				}
@@ -159,7 +159,7 @@ func TestPackAuthorizationAndDeltas(t *testing.T) {
 	}
 	whole, _ := io.ReadAll(rc)
 	rc.Close()
-	got := readPack(t, io.NopCloser(bytes.NewReader(whole)))
+	got := readPack(t, io.NopCloser(bytes.NewReader(whole)), req)
 	delta, ok := got["D"+fd2]
 	if !ok {
 		t.Fatalf("no delta in the answer: %d entries", len(got))
@@ -201,7 +201,7 @@ func TestTransferCacheBounded(t *testing.T) {
 	}
 	defer x.stop()
 	for i := range 40 {
-		if _, err := x.create(packDir, fmt.Sprint(i), true, func(w io.Writer) error {
+		if _, err := x.create(packDir, fmt.Sprint(i), true, func(w *os.File) error {
 			_, err := w.Write(make([]byte, 1000))
 			return err
 		}); err != nil {

@@ -62,7 +62,7 @@ func writePack(t testing.TB, entries []entry) []byte {
 }
 
 func readAll(stream []byte, limit int64) (map[string][]byte, error) {
-	pr, err := NewPackReader(bytes.NewReader(stream), func(Entry) int64 { return limit })
+	pr, err := NewPackReader(bytes.NewReader(stream), api.PackRequest{}, func(Entry) int64 { return limit })
 	if err != nil {
 		return nil, err
 	}
@@ -242,7 +242,7 @@ func TestPackReaderMemory(t *testing.T) {
 			runtime.ReadMemStats(&before)
 			open := make([]*PackReader, 0, readers)
 			for range readers {
-				pr, err := NewPackReader(bytes.NewReader(pack), func(Entry) int64 { return int64(tt.size) })
+				pr, err := NewPackReader(bytes.NewReader(pack), api.PackRequest{}, func(Entry) int64 { return int64(tt.size) })
 				if err != nil {
 					t.Fatal(err)
 				}
