@@ -2,7 +2,8 @@
 // bytes than their size: the pack stream (many blobs, and deltas of
 // blobs, in one zstd stream so that compression works across files), the
 // per-file delta (zstd with the old version of a file as its dictionary),
-// byte sizes as people write them, and the estimate of the bytes an
+// the x86 filter that makes machine code compress better, byte sizes as
+// people write them, and the estimate of the bytes an
 // install or an upgrade moves. Server and agent both use it; it does no
 // I/O of its own beyond the readers and writers it is given.
 package transfer
