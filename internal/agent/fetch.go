@@ -249,7 +249,7 @@ func (a *Agent) fromPack(ctx context.Context, need []string, bases map[string]st
 		if len(rest) == 0 || ctx.Err() != nil {
 			break
 		}
-		req := api.PackRequest{Digests: rest}
+		req := api.PackRequest{Digests: rest, Format: xfer.PackFormat2}
 		for _, d := range rest {
 			if b := bases[d]; b != "" && !whole[d] {
 				if _, err := a.cache.Stat(ctx, b); err == nil {
@@ -303,7 +303,7 @@ func (a *Agent) readPack(ctx context.Context, req api.PackRequest, left, whole m
 	if etag == "" {
 		rr.tries = resumeTries
 	}
-	pr, err := xfer.NewPackReader(a.netReader(ctx, rr), func(e xfer.Entry) int64 {
+	pr, err := xfer.NewPackReader(a.netReader(ctx, rr), req, func(e xfer.Entry) int64 {
 		if !left[e.Digest] || (e.Kind == xfer.KindDelta && req.Bases[e.Digest] != e.Base) {
 			return -1 // not asked for: refused
 		}

@@ -33,6 +33,7 @@ import (
 type packServer struct {
 	*fakeServer
 	old          bool // no pack call: ENOTFOUND
+	format1      bool // packs in format 1 whatever is asked, as a server before format 2
 	corruptDelta bool // every delta sent is damaged
 	dropAt       int  // the first ranged GET of a blob is cut after this many bytes
 	zstdGets     bool // GETs answer the zstd form, as a streaming encoder writes it
@@ -56,6 +57,10 @@ func (s *packServer) Pack(_ context.Context, req api.PackRequest, _ int64, _ str
 func (s *packServer) pack(req api.PackRequest) (io.ReadCloser, error) {
 	var buf bytes.Buffer
 	pw, err := xfer.NewPackWriter(&buf, 1<<20)
+	v2 := req.Format >= xfer.PackFormat2 && !s.format1
+	if v2 {
+		pw, err = xfer.NewPackWriter2(&buf, 1<<20, req.Digests)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -73,6 +78,12 @@ func (s *packServer) pack(req api.PackRequest) (io.ReadCloser, error) {
 			}
 			err = pw.Delta(d, req.Bases[d], delta)
 			if err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if v2 && xfer.IsX86ELF(data) {
+			if err := pw.Filtered(d, slices.Clone(data)); err != nil {
 				return nil, err
 			}
 			continue
@@ -174,24 +185,37 @@ func installedFile(t *testing.T, a *Agent, path string) string {
 	return string(got)
 }
 
+// fakeELF is the start of an x86-64 ELF file followed by calls and
+// RIP-relative loads: what the pack's x86 filter rewrites.
+func fakeELF(n int) string {
+	b := []byte("\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x3e\x00")
+	for len(b) < n {
+		b = append(b, 0xE8, byte(len(b)), 0x10, 0, 0, 0x48, 0x8B, 0x05, 0x20, byte(len(b)>>8), 0, 0, 0x90)
+	}
+	return string(b[:n])
+}
+
 func TestPackNegotiation(t *testing.T) {
-	files := map[string]string{"a": strings.Repeat("alpha ", 50000), "b": strings.Repeat("alpha ", 50000) + "beta", "c": noise(1, 3000)}
+	files := map[string]string{"a": strings.Repeat("alpha ", 50000), "b": strings.Repeat("alpha ", 50000) + "beta", "c": noise(1, 3000),
+		"bin": fakeELF(20_000)}
 	tests := []struct {
 		name      string
 		old       bool
+		format1   bool
 		zstdGets  bool
 		wantPacks int
 		wantGets  int // whole-blob GETs of the files (not the manifest)
 	}{
-		{"new server: one pack", false, false, 1, 0},
-		{"old server: 404 on pack, then blob by blob", true, false, 1, 3},
-		{"no pack, compressed GETs", true, true, 1, 3},
+		{"new server: one pack", false, false, false, 1, 0},
+		{"server before format 2: one pack in format 1", false, true, false, 1, 0},
+		{"old server: 404 on pack, then blob by blob", true, false, false, 1, 4},
+		{"no pack, compressed GETs", true, false, true, 1, 4},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			fs := &fakeServer{blobs: map[string][]byte{}, tamper: map[string][]byte{}}
 			fs.offer(t, "1.0.0", files)
-			srv := &packServer{fakeServer: fs, old: tt.old, zstdGets: tt.zstdGets}
+			srv := &packServer{fakeServer: fs, old: tt.old, format1: tt.format1, zstdGets: tt.zstdGets}
 			a := newAgent(t, srv, Config{})
 			if err := a.Converge(context.Background()); err != nil {
 				t.Fatal(err)
@@ -209,6 +233,9 @@ func TestPackNegotiation(t *testing.T) {
 			}
 			if len(srv.packs) != tt.wantPacks || gets != tt.wantGets {
 				t.Errorf("%d packs and %d blob GETs, want %d and %d", len(srv.packs), gets, tt.wantPacks, tt.wantGets)
+			}
+			if len(srv.packs) > 0 && srv.packs[0].Format != xfer.PackFormat2 {
+				t.Errorf("pack asked in format %d, want %d", srv.packs[0].Format, xfer.PackFormat2)
 			}
 			if tt.old && !a.dl.noPack.Load() {
 				t.Error("after a 404 the agent would ask for packs again")

@@ -405,4 +405,9 @@ type PackRequest struct {
 	// same file of the version it has installed); the server may answer
 	// a delta against it instead of the whole blob.
 	Bases map[string]string `json:"bases,omitempty"`
+	// Format is the highest pack format the device reads (2: entries
+	// named by their place in Digests, x86-filtered entries); 0 means 1.
+	// A server answers the highest it writes, at most this; the stream's
+	// first bytes say which.
+	Format int `json:"format,omitempty"`
 }

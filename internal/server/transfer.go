@@ -140,7 +140,7 @@ func (x *xfer) open(kind, name string) (*os.File, error) {
 // create writes a cache file through fn, atomically: a reader sees it
 // whole or not at all. keep=false leaves the result as a temp file for
 // the caller to use once and remove.
-func (x *xfer) create(kind, name string, keep bool, fn func(w io.Writer) error) (string, error) {
+func (x *xfer) create(kind, name string, keep bool, fn func(w *os.File) error) (string, error) {
 	f, err := os.CreateTemp(filepath.Join(x.cfg.Dir, tmpDir), kind+"-*")
 	if err != nil {
 		return "", err
@@ -234,7 +234,7 @@ func (x *xfer) compressed(ctx context.Context, digest string) (*os.File, error) 
 	if err != nil {
 		return nil, err
 	}
-	tmp, err := x.create(zDir, digest, false, func(w io.Writer) error {
+	tmp, err := x.create(zDir, digest, false, func(w *os.File) error {
 		zw, err := zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedBestCompression),
 			zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(true))
 		if err != nil {
@@ -255,7 +255,7 @@ func (x *xfer) compressed(ctx context.Context, digest string) (*os.File, error) 
 		return nil, err
 	}
 	if zfi.Size() >= fi.Size() {
-		_, err := x.create(zDir, digest, true, func(io.Writer) error { return nil })
+		_, err := x.create(zDir, digest, true, func(*os.File) error { return nil })
 		return nil, err
 	}
 	if err := os.Rename(tmp, x.path(zDir, digest)); err != nil {
@@ -360,7 +360,7 @@ func (x *xfer) makeDelta(d *transfer.Differ, base, target string) error {
 			data = nil
 		}
 	}
-	_, err = x.create(deltaDir, deltaKey(base, target), true, func(w io.Writer) error {
+	_, err = x.create(deltaDir, deltaKey(base, target), true, func(w *os.File) error {
 		_, err := w.Write(data)
 		return err
 	})
@@ -376,6 +376,9 @@ const maxPacksMaking = 2
 // packKey names a pack answer by what was asked.
 func packKey(req api.PackRequest) string {
 	h := sha256.New()
+	if req.Format >= transfer.PackFormat2 {
+		fmt.Fprintf(h, "format %d\n", transfer.PackFormat2)
+	}
 	for _, d := range req.Digests {
 		fmt.Fprintf(h, "%s:%s\n", d, req.Bases[d])
 	}
@@ -456,7 +459,7 @@ wait:
 			return nil
 		}
 	}
-	name, err := x.create(packDir, key, complete, func(w io.Writer) error {
+	name, err := x.create(packDir, key, complete, func(w *os.File) error {
 		return s.writePack(r.Context(), w, req)
 	})
 	if err != nil {
@@ -488,49 +491,156 @@ func servePack(w http.ResponseWriter, r *http.Request, f *os.File, key string) {
 	http.ServeContent(w, r, "", time.Time{}, f)
 }
 
-// writePack writes the pack stream of req: each blob as a delta when one
-// is ready and worth it, else whole.
-func (s *Server) writePack(ctx context.Context, w io.Writer, req api.PackRequest) error {
+// writePack writes the pack stream of req onto f: each blob as a delta
+// when one is ready and worth it, else whole. In format 2, x86-64 ELF
+// files go through the x86 filter when that makes them smaller: a pass
+// with the filter and one without measure each file's share of the
+// stream, and when some file is smaller unfiltered a third pass writes
+// each file the smaller way (files that share code, such as git's
+// programs, match each other better unfiltered).
+func (s *Server) writePack(ctx context.Context, f *os.File, req api.PackRequest) error {
 	// The whole blobs' sizes bound what the pack carries (a delta is
 	// smaller than its blob): the stream's window is fitted to it.
 	var total int64
-	for _, d := range req.Digests {
+	entries := make([]packEntry, len(req.Digests))
+	for i, d := range req.Digests {
 		n, err := s.blobs.Stat(ctx, d)
 		if err != nil {
 			return err
 		}
 		total += n
+		e := packEntry{digest: d, size: n}
+		if b := req.Bases[d]; b != "" {
+			if data, ok := s.xfer.delta(b, d); ok && len(data) > 0 {
+				e.base, e.delta = b, data
+			}
+		}
+		entries[i] = e
 	}
-	pw, err := transfer.NewPackWriter(w, total)
+	if req.Format < transfer.PackFormat2 {
+		_, err := s.packPass(ctx, f, req, total, entries, nil)
+		return err
+	}
+	filter := make([]bool, len(entries))
+	anyELF := false
+	for i, e := range entries {
+		if e.base == "" && e.size >= minFilterFile && e.size <= transfer.MaxFilterFile {
+			if filter[i], _ = s.isX86ELF(ctx, e.digest); filter[i] {
+				anyELF = true
+			}
+		}
+	}
+	if !anyELF {
+		_, err := s.packPass(ctx, f, req, total, entries, nil)
+		return err
+	}
+	plain, err := s.packPass(ctx, io.Discard, req, total, entries, nil)
 	if err != nil {
 		return err
 	}
-	for _, d := range req.Digests {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if b := req.Bases[d]; b != "" {
-			if data, ok := s.xfer.delta(b, d); ok && len(data) > 0 {
-				if err := pw.Delta(d, b, data); err != nil {
-					return err
-				}
-				continue
-			}
-		}
-		f, err := s.blobs.Open(ctx, d)
-		if err != nil {
-			return err
-		}
-		fi, err := f.Stat()
-		if err == nil {
-			err = pw.Blob(d, fi.Size(), f)
-		}
-		f.Close()
-		if err != nil {
-			return err
+	filtered, err := s.packPass(ctx, f, req, total, entries, filter)
+	if err != nil {
+		return err
+	}
+	mixed := false
+	for i := range filter {
+		if filter[i] && filtered[i] > plain[i] {
+			filter[i], mixed = false, true
 		}
 	}
-	return pw.Close()
+	if !mixed {
+		return nil
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	if err := f.Truncate(0); err != nil {
+		return err
+	}
+	_, err = s.packPass(ctx, f, req, total, entries, filter)
+	return err
+}
+
+// minFilterFile is the smallest file the x86 filter is tried on: below
+// it the entry's share of the stream cannot be told.
+const minFilterFile = 4 << 10
+
+// packEntry is one blob of a pack answer: a delta from base when one is
+// ready, else the whole blob.
+type packEntry struct {
+	digest, base string
+	size         int64
+	delta        []byte
+}
+
+// packPass writes one pack stream of entries onto w, filtering those
+// filter marks, and returns each entry's share of the compressed stream.
+func (s *Server) packPass(ctx context.Context, w io.Writer, req api.PackRequest, total int64, entries []packEntry, filter []bool) ([]int64, error) {
+	var pw *transfer.PackWriter
+	var err error
+	if req.Format >= transfer.PackFormat2 {
+		pw, err = transfer.NewPackWriter2(w, total, req.Digests)
+	} else {
+		pw, err = transfer.NewPackWriter(w, total)
+	}
+	if err != nil {
+		return nil, err
+	}
+	shares := make([]int64, len(entries))
+	for i, e := range entries {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		before := pw.Written()
+		switch {
+		case e.base != "":
+			err = pw.Delta(e.digest, e.base, e.delta)
+		case filter != nil && filter[i]:
+			var data []byte
+			if data, err = s.readBlob(ctx, e.digest, e.size); err == nil {
+				err = pw.Filtered(e.digest, data)
+			}
+		default:
+			var f *os.File
+			if f, err = s.blobs.Open(ctx, e.digest); err == nil {
+				err = pw.Blob(e.digest, e.size, f)
+				f.Close()
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+		shares[i] = pw.Written() - before
+	}
+	return shares, pw.Close()
+}
+
+// readBlob reads a blob of size bytes whole.
+func (s *Server) readBlob(ctx context.Context, digest string, size int64) ([]byte, error) {
+	f, err := s.blobs.Open(ctx, digest)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data := make([]byte, size)
+	if _, err := io.ReadFull(f, data); err != nil {
+		return nil, fmt.Errorf("read blob %s: %w", digest, err)
+	}
+	return data, nil
+}
+
+// isX86ELF reports whether a blob starts as an x86-64 ELF file.
+func (s *Server) isX86ELF(ctx context.Context, digest string) (bool, error) {
+	f, err := s.blobs.Open(ctx, digest)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	head := make([]byte, 20)
+	if _, err := io.ReadFull(f, head); err != nil {
+		return false, nil
+	}
+	return transfer.IsX86ELF(head), nil
 }
 
 // mayReadAll checks that the caller may read every blob of req, exactly

@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
@@ -78,10 +79,10 @@ func TestBlobCompressionIsNegotiated(t *testing.T) {
 }
 
 // readPack reads a whole pack answer into kind+digest -> bytes.
-func readPack(t *testing.T, rc io.ReadCloser) map[string][]byte {
+func readPack(t *testing.T, rc io.ReadCloser, req api.PackRequest) map[string][]byte {
 	t.Helper()
 	defer rc.Close()
-	pr, err := transfer.NewPackReader(rc, func(transfer.Entry) int64 { return 1 << 30 })
+	pr, err := transfer.NewPackReader(rc, req, func(transfer.Entry) int64 { return 1 << 30 })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +143,7 @@ func TestPackAuthorizationAndDeltas(t *testing.T) {
 				t.Fatalf("err = %v, want %q", err, tt.want)
 			}
 			if err == nil {
-				got := readPack(t, rc)
+				got := readPack(t, rc, tt.req)
 				if string(got["B"+fd2]) != v2 {
 					t.Errorf("pack did not carry the blob")
 				}
@@ -159,7 +160,7 @@ func TestPackAuthorizationAndDeltas(t *testing.T) {
 	}
 	whole, _ := io.ReadAll(rc)
 	rc.Close()
-	got := readPack(t, io.NopCloser(bytes.NewReader(whole)))
+	got := readPack(t, io.NopCloser(bytes.NewReader(whole)), req)
 	delta, ok := got["D"+fd2]
 	if !ok {
 		t.Fatalf("no delta in the answer: %d entries", len(got))
@@ -201,7 +202,7 @@ func TestTransferCacheBounded(t *testing.T) {
 	}
 	defer x.stop()
 	for i := range 40 {
-		if _, err := x.create(packDir, fmt.Sprint(i), true, func(w io.Writer) error {
+		if _, err := x.create(packDir, fmt.Sprint(i), true, func(w *os.File) error {
 			_, err := w.Write(make([]byte, 1000))
 			return err
 		}); err != nil {
@@ -216,5 +217,59 @@ func TestTransferCacheBounded(t *testing.T) {
 	}
 	if total > 10_000 || len(entries) == 0 {
 		t.Errorf("cache holds %d bytes in %d files, bound 10000", total, len(entries))
+	}
+}
+
+// fakeCode is the start of an x86-64 ELF file followed by n bytes of
+// calls of one function and loads of one variable.
+func fakeCode(n int) string {
+	b := []byte("\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x3e\x00")
+	for len(b)+16 <= n {
+		b = binary.LittleEndian.AppendUint32(append(b, 0xE8), uint32(0x40_0000-(len(b)+5)))
+		b = binary.LittleEndian.AppendUint32(append(b, 0x48, 0x8B, 0x05), uint32(0x60_0000-(len(b)+7)))
+		b = append(b, 0x90, 0x90, 0x90)
+	}
+	return string(b)
+}
+
+// TestPackFormats: an agent that asks no format (every agent before
+// format 2) gets format 1; one that asks format 2 gets it, with machine
+// code through the x86 filter, in fewer bytes; both read back the blob.
+func TestPackFormats(t *testing.T) {
+	ts := newTestServer(t, time.Second)
+	ctx := context.Background()
+	bin := fakeCode(300_000)
+	_, fd := ts.push(t, "tool", "1.0.0", []string{"linux"}, bin)
+	ts.report(t, "d1", "linux")
+	if _, err := ts.admin.SetState(ctx, api.DesiredState{ID: "d1", Apps: []api.DesiredApp{{Name: "com.example:tool", Version: "1.0.0"}}}); err != nil {
+		t.Fatal(err)
+	}
+	sizes := map[int]int{}
+	for _, format := range []int{0, transfer.PackFormat2} {
+		req := api.PackRequest{Digests: []string{fd}, Format: format}
+		rc, _, _, err := ts.dev["d1"].Pack(ctx, req, 0, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		whole, _ := io.ReadAll(rc)
+		rc.Close()
+		sizes[format] = len(whole)
+		// What an agent before format 2 reads: a format 1 stream.
+		dec, _ := zstd.NewReader(bytes.NewReader(whole))
+		head := make([]byte, 8)
+		_, err = io.ReadFull(dec, head)
+		dec.Close()
+		if want := map[int]string{0: "DRPACK1\n", transfer.PackFormat2: "DRPACK2\n"}[format]; err != nil || string(head) != want {
+			t.Errorf("format %d: the stream starts %q (%v), want %q", format, head, err, want)
+		}
+		if got := readPack(t, io.NopCloser(bytes.NewReader(whole)), req); string(got["B"+fd]) != bin {
+			t.Errorf("format %d: the blob did not come back", format)
+		}
+	}
+	if sizes[transfer.PackFormat2] > sizes[0]*3/4 {
+		t.Errorf("machine code packs to %d bytes in format 2, %d in format 1: want clearly fewer", sizes[transfer.PackFormat2], sizes[0])
+	}
+	if packKey(api.PackRequest{Digests: []string{fd}}) == packKey(api.PackRequest{Digests: []string{fd}, Format: transfer.PackFormat2}) {
+		t.Error("answers of both formats are kept under one key")
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"runtime"
@@ -62,7 +63,7 @@ func writePack(t testing.TB, entries []entry) []byte {
 }
 
 func readAll(stream []byte, limit int64) (map[string][]byte, error) {
-	pr, err := NewPackReader(bytes.NewReader(stream), func(Entry) int64 { return limit })
+	pr, err := NewPackReader(bytes.NewReader(stream), api.PackRequest{}, func(Entry) int64 { return limit })
 	if err != nil {
 		return nil, err
 	}
@@ -242,7 +243,7 @@ func TestPackReaderMemory(t *testing.T) {
 			runtime.ReadMemStats(&before)
 			open := make([]*PackReader, 0, readers)
 			for range readers {
-				pr, err := NewPackReader(bytes.NewReader(pack), func(Entry) int64 { return int64(tt.size) })
+				pr, err := NewPackReader(bytes.NewReader(pack), api.PackRequest{}, func(Entry) int64 { return int64(tt.size) })
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -261,5 +262,134 @@ func TestPackReaderMemory(t *testing.T) {
 			}
 			runtime.KeepAlive(open)
 		})
+	}
+}
+
+// TestPackFormat2 writes a format 2 stream (entries named by their place
+// in the request, a filtered one among them) and reads it back; a stream
+// naming an entry the request does not have is refused.
+func TestPackFormat2(t *testing.T) {
+	bin := code(30_000)
+	small := []byte("a small text file\n")
+	old := noisy(4, 20_000)
+	target := append(bytes.Clone(old[:15_000]), "patched"...)
+	delta, err := MakeDelta(old, target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := api.PackRequest{Digests: []string{digest(small), digest(bin), digest(target)},
+		Bases: map[string]string{digest(target): digest(old)}, Format: PackFormat2}
+	var buf bytes.Buffer
+	pw, err := NewPackWriter2(&buf, 100_000, req.Digests)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pw.Filtered(digest(bin), bytes.Clone(bin)); err != nil {
+		t.Fatal(err)
+	}
+	if err := pw.Blob(digest(small), int64(len(small)), bytes.NewReader(small)); err != nil {
+		t.Fatal(err)
+	}
+	if err := pw.Delta(digest(target), digest(old), delta); err != nil {
+		t.Fatal(err)
+	}
+	if err := pw.Blob(digest(old), int64(len(old)), bytes.NewReader(old)); err == nil {
+		t.Error("a blob the request does not name was written")
+	}
+	if err := pw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	pr, err := NewPackReader(bytes.NewReader(buf.Bytes()), req, func(Entry) int64 { return 1 << 20 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	got := map[string][]byte{}
+	for {
+		e, err := pr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := io.ReadAll(e.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[string(e.Kind)+e.Digest+e.Base] = data
+	}
+	if !bytes.Equal(got["B"+digest(bin)], bin) || !bytes.Equal(got["B"+digest(small)], small) {
+		t.Error("blobs did not come back as written")
+	}
+	if back, err := ApplyDelta(old, got["D"+digest(target)+digest(old)], 1<<20); err != nil || !bytes.Equal(back, target) {
+		t.Errorf("delta did not rebuild the target: %v", err)
+	}
+
+	// The same stream read against a shorter request: the entries it
+	// names past its end are refused.
+	short := api.PackRequest{Digests: req.Digests[:1], Format: PackFormat2}
+	_, err = readAllReq(buf.Bytes(), short)
+	if !errors.Is(err, ErrMalformed) {
+		t.Errorf("entry past the request: err = %v, want ErrMalformed", err)
+	}
+	// A format 1 writer refuses filtered entries.
+	pw1, err := NewPackWriter(io.Discard, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pw1.Filtered(digest(bin), bytes.Clone(bin)); err == nil {
+		t.Error("a format 1 stream took a filtered entry")
+	}
+}
+
+// TestPackFormat2Smaller: naming entries by place saves the 32-byte
+// digests of format 1.
+func TestPackFormat2Smaller(t *testing.T) {
+	var digests []string
+	var datas [][]byte
+	for i := range 500 {
+		d := []byte(fmt.Sprintf("file %d\n", i))
+		digests = append(digests, digest(d))
+		datas = append(datas, d)
+	}
+	size := func(pw *PackWriter, buf *bytes.Buffer) int {
+		for i, d := range datas {
+			if err := pw.Blob(digests[i], int64(len(d)), bytes.NewReader(d)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := pw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return buf.Len()
+	}
+	var b1, b2 bytes.Buffer
+	pw1, _ := NewPackWriter(&b1, 10_000)
+	pw2, _ := NewPackWriter2(&b2, 10_000, digests)
+	if s1, s2 := size(pw1, &b1), size(pw2, &b2); s2 > s1-500*30 {
+		t.Errorf("500 small entries: format 2 is %d bytes, format 1 %d; want 30 bytes an entry less", s2, s1)
+	}
+}
+
+func readAllReq(stream []byte, req api.PackRequest) (int, error) {
+	pr, err := NewPackReader(bytes.NewReader(stream), req, func(Entry) int64 { return 1 << 20 })
+	if err != nil {
+		return 0, err
+	}
+	defer pr.Close()
+	n := 0
+	for {
+		e, err := pr.Next()
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+		if _, err := io.Copy(io.Discard, e.Body); err != nil {
+			return n, err
+		}
+		n++
 	}
 }
