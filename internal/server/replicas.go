@@ -306,6 +306,10 @@ func (s *Server) applyChange(ctx context.Context, c store.Change) {
 // then every resolution is computed again when next asked (devices with
 // the same inputs share one).
 func (s *Server) remoteDocuments(ctx context.Context, keys []string) error {
+	// Not in the middle of this replica's own document write, which
+	// reads the documents, changes them and sets them.
+	s.docMu.Lock()
+	defer s.docMu.Unlock()
 	var ids []string
 	for _, k := range keys {
 		kind, id, _ := strings.Cut(k, "/")
@@ -413,6 +417,10 @@ func (s *Server) remoteEvents() {
 // the store into the index, and wakes the devices whose documents they
 // change and the driver.
 func (s *Server) reloadRollouts(ctx context.Context, names []string) error {
+	// Not in the middle of this replica's own change of a rollout (read,
+	// save, index): what is read here is then never older than the index.
+	s.ro.op.Lock()
+	defer s.ro.op.Unlock()
 	var list []api.Rollout
 	if names == nil {
 		var err error
