@@ -3,6 +3,8 @@ package postgres_test
 import (
 	"context"
 	"fmt"
+	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -55,4 +57,31 @@ func BenchmarkAppendEvents(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkCommitParallel measures the converging fleet's write: 64
+// goroutines at once each commit a device's record with two events, as
+// the SQLite store's benchmark of the same name. It reports commits/s:
+// the store's throughput, not one writer's latency.
+func BenchmarkCommitParallel(b *testing.B) {
+	s := pgtest.Open(b)
+	var n atomic.Int64
+	t0 := time.Now()
+	b.SetParallelism(64 / runtime.GOMAXPROCS(0))
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := n.Add(1)
+			d := api.Device{ID: fmt.Sprintf("device-%04d", i%5000), LastSeen: t0.Add(time.Duration(i)), Health: "ok"}
+			w := store.Write{Device: &d, Events: []api.Event{
+				{Device: d.ID, Kind: api.KindLog, Message: "installed"},
+				{Device: d.ID, Kind: api.KindConverged, Message: "converged"},
+			}}
+			if _, err := s.Commit(context.Background(), w); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "commits/s")
 }

@@ -26,7 +26,11 @@ func (s *Store) AppendEvents(ctx context.Context, evs []api.Event) ([]api.Event,
 
 // Commit implements store.Store. A write of a device record alone (the
 // report of a device without news) is one statement outside any explicit
-// transaction; anything else is one transaction sent as one batch.
+// transaction; anything else is checked here and committed by the
+// batcher (batch.go), in one transaction with the other writes waiting
+// then. A caller whose ctx ends before the batcher takes its write gets
+// ctx.Err() and the write is not applied; once taken, the write's outcome
+// is its batch's, which the caller waits for.
 func (s *Store) Commit(ctx context.Context, w store.Write) ([]api.Event, error) {
 	out := make([]api.Event, len(w.Events))
 	for i, e := range w.Events {
@@ -79,75 +83,53 @@ func (s *Store) Commit(ctx context.Context, w store.Write) ([]api.Event, error) 
 		return out, nil
 	}
 
-	b := &pgx.Batch{}
+	// Removals before puts: the batcher keeps the order of a row's
+	// changes, and these are in the order Write states.
+	r := &request{events: out}
 	for _, k := range w.RemoveDocuments {
-		b.Queue(`DELETE FROM documents WHERE key = $1`, k)
+		r.changes = append(r.changes, change{tableDocuments, k, `DELETE FROM documents WHERE key = $1`, []any{k}})
 	}
 	for _, id := range w.RemoveDevices {
-		b.Queue(`DELETE FROM devices WHERE id = $1`, id)
+		r.changes = append(r.changes, change{tableDevices, id, `DELETE FROM devices WHERE id = $1`, []any{id}})
 	}
 	if device != nil {
 		seen, _ := splitTime(w.Device.LastSeen)
-		b.Queue(putDevice, w.Device.ID, seen, string(device))
+		r.changes = append(r.changes, change{tableDevices, w.Device.ID, putDevice, []any{w.Device.ID, seen, string(device)}})
 	}
 	for i, d := range docs {
 		name := d.ID
 		if d.Kind == api.DocGroup {
 			name = d.Group
 		}
-		b.Queue(upsertDocument, d.Key(), d.Kind, name, string(docData[i]))
+		r.changes = append(r.changes, change{tableDocuments, d.Key(), upsertDocument, []any{d.Key(), d.Kind, name, string(docData[i])}})
 	}
-	tx, err := s.pool.Begin(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("commit: %w", err)
-	}
-	defer tx.Rollback(ctx)
-	if err := s.insertEvents(ctx, tx, b, out); err != nil {
-		return nil, fmt.Errorf("commit: %w", err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return nil, fmt.Errorf("commit: %w", err)
-	}
-	return out, nil
+	return s.commitBatched(ctx, r)
 }
 
-// insertEvents sends b, then checked events, in tx, setting the events'
-// IDs, and queues the events in the outbox when it is on.
+// insertEvents queues, after the statements already in b, the event lock
+// and checked events, sends b in tx and sets the events' IDs; with the
+// outbox on, each event is queued there by the same statement.
 //
 // Event writers take turns (a transaction advisory lock, held to commit):
 // a sequence hands out IDs in order but concurrent transactions may
 // commit out of it, and a reader that saw 11 before 10 was committed
 // would step over 10 for good. In turns, IDs become visible in order, so
 // an ID is a cursor (Events, OutboxNext). Writes without events, such as
-// every report's device record, do not wait.
+// every report's device record, do not wait. Commit's batches take the
+// same turn (batch.go).
 func (s *Store) insertEvents(ctx context.Context, tx pgx.Tx, b *pgx.Batch, out []api.Event) error {
 	if len(out) > 0 {
 		b.Queue(`SELECT pg_advisory_xact_lock($1)`, s.eventLock)
 	}
+	outbox := s.outbox.Load()
 	for i := range out {
 		e := &out[i]
-		at, ns := splitTime(e.Time)
-		b.Queue(insertEvent, at, ns, e.Device, e.Kind, e.Level, e.Priority, api.PriorityRank(e.Priority),
-			e.Package, e.Message, []byte(e.Payload)).QueryRow(func(row pgx.Row) error { return row.Scan(&e.ID) })
-	}
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return err
-	}
-	if !s.outbox.Load() || len(out) == 0 {
-		return nil
-	}
-	ob := &pgx.Batch{}
-	for _, e := range out {
-		body, err := json.Marshal(e)
-		if err != nil {
-			return fmt.Errorf("outbox: %w", err)
+		if err := queueEvent(b, e, outbox); err != nil {
+			return err
 		}
-		ob.Queue(`INSERT INTO outbox (id, body) VALUES ($1, $2)`, e.ID, body)
+		b.QueuedQueries[len(b.QueuedQueries)-1].QueryRow(func(row pgx.Row) error { return row.Scan(&e.ID) })
 	}
-	if err := tx.SendBatch(ctx, ob).Close(); err != nil {
-		return fmt.Errorf("outbox: %w", err)
-	}
-	return nil
+	return tx.SendBatch(ctx, b).Close()
 }
 
 // Events implements store.Store.

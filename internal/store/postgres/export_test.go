@@ -24,3 +24,14 @@ func (s *Store) LockKeyForTest(name string) int64 { return s.lockKey("lock\x00" 
 
 // ChannelForTest is the store's NOTIFY channel.
 func (s *Store) ChannelForTest() string { return s.channel }
+
+// EventLockKeyForTest is the key of the event writers' lock.
+func (s *Store) EventLockKeyForTest() int64 { return s.eventLock }
+
+// QueuedForTest is how many writes wait for the batcher (abandoned ones
+// included until it passes them).
+func (s *Store) QueuedForTest() int {
+	s.batch.mu.Lock()
+	defer s.batch.mu.Unlock()
+	return len(s.batch.queue)
+}

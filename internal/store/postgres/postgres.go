@@ -55,6 +55,7 @@ type Store struct {
 
 	outbox atomic.Bool // AppendEvents also queues events in the outbox
 	locks  lockPool    // connections of Lock (lock.go)
+	batch  *batcher    // Commit's group commit (batch.go)
 }
 
 var (
@@ -93,6 +94,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("open postgres store: %w", err)
 	}
+	s.startBatcher()
 	return s, nil
 }
 
@@ -115,9 +117,11 @@ func (s *Store) setup(ctx context.Context, schema string) error {
 	return s.migrate(ctx, migrationFS)
 }
 
-// Close implements store.Store. The connections of Listen and Lead are
-// not the pool's: their callers end them (ctx, release) before Close.
+// Close implements store.Store. It first commits the writes Commit
+// queued. The connections of Listen and Lead are not the pool's: their
+// callers end them (ctx, release) before Close.
 func (s *Store) Close() error {
+	s.stopBatcher()
 	s.locks.close()
 	s.pool.Close()
 	return nil
