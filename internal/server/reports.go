@@ -201,7 +201,7 @@ func (s *Server) handleDeviceEvents(w http.ResponseWriter, r *http.Request, p pe
 		sizes[i] = eventSize(ev)
 	}
 	v := s.quota.events(p.name, sizes)
-	if err := s.emit(r.Context(), evs[:v.Admit]...); err != nil {
+	if err := s.emitGrouped(r.Context(), evs[:v.Admit]); err != nil {
 		return err
 	}
 	if v.Admit < len(evs) {

@@ -90,6 +90,8 @@ type Server struct {
 	xfer  *xfer // transfer.go; nil when off
 	// parking holds long-polls that wait with no goroutine (park.go).
 	parking parking
+	// evGroups stores concurrent device event posts together (batch.go).
+	evGroups eventGroups
 
 	mu   sync.Mutex
 	http *http.Server
