@@ -8,7 +8,7 @@
 //	drover-bench rollout [-n 1000] [-waves 1,10%,50%,100%] [-soak 10s] [-health-interval 2s] [-max-failures 0]
 //	drover-bench ui [-devices 10000] [-rate 1000] [-feed 20s] [-runs 5]
 //	drover-bench transfer [-debs DIR] [-dir DIR] [-drover PATH] [-only NAME,...]
-//	drover-bench idle [-n 1000,5000,19000] [-per-process 5000] [-http1] [-heartbeat 30s] [-hold 0s] [-drover PATH] [-dir DIR]
+//	drover-bench idle [-n 1000,5000,14000] [-per-process 5000] [-http1] [-heartbeat 30s] [-hold 0s] [-drover PATH] [-dir DIR]
 //	drover-bench converge-cpu [-n 1000] [-drover PATH] [-dir DIR] [-timeout 5m]
 //
 // idle-agents and floor-server are the processes idle and converge-cpu
@@ -42,7 +42,7 @@ const usage = `usage:
   drover-bench rollout [-n 1000] [-waves 1,10%,50%,100%] [-soak 10s] [-health-interval 2s] [-max-failures 0] [-drover PATH] [-dir DIR] [-timeout 10m]
   drover-bench ui [-devices 10000] [-rate 1000] [-feed 20s] [-runs 5]
   drover-bench transfer [-debs DIR] [-dir DIR] [-drover PATH] [-only NAME,...]
-  drover-bench idle [-n 1000,5000,19000] [-per-process 5000] [-http1] [-heartbeat 30s] [-hold 0s] [-drover PATH] [-dir DIR]
+  drover-bench idle [-n 1000,5000,14000] [-per-process 5000] [-http1] [-heartbeat 30s] [-hold 0s] [-drover PATH] [-dir DIR]
   drover-bench converge-cpu [-n 1000] [-drover PATH] [-dir DIR] [-timeout 5m]
 `
 
@@ -200,9 +200,9 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		return bench.Transfer(ctx, bench.TransferConfig{Pairs: pairs, Debs: *debs, Dir: *dir, Drover: *drover, Out: stdout})
 	case "idle":
-		sizes := fs.String("n", "1000,5000,19000", "counts of connected agents, increasing, comma separated")
+		sizes := fs.String("n", "1000,5000,14000", "counts of connected agents, increasing, comma separated")
 		per := fs.Int("per-process", 5000, "agents per simulator process")
-		http1 := fs.Bool("http1", false, "simulated agents speak HTTP/1.1 instead of HTTP/2")
+		http1 := fs.Bool("http1", false, "simulated agents speak only HTTP/1.1")
 		hold := fs.Duration("hold", 0, "keep the agents connected this long after the last count")
 		beat := fs.Duration("heartbeat", 30*time.Second, "how often each agent reads its state and reports besides its long-poll (0: never)")
 		drover := fs.String("drover", "", "drover binary to run as the server (default: build ./cmd/drover)")

@@ -39,8 +39,8 @@ type IdleConfig struct {
 	// holds; 0 = 5000. Each process dials from its own 127.0.0.x
 	// address, so no address runs out of ephemeral ports.
 	PerProcess int
-	// HTTP1 makes the simulated agents speak HTTP/1.1 instead of HTTP/2
-	// (what an agent that cannot negotiate HTTP/2 costs the server).
+	// HTTP1 makes the simulated agents speak only HTTP/1.1 (what an
+	// agent that cannot negotiate HTTP/2 costs the server).
 	HTTP1 bool
 	// Self is the command line that runs this program's idle-agents
 	// subcommand (a simulator process): Self[0] and the arguments before
@@ -102,22 +102,27 @@ func Idle(ctx context.Context, cfg IdleConfig) error {
 	if err != nil {
 		return err
 	}
-	// The server holds one socket per agent plus its own files; the
-	// server raises its soft limit to the hard one as every Go program
-	// does, and inherits the hard one from here.
-	if hard < uint64(maxN)+64 {
-		return fmt.Errorf("resource limit: %d agents need about %d open files in the server; the hard limit is %d (raise it with ulimit -Hn, which needs CAP_SYS_RESOURCE)",
-			maxN, maxN+64, hard)
+	// The server holds one socket per agent, a second one for an agent
+	// in a burst of requests (heartbeats: 2 s of every 30), plus its own
+	// files; it raises its soft limit to the hard one as every Go
+	// program does, and inherits the hard one from here.
+	need := uint64(maxN) + 64
+	if cfg.Heartbeat > 0 {
+		need += uint64(maxN) / 7
 	}
-	proto := "HTTP/2"
+	if hard < need {
+		return fmt.Errorf("resource limit: %d agents need about %d open files in the server; the hard limit is %d (raise it with ulimit -Hn, which needs CAP_SYS_RESOURCE)",
+			maxN, need, hard)
+	}
+	proto := "as agents do (the long-poll over HTTP/1.1, other calls over HTTP/2)"
 	if cfg.HTTP1 {
-		proto = "HTTP/1.1"
+		proto = "HTTP/1.1 only"
 	}
 	beat := "none"
 	if cfg.Heartbeat > 0 {
 		beat = "every " + cfg.Heartbeat.String()
 	}
-	fmt.Fprintf(out, "idle: open-file limit %d (hard %d); %d agents per simulator process; agents speak %s; heartbeat (state read + report) %s\n",
+	fmt.Fprintf(out, "idle: open-file limit %d (hard %d); %d agents per simulator process; agents talk %s; heartbeat (state read + report) %s\n",
 		soft, hard, cfg.PerProcess, proto, beat)
 
 	bin := cfg.Drover
@@ -362,9 +367,10 @@ type IdleAgentsConfig struct {
 }
 
 // IdleAgents runs light agents until ctx ends or cfg.In is closed. Each has
-// its own certificate and client.Client (so its own TLS connection, HTTP/2
-// when the server offers it), and does what an idle agent does: a report,
-// a read of its desired state, then long-polls, one after the other.
+// its own certificate and client.Client (so its connections and protocols
+// are an agent's), and does what an idle agent does: a report, a read of
+// its desired state, then long-polls, one after the other, and a
+// heartbeat.
 func IdleAgents(ctx context.Context, cfg IdleAgentsConfig) error {
 	if cfg.To <= cfg.From || cfg.From < 0 {
 		return usagef("idle-agents: want 0 <= -from < -to")
@@ -394,7 +400,6 @@ func IdleAgents(ctx context.Context, cfg IdleAgentsConfig) error {
 		ready    sync.WaitGroup
 		failures atomic.Int64
 		firstErr atomic.Pointer[string]
-		repolls  atomic.Int64
 	)
 	sem := make(chan struct{}, cfg.Workers)
 	fail := func(err error) {
@@ -453,7 +458,6 @@ func IdleAgents(ctx context.Context, cfg IdleAgentsConfig) error {
 					}
 					continue
 				}
-				repolls.Add(1)
 				after = res
 			}
 		}()
