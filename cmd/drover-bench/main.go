@@ -8,6 +8,11 @@
 //	drover-bench rollout [-n 1000] [-waves 1,10%,50%,100%] [-soak 10s] [-health-interval 2s] [-max-failures 0]
 //	drover-bench ui [-devices 10000] [-rate 1000] [-feed 20s] [-runs 5]
 //	drover-bench transfer [-debs DIR] [-dir DIR] [-drover PATH] [-only NAME,...]
+//	drover-bench idle [-n 1000,5000,14000] [-per-process 5000] [-http1] [-heartbeat 30s] [-hold 0s] [-drover PATH] [-dir DIR]
+//	drover-bench converge-cpu [-n 1000] [-drover PATH] [-dir DIR] [-timeout 5m]
+//
+// idle-agents and floor-server are the processes idle and converge-cpu
+// start; they are not run by hand.
 //
 // Exit 0 on success, 1 on failure, 2 on bad usage; an error is one line
 // on stderr.
@@ -37,6 +42,8 @@ const usage = `usage:
   drover-bench rollout [-n 1000] [-waves 1,10%,50%,100%] [-soak 10s] [-health-interval 2s] [-max-failures 0] [-drover PATH] [-dir DIR] [-timeout 10m]
   drover-bench ui [-devices 10000] [-rate 1000] [-feed 20s] [-runs 5]
   drover-bench transfer [-debs DIR] [-dir DIR] [-drover PATH] [-only NAME,...]
+  drover-bench idle [-n 1000,5000,14000] [-per-process 5000] [-http1] [-heartbeat 30s] [-hold 0s] [-drover PATH] [-dir DIR]
+  drover-bench converge-cpu [-n 1000] [-drover PATH] [-dir DIR] [-timeout 5m]
 `
 
 func main() {
@@ -64,9 +71,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 1
 }
 
+// beatOrNever maps the -heartbeat flag's 0 (never) to IdleConfig's
+// negative.
+func beatOrNever(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
+}
+
 func dispatch(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: want a benchmark: fleet, install, events, plan, rollout, trust, transfer or ui", bench.ErrUsage)
+		return fmt.Errorf("%w: want a benchmark: fleet, install, events, plan, rollout, trust, transfer, ui, idle or converge-cpu", bench.ErrUsage)
 	}
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -185,8 +201,53 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer) error {
 			return err
 		}
 		return bench.Transfer(ctx, bench.TransferConfig{Pairs: pairs, Debs: *debs, Dir: *dir, Drover: *drover, Out: stdout})
+	case "idle":
+		sizes := fs.String("n", "1000,5000,14000", "counts of connected agents, increasing, comma separated")
+		per := fs.Int("per-process", 5000, "agents per simulator process")
+		http1 := fs.Bool("http1", false, "simulated agents speak only HTTP/1.1")
+		hold := fs.Duration("hold", 0, "keep the agents connected this long after the last count")
+		beat := fs.Duration("heartbeat", 30*time.Second, "how often each agent reads its state and reports besides its long-poll (0: never)")
+		drover := fs.String("drover", "", "drover binary to run as the server (default: build ./cmd/drover)")
+		dir := fs.String("dir", "", "parent of the work folder (default /dev/shm, a tmpfs)")
+		if err := parse(); err != nil {
+			return err
+		}
+		ns, err := bench.ParseSizes(*sizes)
+		if err != nil {
+			return err
+		}
+		return bench.Idle(ctx, bench.IdleConfig{Sizes: ns, PerProcess: *per, HTTP1: *http1, Hold: *hold, Heartbeat: beatOrNever(*beat), Drover: *drover, Dir: *dir, Out: stdout})
+	case "idle-agents":
+		addr := fs.String("addr", "", "server URL")
+		pkiDir := fs.String("pki", "", "folder of the device certificates")
+		from := fs.Int("from", 0, "first device number")
+		to := fs.Int("to", 0, "device number after the last")
+		local := fs.String("local", "", "address to dial from")
+		beat := fs.Duration("heartbeat", 0, "how often each agent reads its state and reports (0: never)")
+		if err := parse(); err != nil {
+			return err
+		}
+		return bench.IdleAgents(ctx, bench.IdleAgentsConfig{Addr: *addr, PKI: *pkiDir, From: *from, To: *to, Local: *local, Heartbeat: *beat, In: os.Stdin, Out: stdout})
+	case "converge-cpu":
+		n := fs.Int("n", 1000, "devices converging, agents in this process")
+		drover := fs.String("drover", "", "drover binary to run as the server (default: build ./cmd/drover)")
+		dir := fs.String("dir", "", "parent of the work folder (default /dev/shm, a tmpfs)")
+		timeout := fs.Duration("timeout", 5*time.Minute, "bound of the whole run")
+		if err := parse(); err != nil {
+			return err
+		}
+		if *n < 1 {
+			return fmt.Errorf("%w: converge-cpu: -n must be at least 1", bench.ErrUsage)
+		}
+		return bench.ConvergeCPU(ctx, bench.ConvergeCPUConfig{N: *n, Drover: *drover, Dir: *dir, Timeout: *timeout, Out: stdout})
+	case "floor-server":
+		pkiDir := fs.String("pki", "", "folder of the server certificate and the CA")
+		if err := parse(); err != nil {
+			return err
+		}
+		return bench.FloorServer(ctx, bench.FloorServerConfig{PKI: *pkiDir, In: os.Stdin, Out: stdout})
 	case "-h", "-help", "--help", "help":
 		return flag.ErrHelp
 	}
-	return fmt.Errorf("%w: unknown benchmark %q: want fleet, install, events, plan, rollout, trust, transfer or ui", bench.ErrUsage, args[0])
+	return fmt.Errorf("%w: unknown benchmark %q: want fleet, install, events, plan, rollout, trust, transfer, ui, idle or converge-cpu", bench.ErrUsage, args[0])
 }

@@ -31,15 +31,31 @@ type Config struct {
 	Timeout time.Duration
 	// MaxConnsPerHost bounds connections; 0 = no bound.
 	MaxConnsPerHost int
+	// LocalAddr is the address connections are made from; nil lets the
+	// system choose. A benchmark holding tens of thousands of loopback
+	// connections spreads them over several 127.0.0.x addresses, each
+	// with its own range of ephemeral ports.
+	LocalAddr net.Addr
 }
 
 // Client is a connection pool to one server. It is safe for concurrent use.
 type Client struct {
-	base    *url.URL
-	http    *http.Client
+	base *url.URL
+	http *http.Client
+	// poll carries the device long-poll alone, over HTTP/1.1: a server
+	// parks such a poll on its connection with no goroutine and few
+	// bytes (an HTTP/2 stream in flight costs it tens of kB), and an
+	// older server serves it as any request.
+	poll    *http.Client
 	timeout time.Duration
 	tls     *tls.Config
 }
+
+// idleConnTimeout closes a connection that has carried no request for
+// this long. An idle agent's only connection is then its long-poll's,
+// which the server parks cheaply; the connection of its other requests
+// (a report, a convergence, each a burst) comes and goes.
+const idleConnTimeout = 2 * time.Second
 
 // ErrUnreachable wraps transport failures (server down, network), so the
 // agent can tell "try again later" from an answer; TLS failures are
@@ -59,25 +75,55 @@ func New(cfg Config) (*Client, error) {
 	if timeout == 0 {
 		timeout = 30 * time.Second
 	}
+	tlsCfg, pollTLS := cfg.TLS, (*tls.Config)(nil)
+	if cfg.TLS != nil {
+		// Sessions resume: idle connections close soon (idleConnTimeout),
+		// so an agent's next burst of requests opens a new one, and a
+		// resumed handshake costs the server a key exchange rather than
+		// a certificate chain to verify. The server still checks the
+		// chain (validity, CA) it resumes.
+		tlsCfg = cfg.TLS.Clone()
+		if tlsCfg.ClientSessionCache == nil {
+			tlsCfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+		}
+		// The poll's connection lives long and handshakes once: no
+		// resumption, whose larger hello the server would keep buffered
+		// for the connection's life.
+		pollTLS = cfg.TLS.Clone()
+		pollTLS.NextProtos = []string{"http/1.1"}
+	}
 	tr := &http.Transport{
 		Proxy:               nil, // a fleet's mTLS endpoint is never reached through a proxy
-		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		TLSClientConfig:     cfg.TLS,
+		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, LocalAddr: cfg.LocalAddr}).DialContext,
+		TLSClientConfig:     tlsCfg,
 		TLSHandshakeTimeout: 10 * time.Second,
 		MaxIdleConnsPerHost: 16,
 		MaxConnsPerHost:     cfg.MaxConnsPerHost,
-		IdleConnTimeout:     90 * time.Second,
+		IdleConnTimeout:     idleConnTimeout,
 		ForceAttemptHTTP2:   true,
 		// Bytes received but not yet read are lost when a connection
 		// drops; a bounded window bounds what a resumed download
 		// fetches twice (1 MiB is 20 MB/s at 50 ms round trips).
 		HTTP2: &http.HTTP2Config{MaxReceiveBufferPerStream: 1 << 20},
 	}
-	return &Client{base: u, http: &http.Client{Transport: tr}, timeout: timeout, tls: cfg.TLS}, nil
+	pt := &http.Transport{
+		Proxy:               nil,
+		DialContext:         tr.DialContext,
+		TLSClientConfig:     pollTLS,
+		TLSHandshakeTimeout: 10 * time.Second,
+		MaxIdleConnsPerHost: 1,
+		IdleConnTimeout:     90 * time.Second,
+		// A non-nil empty map: never HTTP/2.
+		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{},
+	}
+	return &Client{base: u, http: &http.Client{Transport: tr}, poll: &http.Client{Transport: pt}, timeout: timeout, tls: cfg.TLS}, nil
 }
 
 // Close releases idle connections.
-func (c *Client) Close() { c.http.CloseIdleConnections() }
+func (c *Client) Close() {
+	c.http.CloseIdleConnections()
+	c.poll.CloseIdleConnections()
+}
 
 // Addr returns the server's base URL.
 func (c *Client) Addr() string { return c.base.String() }
@@ -94,6 +140,11 @@ func (c *Client) url(path string, q url.Values) string {
 // do sends a request and decodes a JSON answer into out (if not nil).
 // A non-2xx answer becomes an *api.Error.
 func (c *Client) do(ctx context.Context, method, path string, q url.Values, body io.Reader, contentType string, out any, timeout time.Duration) error {
+	return c.doOn(c.http, ctx, method, path, q, body, contentType, out, timeout)
+}
+
+// doOn is do over the client hc (c.http or c.poll).
+func (c *Client) doOn(hc *http.Client, ctx context.Context, method, path string, q url.Values, body io.Reader, contentType string, out any, timeout time.Duration) error {
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
@@ -106,7 +157,7 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	resp, err := c.http.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return c.transportError(err)
 	}
@@ -200,13 +251,14 @@ func (c *Client) Desired(ctx context.Context, id, after string, wait bool) (*api
 	if after != "" {
 		q.Set("after", after)
 	}
-	timeout := c.timeout
+	timeout, hc := c.timeout, c.http
 	if wait {
 		q.Set("wait", "1")
 		timeout = 0 // bounded by the server's poll timeout and ctx
+		hc = c.poll
 	}
 	var out api.Resolved
-	err := c.do(ctx, http.MethodGet, "/v1/devices/"+esc(id)+"/desired", q, nil, "", &out, timeout)
+	err := c.doOn(hc, ctx, http.MethodGet, "/v1/devices/"+esc(id)+"/desired", q, nil, "", &out, timeout)
 	if err != nil {
 		return nil, err
 	}

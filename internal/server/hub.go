@@ -12,10 +12,47 @@ type hub struct {
 	mu    sync.Mutex
 	chans map[string]chan struct{}
 	all   chan struct{} // closed on a change that concerns every key
+	// watchers are called, once, at the next change of their key or of
+	// everything: waiters that hold no goroutine (park.go).
+	watchers map[string]map[*watcher]struct{}
 }
 
+type watcher struct{ fn func() }
+
 func newHub() *hub {
-	return &hub{chans: map[string]chan struct{}{}, all: make(chan struct{})}
+	return &hub{chans: map[string]chan struct{}{}, all: make(chan struct{}), watchers: map[string]map[*watcher]struct{}{}}
+}
+
+// watch calls fn, in a goroutine of its own and once, at the next change
+// of key or of everything, unless stop is called first. As with wait, a
+// caller watches before it looks at the state.
+func (h *hub) watch(key string, fn func()) (stop func()) {
+	w := &watcher{fn: fn}
+	h.mu.Lock()
+	set, ok := h.watchers[key]
+	if !ok {
+		set = map[*watcher]struct{}{}
+		h.watchers[key] = set
+	}
+	set[w] = struct{}{}
+	h.mu.Unlock()
+	return func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if set, ok := h.watchers[key]; ok {
+			delete(set, w)
+			if len(set) == 0 {
+				delete(h.watchers, key)
+			}
+		}
+	}
+}
+
+// fire starts the watchers of set; h.mu is held.
+func fire(set map[*watcher]struct{}) {
+	for w := range set {
+		go w.fn()
+	}
 }
 
 // wait returns channels closed at the next change of key, and at the next
@@ -39,6 +76,10 @@ func (h *hub) notify(key string) {
 		close(ch)
 		delete(h.chans, key)
 	}
+	if set, ok := h.watchers[key]; ok {
+		fire(set)
+		delete(h.watchers, key)
+	}
 }
 
 // notifyAll wakes every waiter (a package push may change any device's
@@ -48,4 +89,8 @@ func (h *hub) notifyAll() {
 	defer h.mu.Unlock()
 	close(h.all)
 	h.all = make(chan struct{})
+	for key, set := range h.watchers {
+		fire(set)
+		delete(h.watchers, key)
+	}
 }

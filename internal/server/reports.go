@@ -167,6 +167,7 @@ func (s *Server) handleDesired(w http.ResponseWriter, r *http.Request, p peer) e
 	id := r.PathValue("id")
 	after := r.URL.Query().Get("after")
 	wait := r.URL.Query().Get("wait") == "1"
+	deadline := time.Now().Add(s.cfg.PollTimeout)
 	timer := time.NewTimer(s.cfg.PollTimeout)
 	defer timer.Stop()
 	for {
@@ -179,10 +180,19 @@ func (s *Server) handleDesired(w http.ResponseWriter, r *http.Request, p peer) e
 			writeJSON(w, http.StatusOK, res.r)
 			return nil
 		}
+		// Over HTTP/1.1 the poll waits with no goroutine (park.go).
+		res = nil
+		if s.park(w, r, id, after, deadline) {
+			return nil
+		}
 		select {
 		case <-mine:
 		case <-all:
 		case <-timer.C:
+			res, err := s.res.get(r.Context(), id)
+			if err != nil {
+				return err
+			}
 			writeJSON(w, http.StatusOK, res.r)
 			return nil
 		case <-r.Context().Done():
@@ -214,7 +224,7 @@ func (s *Server) handleDeviceEvents(w http.ResponseWriter, r *http.Request, p pe
 		sizes[i] = eventSize(ev)
 	}
 	v := s.quota.events(p.name, sizes)
-	if err := s.emit(r.Context(), evs[:v.Admit]...); err != nil {
+	if err := s.emitGrouped(r.Context(), evs[:v.Admit]); err != nil {
 		return err
 	}
 	if v.Admit < len(evs) {

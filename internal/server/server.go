@@ -89,6 +89,10 @@ type Server struct {
 	docMu sync.Mutex
 	xfer  *xfer     // transfer.go; nil when off
 	rep   *replicas // replicas.go
+	// parking holds long-polls that wait with no goroutine (park.go).
+	parking parking
+	// evGroups stores concurrent device event posts together (batch.go).
+	evGroups eventGroups
 
 	mu   sync.Mutex
 	http *http.Server
@@ -179,19 +183,28 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.xfer.stop()
 	}()
 	errc := make(chan error, 1)
-	go func() {
-		if s.cfg.TLS != nil {
-			errc <- hs.ServeTLS(ln, "", "")
-		} else {
-			errc <- hs.Serve(ln)
+	if s.cfg.TLS != nil {
+		// The handshakes are done before net/http sees a connection
+		// (listen.go); HTTP/2 is offered as ServeTLS would.
+		tlsCfg := s.cfg.TLS.Clone()
+		if len(tlsCfg.NextProtos) == 0 {
+			tlsCfg.NextProtos = []string{"h2", "http/1.1"}
 		}
-	}()
+		hs.TLSConfig = tlsCfg
+		hl := newHandshakeListener(ln, tlsCfg, hs.ReadHeaderTimeout, s.log)
+		s.parking.start(ctx, hl)
+		defer s.parking.stop()
+		ln = hl
+	}
+	go func() { errc <- hs.Serve(ln) }()
 	select {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
 	}
 	s.log.Info("stopping")
+	// Parked long-polls are not net/http's to end.
+	s.parking.stop()
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err := hs.Shutdown(sctx)

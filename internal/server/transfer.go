@@ -216,15 +216,47 @@ func (x *xfer) trim() {
 
 // compressed returns the cached zstd form of a blob, making it on first
 // use; nil when the blob does not get smaller compressed.
+//
+// One request compresses a blob; others asking for it meanwhile (a fleet
+// given a new state fetches the same blobs at once) wait for its result
+// instead of each compressing it again.
 func (x *xfer) compressed(ctx context.Context, digest string) (*os.File, error) {
-	f, err := x.open(zDir, digest)
-	if err == nil {
-		if fi, err := f.Stat(); err == nil && fi.Size() == 0 {
-			f.Close()
-			return nil, nil // marked: not worth it
+	key := zDir + "/" + digest
+	for {
+		f, err := x.open(zDir, digest)
+		if err == nil {
+			if fi, err := f.Stat(); err == nil && fi.Size() == 0 {
+				f.Close()
+				return nil, nil // marked: not worth it
+			}
+			return f, nil
 		}
-		return f, nil
+		x.mu.Lock()
+		ch, busy := x.busy[key]
+		if !busy {
+			ch = make(chan struct{})
+			x.busy[key] = ch
+		}
+		x.mu.Unlock()
+		if busy {
+			select {
+			case <-ch:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		f, err = x.compress(ctx, digest)
+		x.mu.Lock()
+		delete(x.busy, key)
+		x.mu.Unlock()
+		close(ch)
+		return f, err
 	}
+}
+
+// compress makes the cached zstd form of a blob (compressed).
+func (x *xfer) compress(ctx context.Context, digest string) (*os.File, error) {
 	src, err := x.blobs.Open(ctx, digest)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,199 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/pki"
+)
+
+func (s *Server) parkedCount() int {
+	s.parking.mu.Lock()
+	defer s.parking.mu.Unlock()
+	return len(s.parking.parked)
+}
+
+// TestParkedPoll: an agent's long-poll (HTTP/1.1, internal/client) waits
+// parked, stays parked through a change that is not its own, is answered
+// by a change of its state or by its timeout, and its connection serves
+// the next poll.
+func TestParkedPoll(t *testing.T) {
+	tests := []struct {
+		name    string
+		timeout time.Duration
+		change  bool // set the device's state while it waits
+		rounds  int
+	}{
+		{name: "answered by a change", timeout: time.Minute, change: true, rounds: 1},
+		{name: "answered by the timeout, twice on one connection", timeout: 300 * time.Millisecond, rounds: 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fx := newServed(t)
+			ln := &countingListener{}
+			srv, addr, _ := fx.start(Config{PollTimeout: tt.timeout}, func(inner net.Listener) net.Listener {
+				ln.Listener = inner
+				return ln
+			})
+			dev := fx.client(pki.RoleDevice, "dev-1", addr)
+			admin := fx.client(pki.RoleAdmin, "admin", addr)
+			ctx := context.Background()
+			if _, err := dev.Report(ctx, "dev-1", api.Report{Facts: map[string]string{}, Installed: []api.InstalledApp{}}); err != nil {
+				t.Fatal(err)
+			}
+			first, err := dev.Desired(ctx, "dev-1", "", false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			accepted := ln.n.Load()
+			for round := range tt.rounds {
+				type answer struct {
+					res *api.Resolved
+					err error
+				}
+				got := make(chan answer, 1)
+				after := first.Digest
+				go func() {
+					res, err := dev.Desired(ctx, "dev-1", after, true)
+					got <- answer{res, err}
+				}()
+				waitUntil(t, 5*time.Second, "poll parked", func() bool { return srv.parkedCount() == 1 })
+				srv.hub.notifyAll() // nothing changed for dev-1: it stays parked
+				want := after
+				if tt.change {
+					res, err := admin.SetState(ctx, api.DesiredState{ID: "dev-1", Apps: []api.DesiredApp{}})
+					if err != nil {
+						t.Fatal(err)
+					}
+					if res.Digest == after {
+						t.Fatalf("round %d: state set kept digest %s", round, after)
+					}
+					want = res.Digest
+				}
+				select {
+				case a := <-got:
+					if a.err != nil {
+						t.Fatalf("round %d: poll: %v", round, a.err)
+					}
+					if a.res.Digest != want {
+						t.Fatalf("round %d: poll answered %s, want %s", round, a.res.Digest, want)
+					}
+					first = a.res
+				case <-time.After(10 * time.Second):
+					t.Fatalf("round %d: parked poll not answered", round)
+				}
+				if n := srv.parkedCount(); n != 0 {
+					t.Fatalf("round %d: %d polls still parked after the answer", round, n)
+				}
+			}
+			want := int64(1) // the polls'
+			if tt.change {
+				want++ // the admin's
+			}
+			if n := ln.n.Load() - accepted; n != want {
+				t.Fatalf("%d new connections, want %d", n, want)
+			}
+		})
+	}
+}
+
+// TestParkedPollServerStops: stopping the server answers its parked polls
+// and Serve returns.
+func TestParkedPollServerStops(t *testing.T) {
+	fx := newServed(t)
+	srv, addr, stop := fx.start(Config{PollTimeout: time.Minute}, nil)
+	dev := fx.client(pki.RoleDevice, "dev-1", addr)
+	ctx := context.Background()
+	first, err := dev.Desired(ctx, "dev-1", "", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *api.Resolved, 1)
+	go func() {
+		res, _ := dev.Desired(ctx, "dev-1", first.Digest, true)
+		got <- res
+	}()
+	waitUntil(t, 5*time.Second, "poll parked", func() bool { return srv.parkedCount() == 1 })
+	stop() // fails the test if Serve does not return
+	select {
+	case res := <-got:
+		if res == nil || res.Digest != first.Digest {
+			t.Fatalf("poll answered %+v at stop, want the current state %s", res, first.Digest)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("parked poll not answered at stop")
+	}
+}
+
+// TestHTTP2PollWaitsInHandler: a long-poll over HTTP/2 (agents before
+// parking) is not parked and is answered by a change as before.
+func TestHTTP2PollWaitsInHandler(t *testing.T) {
+	fx := newServed(t)
+	srv, addr, _ := fx.start(Config{PollTimeout: time.Minute}, nil)
+	admin := fx.client(pki.RoleAdmin, "admin", addr)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: fx.clientTLS(pki.RoleDevice, "dev-1"), ForceAttemptHTTP2: true}}
+	t.Cleanup(hc.CloseIdleConnections)
+	get := func(q string) (*api.Resolved, string) {
+		resp, err := hc.Get(addr + "/v1/devices/dev-1/desired" + q)
+		if err != nil {
+			t.Error(err)
+			return nil, ""
+		}
+		defer resp.Body.Close()
+		var res api.Resolved
+		if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
+			t.Error(err)
+		}
+		return &res, resp.Proto
+	}
+	first, proto := get("")
+	if proto != "HTTP/2.0" {
+		t.Fatalf("answered over %s, want HTTP/2.0", proto)
+	}
+	got := make(chan *api.Resolved, 1)
+	go func() {
+		res, _ := get("?wait=1&after=" + first.Digest)
+		got <- res
+	}()
+	waitUntil(t, 5*time.Second, "poll waiting in its handler", func() bool {
+		srv.hub.mu.Lock()
+		defer srv.hub.mu.Unlock()
+		_, ok := srv.hub.chans["dev-1"]
+		return ok
+	})
+	if n := srv.parkedCount(); n != 0 {
+		t.Fatalf("%d polls parked, want none over HTTP/2", n)
+	}
+	res, err := admin.SetState(context.Background(), api.DesiredState{ID: "dev-1", Apps: []api.DesiredApp{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-got:
+		if r == nil || r.Digest != res.Digest {
+			t.Fatalf("poll answered %+v, want %s", r, res.Digest)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("HTTP/2 poll not answered")
+	}
+}
+
+// countingListener counts the connections it accepts.
+type countingListener struct {
+	net.Listener
+	n atomic.Int64
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
+}
