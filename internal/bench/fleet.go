@@ -792,7 +792,7 @@ func waitRegistered(ctx context.Context, admin *client.Client, fl *fleet) error 
 		want[id] = true
 	}
 	for {
-		devs, err := admin.Devices(ctx)
+		devs, err := listDevices(ctx, admin)
 		if err != nil {
 			return fmt.Errorf("list devices: %w", err)
 		}
@@ -867,7 +867,7 @@ func waitConverged(ctx context.Context, admin *client.Client, n int) (time.Time,
 	var slowest time.Duration
 	for {
 		start := time.Now()
-		devs, err := admin.Devices(ctx)
+		devs, err := listDevices(ctx, admin)
 		now := time.Now()
 		slowest = max(slowest, now.Sub(start))
 		if err != nil {
@@ -973,3 +973,20 @@ func (s *sharedCount) WithAttrs(attrs []slog.Attr) slog.Handler {
 }
 
 func (s *sharedCount) WithGroup(string) slog.Handler { return s }
+
+// listDevices lists the devices, trying again for a while when the server
+// is unreachable: a fleet connecting at once can overload a small machine
+// for a moment, and the watcher's own call is not what is measured.
+func listDevices(ctx context.Context, admin *client.Client) ([]api.Device, error) {
+	for tries := 1; ; tries++ {
+		devs, err := admin.Devices(ctx)
+		if err == nil || !errors.Is(err, client.ErrUnreachable) || tries == 20 || ctx.Err() != nil {
+			return devs, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
