@@ -152,3 +152,15 @@ func lastLines(s string, n int) string {
 	}
 	return strings.Join(lines, " | ")
 }
+
+// workDir is dir, or when it is empty /dev/shm (a tmpfs, so disks do not
+// dominate the figures) where it exists, else the system temp folder.
+func workDir(dir string) string {
+	if dir != "" {
+		return dir
+	}
+	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+		return "/dev/shm"
+	}
+	return os.TempDir()
+}

@@ -65,12 +65,7 @@ func ConvergeCPU(ctx context.Context, cfg ConvergeCPUConfig) (err error) {
 	if cfg.Out == nil {
 		cfg.Out = io.Discard
 	}
-	if cfg.Dir == "" {
-		cfg.Dir = os.TempDir()
-		if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
-			cfg.Dir = "/dev/shm"
-		}
-	}
+	cfg.Dir = workDir(cfg.Dir)
 	if len(cfg.Self) == 0 {
 		exe, err := os.Executable()
 		if err != nil {

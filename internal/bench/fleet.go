@@ -138,12 +138,7 @@ func Fleet(ctx context.Context, cfg FleetConfig) error {
 	if cfg.Out == nil {
 		cfg.Out = io.Discard
 	}
-	if cfg.Dir == "" {
-		cfg.Dir = os.TempDir()
-		if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
-			cfg.Dir = "/dev/shm"
-		}
-	}
+	cfg.Dir = workDir(cfg.Dir)
 	out := cfg.Out
 	soft, hard, err := RaiseOpenFiles()
 	if err != nil {

@@ -62,12 +62,7 @@ func Rollout(ctx context.Context, cfg RolloutConfig) (err error) {
 	if cfg.Out == nil {
 		cfg.Out = io.Discard
 	}
-	if cfg.Dir == "" {
-		cfg.Dir = os.TempDir()
-		if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
-			cfg.Dir = "/dev/shm"
-		}
-	}
+	cfg.Dir = workDir(cfg.Dir)
 	out := cfg.Out
 	if soft, _, err := RaiseOpenFiles(); err != nil {
 		return err

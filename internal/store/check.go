@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"unicode/utf8"
@@ -57,4 +58,64 @@ func storableText(s string) string {
 		return s
 	}
 	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+}
+
+// CheckedWrite is a Write checked and encoded for Commit, the same by
+// every implementation.
+type CheckedWrite struct {
+	Events    []api.Event    // checked (CheckEvent), IDs still to set
+	Device    []byte         // the device record as JSON; nil: none
+	Documents []api.Document // Write.Desired as device documents, then Write.Documents
+	DocData   [][]byte       // each document as JSON
+}
+
+// Empty reports whether the write changes nothing.
+func (c CheckedWrite) Empty(w Write) bool {
+	return len(c.Events) == 0 && c.Device == nil && len(c.Documents) == 0 && len(w.RemoveDocuments) == 0 && len(w.RemoveDevices) == 0
+}
+
+// CheckWrite validates w for Commit and encodes what it stores: a
+// malformed event, document or an empty id refuses the whole write.
+func CheckWrite(w Write) (CheckedWrite, error) {
+	var c CheckedWrite
+	c.Events = make([]api.Event, len(w.Events))
+	for i, e := range w.Events {
+		if err := CheckEvent(&e); err != nil {
+			return c, fmt.Errorf("commit: event %d: %w", i, err)
+		}
+		c.Events[i] = e
+	}
+	if w.Device != nil {
+		if w.Device.ID == "" {
+			return c, errors.New("commit: device with an empty id")
+		}
+		var err error
+		if c.Device, err = json.Marshal(w.Device); err != nil {
+			return c, fmt.Errorf("commit: device %s: %w", w.Device.ID, err)
+		}
+	}
+	c.Documents = make([]api.Document, 0, len(w.Desired)+len(w.Documents))
+	for _, st := range w.Desired {
+		if st.ID == "" {
+			return c, errors.New("commit: desired state with an empty device id")
+		}
+		c.Documents = append(c.Documents, api.Document{Kind: api.DocDevice, ID: st.ID, Apps: st.Apps})
+	}
+	c.Documents = append(c.Documents, w.Documents...)
+	c.DocData = make([][]byte, len(c.Documents))
+	for i, d := range c.Documents {
+		if err := CheckDocument(d); err != nil {
+			return c, fmt.Errorf("commit: %w", err)
+		}
+		var err error
+		if c.DocData[i], err = json.Marshal(d); err != nil {
+			return c, fmt.Errorf("commit: document %s: %w", d.Key(), err)
+		}
+	}
+	for _, id := range w.RemoveDevices {
+		if id == "" {
+			return c, errors.New("commit: removal of a device with an empty id")
+		}
+	}
+	return c, nil
 }

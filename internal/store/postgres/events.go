@@ -2,8 +2,6 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -32,45 +30,11 @@ func (s *Store) AppendEvents(ctx context.Context, evs []api.Event) ([]api.Event,
 // ctx.Err() and the write is not applied; once taken, the write's outcome
 // is its batch's, which the caller waits for.
 func (s *Store) Commit(ctx context.Context, w store.Write) ([]api.Event, error) {
-	out := make([]api.Event, len(w.Events))
-	for i, e := range w.Events {
-		if err := store.CheckEvent(&e); err != nil {
-			return nil, fmt.Errorf("commit: event %d: %w", i, err)
-		}
-		out[i] = e
+	c, err := store.CheckWrite(w)
+	if err != nil {
+		return nil, err
 	}
-	var device []byte
-	var err error
-	if w.Device != nil {
-		if w.Device.ID == "" {
-			return nil, errors.New("commit: device with an empty id")
-		}
-		if device, err = json.Marshal(w.Device); err != nil {
-			return nil, fmt.Errorf("commit: device %s: %w", w.Device.ID, err)
-		}
-	}
-	docs := make([]api.Document, 0, len(w.Desired)+len(w.Documents))
-	for _, st := range w.Desired {
-		if st.ID == "" {
-			return nil, errors.New("commit: desired state with an empty device id")
-		}
-		docs = append(docs, api.Document{Kind: api.DocDevice, ID: st.ID, Apps: st.Apps})
-	}
-	docs = append(docs, w.Documents...)
-	docData := make([][]byte, len(docs))
-	for i, d := range docs {
-		if err := store.CheckDocument(d); err != nil {
-			return nil, fmt.Errorf("commit: %w", err)
-		}
-		if docData[i], err = json.Marshal(d); err != nil {
-			return nil, fmt.Errorf("commit: document %s: %w", d.Key(), err)
-		}
-	}
-	for _, id := range w.RemoveDevices {
-		if id == "" {
-			return nil, errors.New("commit: removal of a device with an empty id")
-		}
-	}
+	out, device, docs, docData := c.Events, c.Device, c.Documents, c.DocData
 	others := len(out) + len(docs) + len(w.RemoveDocuments) + len(w.RemoveDevices)
 	if device != nil && others == 0 {
 		seen, _ := splitTime(w.Device.LastSeen)

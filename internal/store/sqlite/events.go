@@ -3,8 +3,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -20,48 +18,14 @@ func (db *DB) AppendEvents(ctx context.Context, evs []api.Event) ([]api.Event, e
 
 // Commit implements store.Store.
 func (db *DB) Commit(ctx context.Context, w store.Write) ([]api.Event, error) {
-	out := make([]api.Event, len(w.Events))
-	for i, e := range w.Events {
-		if err := store.CheckEvent(&e); err != nil {
-			return nil, fmt.Errorf("commit: event %d: %w", i, err)
-		}
-		out[i] = e
+	c, err := store.CheckWrite(w)
+	if err != nil {
+		return nil, err
 	}
-	var device []byte
-	var err error
-	if w.Device != nil {
-		if w.Device.ID == "" {
-			return nil, errors.New("commit: device with an empty id")
-		}
-		if device, err = json.Marshal(w.Device); err != nil {
-			return nil, fmt.Errorf("commit: device %s: %w", w.Device.ID, err)
-		}
+	if c.Empty(w) {
+		return c.Events, nil
 	}
-	docs := make([]api.Document, 0, len(w.Desired)+len(w.Documents))
-	for _, st := range w.Desired {
-		if st.ID == "" {
-			return nil, errors.New("commit: desired state with an empty device id")
-		}
-		docs = append(docs, api.Document{Kind: api.DocDevice, ID: st.ID, Apps: st.Apps})
-	}
-	docs = append(docs, w.Documents...)
-	docData := make([][]byte, len(docs))
-	for i, d := range docs {
-		if err := store.CheckDocument(d); err != nil {
-			return nil, fmt.Errorf("commit: %w", err)
-		}
-		if docData[i], err = json.Marshal(d); err != nil {
-			return nil, fmt.Errorf("commit: document %s: %w", d.Key(), err)
-		}
-	}
-	for _, id := range w.RemoveDevices {
-		if id == "" {
-			return nil, errors.New("commit: removal of a device with an empty id")
-		}
-	}
-	if len(out) == 0 && device == nil && len(docs) == 0 && len(w.RemoveDocuments) == 0 && len(w.RemoveDevices) == 0 {
-		return out, nil
-	}
+	out, device, docs, docData := c.Events, c.Device, c.Documents, c.DocData
 	tx, err := db.write.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("commit: %w", err)
