@@ -119,3 +119,34 @@ func CheckWrite(w Write) (CheckedWrite, error) {
 	}
 	return c, nil
 }
+
+// CheckRollout validates a SaveRollout call and encodes what it stores:
+// the rollout as JSON and its events checked (CheckEvent).
+func CheckRollout(r api.Rollout, evs []api.Event) ([]byte, []api.Event, error) {
+	if r.Name == "" {
+		return nil, nil, errors.New("save rollout: empty name")
+	}
+	out := make([]api.Event, len(evs))
+	for i, e := range evs {
+		if err := CheckEvent(&e); err != nil {
+			return nil, nil, fmt.Errorf("save rollout %s: event %d: %w", r.Name, i, err)
+		}
+		out[i] = e
+	}
+	data, err := json.Marshal(r)
+	if err != nil {
+		return nil, nil, fmt.Errorf("save rollout %s: %w", r.Name, err)
+	}
+	return data, out, nil
+}
+
+// CheckTrustFiles refuses trust files PutTrustFiles cannot store: an
+// empty role, a version below 1, empty data.
+func CheckTrustFiles(files []TrustFile) error {
+	for _, f := range files {
+		if f.Role == "" || f.Version < 1 || len(f.Data) == 0 {
+			return fmt.Errorf("put trust files: invalid file %q version %d", f.Role, f.Version)
+		}
+	}
+	return nil
+}

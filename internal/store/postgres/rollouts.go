@@ -2,8 +2,6 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -14,19 +12,9 @@ import (
 
 // SaveRollout implements store.Rollouts.
 func (s *Store) SaveRollout(ctx context.Context, r api.Rollout, create bool, evs []api.Event) ([]api.Event, error) {
-	if r.Name == "" {
-		return nil, errors.New("save rollout: empty name")
-	}
-	out := make([]api.Event, len(evs))
-	for i, e := range evs {
-		if err := store.CheckEvent(&e); err != nil {
-			return nil, fmt.Errorf("save rollout %s: event %d: %w", r.Name, i, err)
-		}
-		out[i] = e
-	}
-	data, err := json.Marshal(r)
+	data, out, err := store.CheckRollout(r, evs)
 	if err != nil {
-		return nil, fmt.Errorf("save rollout %s: %w", r.Name, err)
+		return nil, err
 	}
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {

@@ -16,10 +16,8 @@ import (
 // newest when the new one is written, so two publishers of one version
 // cannot both win.
 func (s *Store) PutTrustFiles(ctx context.Context, files []store.TrustFile) error {
-	for _, f := range files {
-		if f.Role == "" || f.Version < 1 || len(f.Data) == 0 {
-			return fmt.Errorf("put trust files: invalid file %q version %d", f.Role, f.Version)
-		}
+	if err := store.CheckTrustFiles(files); err != nil {
+		return err
 	}
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {

@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -13,19 +12,9 @@ import (
 
 // SaveRollout implements store.Rollouts.
 func (db *DB) SaveRollout(ctx context.Context, r api.Rollout, create bool, evs []api.Event) ([]api.Event, error) {
-	if r.Name == "" {
-		return nil, errors.New("save rollout: empty name")
-	}
-	out := make([]api.Event, len(evs))
-	for i, e := range evs {
-		if err := store.CheckEvent(&e); err != nil {
-			return nil, fmt.Errorf("save rollout %s: event %d: %w", r.Name, i, err)
-		}
-		out[i] = e
-	}
-	data, err := json.Marshal(r)
+	data, out, err := store.CheckRollout(r, evs)
 	if err != nil {
-		return nil, fmt.Errorf("save rollout %s: %w", r.Name, err)
+		return nil, err
 	}
 	tx, err := db.write.BeginTx(ctx, nil)
 	if err != nil {

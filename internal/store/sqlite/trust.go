@@ -12,10 +12,8 @@ import (
 
 // PutTrustFiles implements store.Trust.
 func (db *DB) PutTrustFiles(ctx context.Context, files []store.TrustFile) error {
-	for _, f := range files {
-		if f.Role == "" || f.Version < 1 || len(f.Data) == 0 {
-			return fmt.Errorf("put trust files: invalid file %q version %d", f.Role, f.Version)
-		}
+	if err := store.CheckTrustFiles(files); err != nil {
+		return err
 	}
 	tx, err := db.write.BeginTx(ctx, nil)
 	if err != nil {
