@@ -144,38 +144,8 @@ func TestEventsAMQPBrokerRestart(t *testing.T) {
 	if _, err := exec.LookPath("rabbitmqctl"); err != nil {
 		t.Skip("rabbitmqctl not found: the broker restart test needs it")
 	}
-	suffix := fmt.Sprint(time.Now().UnixNano())
-	exchange, queue := "drover.test."+suffix, "drover-test-"+suffix
-	// A durable queue with persistent messages survives stop_app.
-	setup := func() (*amqp.Connection, *amqp.Channel) {
-		conn, err := amqp.Dial(url)
-		if err != nil {
-			t.Fatalf("dial %s: %v", url, err)
-		}
-		ch, err := conn.Channel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return conn, ch
-	}
-	conn, ch := setup()
-	if err := ch.ExchangeDeclare(exchange, "topic", true, false, false, false, nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.QueueBind(queue, "#", exchange, false, nil); err != nil {
-		t.Fatal(err)
-	}
-	conn.Close()
-	t.Cleanup(func() {
-		_ = exec.Command("rabbitmqctl", "start_app").Run() // never leave the shared broker down
-		c, ch := setup()
-		defer c.Close()
-		_, _ = ch.QueueDelete(queue, false, false, false)
-		_ = ch.ExchangeDelete(exchange, false, false)
-	})
+	exchange, queue, setup := testQueue(t, url)
+	t.Cleanup(func() { _ = exec.Command("rabbitmqctl", "start_app").Run() }) // never leave the shared broker down (runs before the queue is removed)
 
 	f := newFleetWith(t, "--amqp-url", url, "--amqp-exchange", exchange)
 	files := buildFleetPackages(t, f)
@@ -243,6 +213,44 @@ func TestEventsAMQPBrokerRestart(t *testing.T) {
 		t.Errorf("consumer ids (duplicates dropped) = %v, want stored ids in order %v", got, want)
 	}
 	t.Logf("%d events, %d duplicates", len(want), dups)
+}
+
+// testQueue declares, on the broker at url, a durable topic exchange and
+// a durable queue bound to all of it (persistent messages survive a
+// broker restart), both removed when the test ends; setup connects.
+func testQueue(t *testing.T, url string) (exchange, queue string, setup func() (*amqp.Connection, *amqp.Channel)) {
+	t.Helper()
+	suffix := fmt.Sprint(time.Now().UnixNano())
+	exchange, queue = "drover.test."+suffix, "drover-test-"+suffix
+	setup = func() (*amqp.Connection, *amqp.Channel) {
+		conn, err := amqp.Dial(url)
+		if err != nil {
+			t.Fatalf("dial %s: %v", url, err)
+		}
+		ch, err := conn.Channel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return conn, ch
+	}
+	conn, ch := setup()
+	defer conn.Close()
+	if err := ch.ExchangeDeclare(exchange, "topic", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.QueueBind(queue, "#", exchange, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c, ch := setup()
+		defer c.Close()
+		_, _ = ch.QueueDelete(queue, false, false, false)
+		_ = ch.ExchangeDelete(exchange, false, false)
+	})
+	return exchange, queue, setup
 }
 
 func orDash(s string) string {

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/drover-dev/drover/internal/api"
 )
@@ -206,30 +205,9 @@ func TestReplicasLeaderKilled(t *testing.T) {
 	if url == "" {
 		t.Skip("set DROVER_TEST_AMQP (e.g. amqp://guest:guest@127.0.0.1:5672/) to run the leader takeover test")
 	}
-	suffix := fmt.Sprint(time.Now().UnixNano())
-	exchange, queue := "drover.test."+suffix, "drover-test-"+suffix
-	conn, err := amqp.Dial(url)
-	if err != nil {
-		t.Fatalf("dial %s: %v", url, err)
-	}
+	exchange, queue, setup := testQueue(t, url)
+	conn, ch := setup()
 	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.ExchangeDeclare(exchange, "topic", true, false, false, false, nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.QueueBind(queue, "#", exchange, false, nil); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_, _ = ch.QueueDelete(queue, false, false, false)
-		_ = ch.ExchangeDelete(exchange, false, false)
-	})
 
 	a, b := newReplicaPair(t, db, "--amqp-url", url, "--amqp-exchange", exchange)
 	// One of them leads (A most likely: it started first); the other
