@@ -179,34 +179,7 @@ func TestEventsAMQPBrokerRestart(t *testing.T) {
 
 	c, ch := setup()
 	defer c.Close()
-	msgs, err := ch.Consume(queue, "", true, false, false, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []int64
-	seen := map[int64]bool{}
-	dups := 0
-	deadline := time.After(30 * time.Second)
-	for len(seen) < len(want) {
-		select {
-		case d := <-msgs:
-			var ev api.Event
-			if err := json.Unmarshal(d.Body, &ev); err != nil || ev.ID == 0 || d.MessageId != fmt.Sprint(ev.ID) {
-				t.Fatalf("message without its event id: %v %q", err, d.Body)
-			}
-			if key := ev.Kind + "." + orDash(ev.Device); d.RoutingKey != key {
-				t.Errorf("event %d routing key = %q, want %q", ev.ID, d.RoutingKey, key)
-			}
-			if seen[ev.ID] {
-				dups++
-				continue
-			}
-			seen[ev.ID] = true
-			got = append(got, ev.ID)
-		case <-deadline:
-			t.Fatalf("after 30s the consumer has %d of %d events; missing some of %v\nserver log:\n%s", len(seen), len(want), want, tail(f.logs.String(), 3000))
-		}
-	}
+	got, dups := consumeEvents(t, ch, queue, want, f.logs.String)
 	// New events (hooks, the agent's reports) may have arrived since we
 	// listed: compare the prefix we listed.
 	if !slices.Equal(got[:len(want)], want) {
@@ -251,6 +224,56 @@ func testQueue(t *testing.T, url string) (exchange, queue string, setup func() (
 		_ = ch.ExchangeDelete(exchange, false, false)
 	})
 	return exchange, queue, setup
+}
+
+// consumeEvents reads the queue until it has every event of want (30 s
+// at most), checking that each message carries its event's id and
+// routing key, and returns the ids in the order they came, duplicates
+// dropped, and how many duplicates there were.
+func consumeEvents(t *testing.T, ch *amqp.Channel, queue string, want []int64, serverLog func() string) (got []int64, dups int) {
+	t.Helper()
+	msgs, err := ch.Consume(queue, "", true, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int64]bool{}
+	deadline := time.After(30 * time.Second)
+	for !containsAll(seen, want) {
+		select {
+		case d := <-msgs:
+			var ev api.Event
+			if err := json.Unmarshal(d.Body, &ev); err != nil || ev.ID == 0 || d.MessageId != fmt.Sprint(ev.ID) {
+				t.Fatalf("message without its event id: %v %q", err, d.Body)
+			}
+			if key := ev.Kind + "." + orDash(ev.Device); d.RoutingKey != key {
+				t.Errorf("event %d routing key = %q, want %q", ev.ID, d.RoutingKey, key)
+			}
+			if seen[ev.ID] {
+				dups++
+				continue
+			}
+			seen[ev.ID] = true
+			got = append(got, ev.ID)
+		case <-deadline:
+			var missing []int64
+			for _, id := range want {
+				if !seen[id] {
+					missing = append(missing, id)
+				}
+			}
+			t.Fatalf("after 30s the consumer misses events %v of %d stored\nserver log:\n%s", missing, len(want), tail(serverLog(), 3000))
+		}
+	}
+	return got, dups
+}
+
+func containsAll(seen map[int64]bool, ids []int64) bool {
+	for _, id := range ids {
+		if !seen[id] {
+			return false
+		}
+	}
+	return true
 }
 
 func orDash(s string) string {

@@ -82,17 +82,11 @@ func ConvergeCPU(ctx context.Context, cfg ConvergeCPUConfig) (err error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
-	bin := cfg.Drover
-	if bin == "" {
-		tmp, err := os.MkdirTemp("", "drover-bench-bin-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(tmp)
-		if bin, err = buildDrover(ctx, tmp); err != nil {
-			return err
-		}
+	bin, done, err := droverBinary(ctx, cfg.Drover)
+	if err != nil {
+		return err
 	}
+	defer done()
 	dir, err := os.MkdirTemp(cfg.Dir, "drover-bench-cpu-")
 	if err != nil {
 		return err

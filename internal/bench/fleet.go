@@ -149,17 +149,13 @@ func Fleet(ctx context.Context, cfg FleetConfig) error {
 		fmt.Fprint(out, ": agents' disks and the server's database are in RAM, so disk speed does not dominate")
 	}
 	fmt.Fprintln(out)
-	bin := cfg.Drover
-	if bin == "" {
-		tmp, err := os.MkdirTemp("", "drover-bench-bin-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(tmp)
-		start := time.Now()
-		if bin, err = buildDrover(ctx, tmp); err != nil {
-			return err
-		}
+	start := time.Now()
+	bin, done, err := droverBinary(ctx, cfg.Drover)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if cfg.Drover == "" {
 		fmt.Fprintf(out, "fleet: built %s in %s\n", bin, secs(time.Since(start)))
 	}
 	var failed []string
@@ -195,6 +191,23 @@ func Fleet(ctx context.Context, cfg FleetConfig) error {
 		return fmt.Errorf("fleet sizes %s failed (see above)", strings.Join(failed, ","))
 	}
 	return nil
+}
+
+// droverBinary returns given when it is set, else a drover built now in
+// a temporary folder that done removes.
+func droverBinary(ctx context.Context, given string) (bin string, done func(), err error) {
+	if given != "" {
+		return given, func() {}, nil
+	}
+	tmp, err := os.MkdirTemp("", "drover-bench-bin-")
+	if err != nil {
+		return "", nil, err
+	}
+	if bin, err = buildDrover(ctx, tmp); err != nil {
+		os.RemoveAll(tmp)
+		return "", nil, err
+	}
+	return bin, func() { os.RemoveAll(tmp) }, nil
 }
 
 // buildDrover builds ./cmd/drover of the module holding the working

@@ -120,17 +120,11 @@ func Idle(ctx context.Context, cfg IdleConfig) error {
 	fmt.Fprintf(out, "idle: open-file limit %d (hard %d); %d agents per simulator process; agents talk %s; heartbeat (state read + report) %s\n",
 		soft, hard, cfg.PerProcess, proto, beat)
 
-	bin := cfg.Drover
-	if bin == "" {
-		tmp, err := os.MkdirTemp("", "drover-bench-bin-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(tmp)
-		if bin, err = buildDrover(ctx, tmp); err != nil {
-			return err
-		}
+	bin, done, err := droverBinary(ctx, cfg.Drover)
+	if err != nil {
+		return err
 	}
+	defer done()
 	dir, err := os.MkdirTemp(cfg.Dir, "drover-bench-idle-")
 	if err != nil {
 		return err

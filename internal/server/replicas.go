@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/drover-dev/drover/internal/api"
@@ -33,9 +34,8 @@ type replicas struct {
 	out changeQueue // this replica's changes, to send
 	in  changeQueue // the others' changes, to apply
 
-	// isLeader: this replica does the once-only work now.
-	leadMu   sync.Mutex
-	isLeader bool
+	// leader: this replica does the once-only work now.
+	leader atomic.Bool
 }
 
 // leaderLock names the leadership among replicas.
@@ -49,23 +49,13 @@ func newReplicas(st store.Store) *replicas {
 		_, _ = rand.Read(b[:])
 		rp.origin = hex.EncodeToString(b[:])
 	} else {
-		rp.isLeader = true
+		rp.leader.Store(true)
 	}
 	return rp
 }
 
 // leading reports whether this replica does the once-only work now.
-func (rp *replicas) leading() bool {
-	rp.leadMu.Lock()
-	defer rp.leadMu.Unlock()
-	return rp.isLeader
-}
-
-func (rp *replicas) setLeading(v bool) {
-	rp.leadMu.Lock()
-	rp.isLeader = v
-	rp.leadMu.Unlock()
-}
+func (rp *replicas) leading() bool { return rp.leader.Load() }
 
 // changeQueue merges changes by kind until they are taken: thousands of
 // reports a second become a few changes, each naming its devices.
@@ -208,11 +198,7 @@ func (s *Server) runReplicas(ctx context.Context) {
 			if c.Origin == s.rep.origin {
 				return
 			}
-			if c.Kind == store.ChangeResync || c.Keys == nil {
-				s.rep.in.add(c.Kind, nil)
-			} else {
-				s.rep.in.add(c.Kind, c.Keys)
-			}
+			s.rep.in.add(c.Kind, c.Keys) // no keys: any of the kind
 		})
 		if err != nil && ctx.Err() == nil {
 			s.log.Error("listen to replicas", "err", err)
@@ -242,12 +228,12 @@ func (s *Server) lead(ctx context.Context, work func(ctx context.Context)) {
 			continue
 		}
 		s.log.Info("leading: this replica publishes events, drives rollouts and runs retention and termination timers")
-		s.rep.setLeading(true)
+		s.rep.leader.Store(true)
 		// What the leader before may have left half done: the rollouts
 		// and devices as they are stored now.
 		s.applyChange(lctx, store.Change{Kind: store.ChangeResync})
 		work(lctx)
-		s.rep.setLeading(false)
+		s.rep.leader.Store(false)
 		s.stopTimers()
 		release()
 		if ctx.Err() == nil {
