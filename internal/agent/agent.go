@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/drover-dev/drover/internal/privdir"
@@ -39,7 +40,7 @@ const Version = "0.1.0"
 // Server is what the agent needs of the server; *client.Client has it.
 type Server interface {
 	Report(ctx context.Context, id string, r api.Report) (api.ReportResponse, error)
-	Desired(ctx context.Context, id, after string, wait bool) (*api.Resolved, error)
+	Desired(ctx context.Context, id, after string, wait time.Duration) (*api.Resolved, error)
 	PostEvents(ctx context.Context, id string, evs []api.Event) error
 	// BlobRange and Pack move blobs in fewer bytes (fetch.go): a blob
 	// compressed and from an offset on, many blobs and deltas in one
@@ -126,6 +127,9 @@ type Agent struct {
 	// reportTurn holds one token while a report is built and sent:
 	// reports go one at a time (report).
 	reportTurn chan struct{}
+	// heard is when (UnixNano, of now) a long-poll last answered;
+	// reported when a report was last accepted.
+	heard, reported atomic.Int64
 
 	mu        sync.Mutex
 	applied   string // digest of the resolved state last converged to
@@ -310,7 +314,10 @@ func (a *Agent) Run(ctx context.Context) error {
 			return nil
 		case latest = <-wake:
 		case <-ticker.C:
-			latest = nil // fetch afresh: the fallback when the long-poll is stuck
+			if a.idle() {
+				continue // the long-poll's loop sends the heartbeat
+			}
+			latest = nil // fetch afresh: the fallback when the long-poll is stuck, a retry
 		}
 		a.converge(ctx, latest)
 	}
@@ -332,7 +339,11 @@ func (a *Agent) watch(ctx context.Context, wake chan *api.Resolved) {
 				continue
 			}
 		}
-		res, err := a.srv.Desired(ctx, a.cfg.Device, after, after != "")
+		var wait time.Duration
+		if after != "" {
+			wait = a.pollWait()
+		}
+		res, err := a.srv.Desired(ctx, a.cfg.Device, after, wait)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -342,7 +353,15 @@ func (a *Agent) watch(ctx context.Context, wake chan *api.Resolved) {
 			continue
 		}
 		delay = 0
+		a.heard.Store(a.now().UnixNano())
 		if res.Digest == after {
+			// The poll ended with no change: the heartbeat is due, and
+			// goes over the poll's connection, idle now.
+			if a.reportDue() {
+				if err := a.report(ctx); err != nil && ctx.Err() == nil {
+					a.log.Warn("report", "err", err)
+				}
+			}
 			continue
 		}
 		after = res.Digest
@@ -354,6 +373,38 @@ func (a *Agent) watch(ctx context.Context, wake chan *api.Resolved) {
 		}
 		wake <- res
 	}
+}
+
+// pollWait is how long a long-poll may wait: the heartbeat period, less
+// up to a tenth at random so that a fleet started at once does not report
+// in step.
+func (a *Agent) pollWait() time.Duration {
+	d := a.cfg.ReportInterval
+	return d - rand.N(d/10+1)
+}
+
+// reportDue says the heartbeat report is due: none was sent for half a
+// heartbeat period (a server with a shorter poll timeout than the
+// agent's period is not sent more reports for it).
+func (a *Agent) reportDue() bool {
+	last := a.reported.Load()
+	return last == 0 || a.now().Sub(time.Unix(0, last)) >= a.cfg.ReportInterval/2
+}
+
+// idle says the periodic convergence has nothing to do: the long-poll
+// answered lately (its loop sends the heartbeats), the newest state it
+// announced was converged to, and no failure waits to be retried. Then an
+// idle agent's only traffic is its poll and its heartbeat, over one
+// connection.
+func (a *Agent) idle() bool {
+	heard := a.heard.Load()
+	if heard == 0 || a.now().Sub(time.Unix(0, heard)) > 3*a.cfg.ReportInterval {
+		return false
+	}
+	newest := a.sup.latest()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.lastErr == "" && newest != "" && a.applied == newest
 }
 
 func (a *Agent) backoff(ctx context.Context, delay time.Duration, err error) time.Duration {
@@ -404,6 +455,7 @@ func (a *Agent) report(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	a.reported.Store(a.now().UnixNano())
 	a.runProbes(ctx, resp.Probes)
 	return nil
 }

@@ -39,7 +39,7 @@ func (s *fakeServer) Report(_ context.Context, _ string, r api.Report) (api.Repo
 	return api.ReportResponse{Desired: s.resolved.Digest}, nil
 }
 
-func (s *fakeServer) Desired(context.Context, string, string, bool) (*api.Resolved, error) {
+func (s *fakeServer) Desired(context.Context, string, string, time.Duration) (*api.Resolved, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.resolved, nil

@@ -67,7 +67,7 @@ func (a *Agent) convergeLocked(ctx context.Context, res *api.Resolved) {
 func (a *Agent) convergeTo(ctx context.Context, res *api.Resolved) (string, error) {
 	if res == nil {
 		var err error
-		res, err = a.srv.Desired(ctx, a.cfg.Device, "", false)
+		res, err = a.srv.Desired(ctx, a.cfg.Device, "", 0)
 		if err != nil {
 			return "", fmt.Errorf("get desired state: %w", err)
 		}

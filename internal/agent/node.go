@@ -167,7 +167,7 @@ func (a *Agent) handleConfig(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
 	params := map[string]any{}
-	if res, err := a.srv.Desired(ctx, a.cfg.Device, "", false); err != nil {
+	if res, err := a.srv.Desired(ctx, a.cfg.Device, "", 0); err != nil {
 		server["reachable"] = false
 		server["error"] = err.Error()
 	} else {

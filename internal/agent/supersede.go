@@ -26,6 +26,13 @@ func (s *supersede) announced(digest string) {
 	s.mu.Unlock()
 }
 
+// latest returns the digest of the newest desired state announced.
+func (s *supersede) latest() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.newest
+}
+
 // start records the digest a converge run works towards; it counts as
 // announced too.
 func (s *supersede) start(digest string) {

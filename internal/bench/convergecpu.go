@@ -261,12 +261,12 @@ func (s *recordingServer) Report(ctx context.Context, id string, r api.Report) (
 	return resp, err
 }
 
-func (s *recordingServer) Desired(ctx context.Context, id, after string, wait bool) (*api.Resolved, error) {
+func (s *recordingServer) Desired(ctx context.Context, id, after string, wait time.Duration) (*api.Resolved, error) {
 	res, err := s.Server.Desired(ctx, id, after, wait)
 	if err == nil {
 		q := "?after=" + after
-		if wait {
-			q += "&wait=1"
+		if wait > 0 {
+			q += "&wait=1&timeout=" + wait.String()
 		}
 		s.calls.add(call{kind: "desired", method: http.MethodGet, path: "/v1/devices/" + id + "/desired" + q, answer: jsonLen(res)})
 	}

@@ -46,10 +46,11 @@ type IdleConfig struct {
 	// subcommand (a simulator process): Self[0] and the arguments before
 	// the subcommand's own. Empty means os.Executable().
 	Self []string
-	// Heartbeat is how often each simulated agent reads its state and
-	// reports while its long-poll waits, as an agent's fallback
-	// convergence does (agent.Config.ReportInterval, 30 s by default);
-	// 0 = 30s, negative = never.
+	// Heartbeat is each simulated agent's heartbeat period
+	// (agent.Config.ReportInterval, 30 s by default): as an agent's, its
+	// long-poll ends after the period less up to a tenth, and it then
+	// reports over the poll's connection; 0 = 30s, negative = never (the
+	// poll then waits a minute).
 	Heartbeat time.Duration
 	// Hold keeps the agents connected this long after the last size, to
 	// look at the server (its pid is printed) with other tools.
@@ -97,14 +98,11 @@ func Idle(ctx context.Context, cfg IdleConfig) error {
 	if err != nil {
 		return err
 	}
-	// The server holds one socket per agent, a second one for an agent
-	// in a burst of requests (heartbeats: 2 s of every 30), plus its own
-	// files; it raises its soft limit to the hard one as every Go
-	// program does, and inherits the hard one from here.
+	// The server holds one socket per agent (its heartbeat goes over
+	// its poll's connection) plus its own files; it raises its soft limit
+	// to the hard one as every Go program does, and inherits the hard
+	// one from here.
 	need := uint64(maxN) + 64
-	if cfg.Heartbeat > 0 {
-		need += uint64(maxN) / 7
-	}
 	if hard < need {
 		return fmt.Errorf("resource limit: %d agents need about %d open files in the server; the hard limit is %d (raise it with ulimit -Hn, which needs CAP_SYS_RESOURCE)",
 			maxN, need, hard)
@@ -117,7 +115,7 @@ func Idle(ctx context.Context, cfg IdleConfig) error {
 	if cfg.Heartbeat > 0 {
 		beat = "every " + cfg.Heartbeat.String()
 	}
-	fmt.Fprintf(out, "idle: open-file limit %d (hard %d); %d agents per simulator process; agents talk %s; heartbeat (state read + report) %s\n",
+	fmt.Fprintf(out, "idle: open-file limit %d (hard %d); %d agents per simulator process; agents talk %s; heartbeat (a report after each poll) %s\n",
 		soft, hard, cfg.PerProcess, proto, beat)
 
 	bin, done, err := droverBinary(ctx, cfg.Drover)
@@ -150,7 +148,12 @@ func Idle(ctx context.Context, cfg IdleConfig) error {
 			s.stop()
 		}
 	}()
-	prevN, prevRSS := 0, settleRSS(ctx, pid)
+	// Past the agents' idle-connection timeout (internal/client), so
+	// connections of finished requests have closed; with agents, past a
+	// heartbeat period too, so the figure holds what heartbeats leave.
+	wait := 8 * time.Second
+	prevN, prevRSS := 0, settleRSS(ctx, pid, wait)
+	wait = max(wait, cfg.Heartbeat+4*time.Second)
 	fmt.Fprintf(out, "N=0 server-rss=%.1fMiB\n", inMiB(prevRSS))
 	var firstRSS int64
 	have := 0
@@ -175,7 +178,7 @@ func Idle(ctx context.Context, cfg IdleConfig) error {
 			}
 		}
 		connect, connectCPU := time.Since(t0), procCPU(pid)-cpu0
-		rss := settleRSS(ctx, pid)
+		rss := settleRSS(ctx, pid, wait)
 		fds := 0
 		if ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid)); err == nil {
 			fds = len(ents)
@@ -220,15 +223,14 @@ func kbPer(b int64, n int) float64 {
 	return float64(b) / 1024 / float64(n)
 }
 
-// settleRSS waits until the process's resident memory holds still (under
-// 0.5% of change over two seconds, at most 30 s) and returns it. Nothing
-// forces a collection: the figure is what the process holds.
-func settleRSS(ctx context.Context, pid int) int64 {
-	// Past the agents' idle-connection timeout (internal/client), so
-	// connections of finished requests have closed.
+// settleRSS waits for wait, then until the process's resident memory
+// holds still (under 0.5% of change over two seconds, at most 30 s), and
+// returns it. Nothing forces a collection: the figure is what the process
+// holds.
+func settleRSS(ctx context.Context, pid int, wait time.Duration) int64 {
 	select {
 	case <-ctx.Done():
-	case <-time.After(8 * time.Second):
+	case <-time.After(wait):
 	}
 	prev, _ := procStatusBytes(pid, "VmRSS")
 	deadline := time.Now().Add(30 * time.Second)
@@ -346,8 +348,8 @@ type IdleAgentsConfig struct {
 	Local string
 	// Workers bounds agents connecting at once; 0 = 32.
 	Workers int
-	// Heartbeat is how often each agent reads its state and reports
-	// besides its long-poll; 0 or negative = never.
+	// Heartbeat is each agent's heartbeat period (IdleConfig.Heartbeat);
+	// 0 or negative = none.
 	Heartbeat time.Duration
 	// In ends the simulator when it is closed; Out gets "ready" once
 	// every agent waits on its long-poll.
@@ -358,8 +360,8 @@ type IdleAgentsConfig struct {
 // IdleAgents runs light agents until ctx ends or cfg.In is closed. Each has
 // its own certificate and client.Client (so its connections and protocols
 // are an agent's), and does what an idle agent does: a report, a read of
-// its desired state, then long-polls, one after the other, and a
-// heartbeat.
+// its desired state, then long-polls, one after the other, each followed
+// by its heartbeat report.
 func IdleAgents(ctx context.Context, cfg IdleAgentsConfig) error {
 	if cfg.To <= cfg.From || cfg.From < 0 {
 		return usagef("idle-agents: want 0 <= -from < -to")
@@ -427,15 +429,8 @@ func IdleAgents(ctx context.Context, cfg IdleAgentsConfig) error {
 				fail(fmt.Errorf("%s: %w", id, err))
 				return
 			}
-			if cfg.Heartbeat > 0 {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					idleHeartbeat(ctx, c, id, cfg.Heartbeat, fail)
-				}()
-			}
 			for ctx.Err() == nil {
-				res, err := idlePoll(ctx, c, id, after, markReady)
+				res, err := idlePoll(ctx, c, id, after, cfg.Heartbeat, markReady)
 				if err != nil {
 					if ctx.Err() != nil {
 						return
@@ -446,6 +441,13 @@ func IdleAgents(ctx context.Context, cfg IdleAgentsConfig) error {
 					case <-time.After(time.Second):
 					}
 					continue
+				}
+				if res == after && cfg.Heartbeat > 0 {
+					// The poll ended with no change: the heartbeat, as
+					// an agent's, over the poll's connection.
+					if err := idleReport(ctx, c, id); err != nil && ctx.Err() == nil {
+						fail(fmt.Errorf("%s: heartbeat: %w", id, err))
+					}
 				}
 				after = res
 			}
@@ -471,6 +473,18 @@ func IdleAgents(ctx context.Context, cfg IdleAgentsConfig) error {
 
 // idleStart is an agent's start: a report, then its desired state.
 func idleStart(ctx context.Context, c *client.Client, id string) (string, error) {
+	if err := idleReport(ctx, c, id); err != nil {
+		return "", err
+	}
+	res, err := c.Desired(ctx, id, "", 0)
+	if err != nil {
+		return "", fmt.Errorf("desired: %w", err)
+	}
+	return res.Digest, nil
+}
+
+// idleReport sends an idle agent's report.
+func idleReport(ctx context.Context, c *client.Client, id string) error {
 	rep := api.Report{
 		Facts:        map[string]string{facts.KeyOS: "linux", facts.KeyArch: "amd64"},
 		Tags:         []string{"linux", "amd64"},
@@ -478,39 +492,22 @@ func idleStart(ctx context.Context, c *client.Client, id string) (string, error)
 		AgentVersion: "bench",
 	}
 	if _, err := c.Report(ctx, id, rep); err != nil {
-		return "", fmt.Errorf("report: %w", err)
+		return fmt.Errorf("report: %w", err)
 	}
-	res, err := c.Desired(ctx, id, "", false)
-	if err != nil {
-		return "", fmt.Errorf("desired: %w", err)
-	}
-	return res.Digest, nil
+	return nil
 }
 
-// idleHeartbeat reads the state and reports every period, the first time
-// at a random point of the first period so agents do not beat together.
-func idleHeartbeat(ctx context.Context, c *client.Client, id string, period time.Duration, fail func(error)) {
-	t := time.NewTimer(rand.N(period))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if _, err := idleStart(ctx, c, id); err != nil && ctx.Err() == nil {
-			fail(fmt.Errorf("%s: heartbeat: %w", id, err))
-		}
-		t.Reset(period)
-	}
-}
-
-// idlePoll sends one long-poll and calls sent shortly after it left (the
-// answer comes only when the poll times out).
-func idlePoll(ctx context.Context, c *client.Client, id, after string, sent func()) (string, error) {
+// idlePoll sends one long-poll, bounded as an agent's by its heartbeat
+// period less up to a tenth (a minute without heartbeats), and calls sent
+// shortly after it left (the answer comes only when the poll times out).
+func idlePoll(ctx context.Context, c *client.Client, id, after string, heartbeat time.Duration, sent func()) (string, error) {
 	t := time.AfterFunc(100*time.Millisecond, sent)
 	defer t.Stop()
-	res, err := c.Desired(ctx, id, after, true)
+	wait := time.Minute
+	if heartbeat > 0 {
+		wait = heartbeat - rand.N(heartbeat/10+1)
+	}
+	res, err := c.Desired(ctx, id, after, wait)
 	if err != nil {
 		return "", err
 	}

@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/drover-dev/drover/internal/api"
@@ -49,6 +50,35 @@ type Client struct {
 	poll    *http.Client
 	timeout time.Duration
 	tls     *tls.Config
+
+	// polled says this client has long-polled (it is an agent's); polls
+	// counts its long-polls in flight. Between two polls an agent's
+	// heartbeat (a report, its events, a read of its state) goes over the
+	// poll's own connection, idle then, rather than over a second one:
+	// an idle agent then holds exactly one connection and handshakes
+	// once, instead of once per heartbeat.
+	polled atomic.Bool
+	polls  atomic.Int32
+}
+
+// device returns the client for a small request of a device: the poll's
+// connection when this client long-polls and no poll is in flight, the
+// shared HTTP/2 connection otherwise (a command-line tool, or a request
+// made while the poll waits).
+func (c *Client) device() *http.Client {
+	if c.polled.Load() && c.polls.Load() == 0 {
+		return c.poll
+	}
+	return c.http
+}
+
+// deviceJSON is doJSON over c.device().
+func (c *Client) deviceJSON(ctx context.Context, method, path string, in, out any) error {
+	body, ct, err := jsonRequest(in)
+	if err != nil {
+		return err
+	}
+	return c.doOn(c.device(), ctx, method, path, nil, body, ct, out, c.timeout)
 }
 
 // idleConnTimeout closes a connection that has carried no request for
@@ -222,16 +252,24 @@ func jsonBody(v any) (io.Reader, error) {
 }
 
 func (c *Client) doJSON(ctx context.Context, method, path string, q url.Values, in, out any) error {
-	var body io.Reader
-	ct := ""
-	if in != nil {
-		b, err := jsonBody(in)
-		if err != nil {
-			return err
-		}
-		body, ct = b, "application/json"
+	body, ct, err := jsonRequest(in)
+	if err != nil {
+		return err
 	}
 	return c.do(ctx, method, path, q, body, ct, out, c.timeout)
+}
+
+// jsonRequest is the body and content type of a request carrying in
+// (none when in is nil).
+func jsonRequest(in any) (io.Reader, string, error) {
+	if in == nil {
+		return nil, "", nil
+	}
+	b, err := jsonBody(in)
+	if err != nil {
+		return nil, "", err
+	}
+	return b, "application/json", nil
 }
 
 func esc(s string) string { return url.PathEscape(s) }
@@ -239,23 +277,31 @@ func esc(s string) string { return url.PathEscape(s) }
 // Report sends a device's report and returns the current desired digest.
 func (c *Client) Report(ctx context.Context, id string, r api.Report) (api.ReportResponse, error) {
 	var out api.ReportResponse
-	err := c.doJSON(ctx, http.MethodPost, "/v1/devices/"+esc(id)+"/report", nil, r, &out)
+	err := c.deviceJSON(ctx, http.MethodPost, "/v1/devices/"+esc(id)+"/report", r, &out)
 	return out, err
 }
 
-// Desired returns the device's resolved desired state. With wait, it is a
-// long-poll: the server answers when the state's digest differs from after,
-// or after its poll timeout with the same state.
-func (c *Client) Desired(ctx context.Context, id, after string, wait bool) (*api.Resolved, error) {
+// Desired returns the device's resolved desired state. With wait > 0 it
+// is a long-poll: the server answers when the state's digest differs from
+// after, or after wait (or its own poll timeout, when shorter) with the
+// same state. An agent waits as long as its heartbeat period, so that the
+// poll ends when a report is due and the report goes over the poll's
+// connection (an older server ignores the bound and answers after its own
+// timeout).
+func (c *Client) Desired(ctx context.Context, id, after string, wait time.Duration) (*api.Resolved, error) {
 	q := url.Values{}
 	if after != "" {
 		q.Set("after", after)
 	}
-	timeout, hc := c.timeout, c.http
-	if wait {
+	timeout, hc := c.timeout, c.device()
+	if wait > 0 {
 		q.Set("wait", "1")
+		q.Set("timeout", wait.String())
 		timeout = 0 // bounded by the server's poll timeout and ctx
 		hc = c.poll
+		c.polled.Store(true)
+		c.polls.Add(1)
+		defer c.polls.Add(-1)
 	}
 	var out api.Resolved
 	err := c.doOn(hc, ctx, http.MethodGet, "/v1/devices/"+esc(id)+"/desired", q, nil, "", &out, timeout)
@@ -267,7 +313,7 @@ func (c *Client) Desired(ctx context.Context, id, after string, wait bool) (*api
 
 // PostEvents stores events from a device.
 func (c *Client) PostEvents(ctx context.Context, id string, evs []api.Event) error {
-	return c.doJSON(ctx, http.MethodPost, "/v1/devices/"+esc(id)+"/events", nil, evs, nil)
+	return c.deviceJSON(ctx, http.MethodPost, "/v1/devices/"+esc(id)+"/events", evs, nil)
 }
 
 // Blob opens a blob's content. The caller closes it and must verify the

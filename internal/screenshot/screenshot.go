@@ -166,7 +166,7 @@ func fill(ctx context.Context, f *localfleet.Fleet) error {
 		if _, err := cl.Report(ctx, d.id, rep); err != nil {
 			return err
 		}
-		res, err := cl.Desired(ctx, d.id, "", false)
+		res, err := cl.Desired(ctx, d.id, "", 0)
 		if err != nil {
 			return err
 		}
@@ -242,7 +242,7 @@ func rollouts(ctx context.Context, f *localfleet.Fleet, devs []dev) error {
 // healthy, with what it now runs.
 func converge(ctx context.Context, f *localfleet.Fleet, id string) error {
 	cl := f.Devices[id]
-	res, err := cl.Desired(ctx, id, "", false)
+	res, err := cl.Desired(ctx, id, "", 0)
 	if err != nil {
 		return err
 	}

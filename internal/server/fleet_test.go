@@ -85,7 +85,7 @@ func apps(r *api.Resolved) []string {
 
 func (ts *testServer) desired(t *testing.T, id string) *api.Resolved {
 	t.Helper()
-	r, err := ts.dev[id].Desired(context.Background(), id, "", false)
+	r, err := ts.dev[id].Desired(context.Background(), id, "", 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -47,7 +47,7 @@ func TestParkedPoll(t *testing.T) {
 			if _, err := dev.Report(ctx, "dev-1", api.Report{Facts: map[string]string{}, Installed: []api.InstalledApp{}}); err != nil {
 				t.Fatal(err)
 			}
-			first, err := dev.Desired(ctx, "dev-1", "", false)
+			first, err := dev.Desired(ctx, "dev-1", "", 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -60,7 +60,7 @@ func TestParkedPoll(t *testing.T) {
 				got := make(chan answer, 1)
 				after := first.Digest
 				go func() {
-					res, err := dev.Desired(ctx, "dev-1", after, true)
+					res, err := dev.Desired(ctx, "dev-1", after, time.Minute)
 					got <- answer{res, err}
 				}()
 				waitUntil(t, 5*time.Second, "poll parked", func() bool { return srv.parkedCount() == 1 })
@@ -110,13 +110,13 @@ func TestParkedPollServerStops(t *testing.T) {
 	srv, addr, stop := fx.start(Config{PollTimeout: time.Minute}, nil)
 	dev := fx.client(pki.RoleDevice, "dev-1", addr)
 	ctx := context.Background()
-	first, err := dev.Desired(ctx, "dev-1", "", false)
+	first, err := dev.Desired(ctx, "dev-1", "", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	got := make(chan *api.Resolved, 1)
 	go func() {
-		res, _ := dev.Desired(ctx, "dev-1", first.Digest, true)
+		res, _ := dev.Desired(ctx, "dev-1", first.Digest, time.Minute)
 		got <- res
 	}()
 	waitUntil(t, 5*time.Second, "poll parked", func() bool { return srv.parkedCount() == 1 })

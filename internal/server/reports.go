@@ -163,12 +163,35 @@ func documentKeys(w store.Write) []string {
 	return keys
 }
 
+// minPollTimeout is the shortest long-poll an agent may ask for: a
+// shorter one would make its heartbeat a busy loop.
+const minPollTimeout = time.Second
+
+// pollTimeout is how long a long-poll may wait: the server's poll timeout,
+// or less when the agent asks for less (?timeout=30s), so that the poll
+// ends when the agent's heartbeat is due and the agent reports over the
+// same connection instead of opening another.
+func (s *Server) pollTimeout(v string) (time.Duration, error) {
+	if v == "" {
+		return s.cfg.PollTimeout, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, api.Errorf(api.EINVALID, fmt.Sprintf("timeout %q: want a duration such as 30s", v))
+	}
+	return min(max(d, minPollTimeout), s.cfg.PollTimeout), nil
+}
+
 func (s *Server) handleDesired(w http.ResponseWriter, r *http.Request, p peer) error {
 	id := r.PathValue("id")
 	after := r.URL.Query().Get("after")
 	wait := r.URL.Query().Get("wait") == "1"
-	deadline := time.Now().Add(s.cfg.PollTimeout)
-	timer := time.NewTimer(s.cfg.PollTimeout)
+	timeout, err := s.pollTimeout(r.URL.Query().Get("timeout"))
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(timeout)
+	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	for {
 		mine, all := s.hub.wait(id)

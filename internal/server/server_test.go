@@ -159,8 +159,8 @@ func TestAuthorization(t *testing.T) {
 		call func() error
 		want string
 	}{
-		{"device reads own plan", func() error { _, err := ts.dev["d1"].Desired(ctx, "d1", "", false); return err }, ""},
-		{"device reads another's plan", func() error { _, err := ts.dev["d2"].Desired(ctx, "d1", "", false); return err }, api.EFORBIDDEN},
+		{"device reads own plan", func() error { _, err := ts.dev["d1"].Desired(ctx, "d1", "", 0); return err }, ""},
+		{"device reads another's plan", func() error { _, err := ts.dev["d2"].Desired(ctx, "d1", "", 0); return err }, api.EFORBIDDEN},
 		{"device reports for another", func() error { _, err := ts.dev["d2"].Report(ctx, "d1", api.Report{}); return err }, api.EFORBIDDEN},
 		{"device posts events for another", func() error { return ts.dev["d2"].PostEvents(ctx, "d1", []api.Event{{Kind: "log"}}) }, api.EFORBIDDEN},
 		{"device posts its own events", func() error { return ts.dev["d1"].PostEvents(ctx, "d1", []api.Event{{Kind: "log"}, {Kind: "my-kind"}}) }, ""},
@@ -279,7 +279,7 @@ func TestLongPollWakes(t *testing.T) {
 	ctx := context.Background()
 	ts.push(t, "tool", "1.0.0", []string{"linux"}, "v1")
 	ts.report(t, "d1", "linux")
-	first, err := ts.dev["d1"].Desired(ctx, "d1", "", false)
+	first, err := ts.dev["d1"].Desired(ctx, "d1", "", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,7 +288,7 @@ func TestLongPollWakes(t *testing.T) {
 	}
 	got := make(chan *api.Resolved, 1)
 	go func() {
-		r, err := ts.dev["d1"].Desired(ctx, "d1", first.Digest, true)
+		r, err := ts.dev["d1"].Desired(ctx, "d1", first.Digest, time.Minute)
 		if err != nil {
 			t.Error(err)
 		}
@@ -324,7 +324,7 @@ func TestResolutionErrorsReachTheAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	ts.report(t, "d1", "linux", "amd64")
-	r, err := ts.dev["d1"].Desired(ctx, "d1", "", false)
+	r, err := ts.dev["d1"].Desired(ctx, "d1", "", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
