@@ -164,8 +164,17 @@ func (e *eventsState) register(s *Server) {
 		}
 		return 0
 	})
+	// An idle agent holds one connection and handshakes once: a count
+	// of handshakes that grows with an idle fleet means agents reconnect
+	// (a load balancer's idle timeout shorter than the poll's, say).
+	handshakes := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "drover_server_tls_handshakes_total", Help: "TLS handshakes completed: connections opened by agents and operators.",
+	}, func() float64 { return float64(s.handshakes.Load()) })
+	parked := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "drover_server_polls_parked", Help: "Agents' long-polls waiting on this server with no goroutine (HTTP/1.1).",
+	}, func() float64 { return float64(s.parkedCount()) })
 	e.reg.MustRegister(e.stored, e.published, e.hookFailures, e.followers, e.followDropped, e.planDuration,
-		e.httpDuration, outbox, connected, &deviceCollector{s: s},
+		e.httpDuration, outbox, connected, handshakes, parked, &deviceCollector{s: s},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -23,6 +24,8 @@ type handshakeListener struct {
 	cfg     *tls.Config
 	timeout time.Duration
 	log     *slog.Logger
+	// handshakes counts the handshakes done (the server's metric).
+	handshakes *atomic.Int64
 
 	ready  chan net.Conn
 	ctx    context.Context
@@ -42,9 +45,9 @@ type handshakeListener struct {
 	closed bool
 }
 
-func newHandshakeListener(inner net.Listener, cfg *tls.Config, timeout time.Duration, log *slog.Logger) *handshakeListener {
+func newHandshakeListener(inner net.Listener, cfg *tls.Config, timeout time.Duration, log *slog.Logger, handshakes *atomic.Int64) *handshakeListener {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &handshakeListener{inner: inner, cfg: cfg, timeout: timeout, log: log,
+	return &handshakeListener{inner: inner, cfg: cfg, timeout: timeout, log: log, handshakes: handshakes,
 		ready: make(chan net.Conn), ctx: ctx, cancel: cancel, failed: make(chan struct{})}
 }
 
@@ -120,6 +123,7 @@ func (l *handshakeListener) handshake(c net.Conn) {
 		_ = c.Close()
 		return
 	}
+	l.handshakes.Add(1)
 	select {
 	case l.ready <- tc:
 	case <-l.ctx.Done():

@@ -54,6 +54,13 @@ func (pk *parking) stop() {
 	}
 }
 
+// parkedCount is how many polls are parked.
+func (s *Server) parkedCount() int {
+	s.parking.mu.Lock()
+	defer s.parking.mu.Unlock()
+	return len(s.parking.parked)
+}
+
 // parkedPoll is one parked long-poll.
 type parkedPoll struct {
 	s         *Server

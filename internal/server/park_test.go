@@ -13,12 +13,6 @@ import (
 	"github.com/drover-dev/drover/internal/pki"
 )
 
-func (s *Server) parkedCount() int {
-	s.parking.mu.Lock()
-	defer s.parking.mu.Unlock()
-	return len(s.parking.parked)
-}
-
 // TestParkedPoll: an agent's long-poll (HTTP/1.1, internal/client) waits
 // parked, stays parked through a change that is not its own, is answered
 // by a change of its state or by its timeout, and its connection serves
@@ -196,4 +190,74 @@ func (l *countingListener) Accept() (net.Conn, error) {
 		l.n.Add(1)
 	}
 	return c, err
+}
+
+// TestPollEndsForHeartbeat: a long-poll that asks for a shorter wait
+// (?timeout=) is answered then, unchanged, and the heartbeat that follows
+// (a report, events) travels over the poll's own connection: an idle
+// agent opens no other connection, round after round.
+func TestPollEndsForHeartbeat(t *testing.T) {
+	fx := newServed(t)
+	ln := &countingListener{}
+	srv, addr, _ := fx.start(Config{PollTimeout: time.Minute}, func(inner net.Listener) net.Listener {
+		ln.Listener = inner
+		return ln
+	})
+	dev := fx.client(pki.RoleDevice, "dev-1", addr)
+	ctx := context.Background()
+	rep := api.Report{Facts: map[string]string{}, Installed: []api.InstalledApp{}}
+	if _, err := dev.Report(ctx, "dev-1", rep); err != nil {
+		t.Fatal(err)
+	}
+	first, err := dev.Desired(ctx, "dev-1", "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := ln.n.Load()
+	for round := range 3 {
+		start := time.Now()
+		res, err := dev.Desired(ctx, "dev-1", first.Digest, time.Second)
+		if err != nil {
+			t.Fatalf("round %d: poll: %v", round, err)
+		}
+		if took := time.Since(start); res.Digest != first.Digest || took > 20*time.Second {
+			t.Fatalf("round %d: poll answered %s after %v, want %s after its 1s (the server's timeout is a minute)", round, res.Digest, took, first.Digest)
+		}
+		if _, err := dev.Report(ctx, "dev-1", rep); err != nil {
+			t.Fatalf("round %d: report: %v", round, err)
+		}
+		if err := dev.PostEvents(ctx, "dev-1", []api.Event{{Kind: api.KindLog, Level: api.LevelInfo, Message: "beat"}}); err != nil {
+			t.Fatalf("round %d: events: %v", round, err)
+		}
+	}
+	if n := ln.n.Load() - accepted; n != 1 {
+		t.Fatalf("%d new connections over three polls and heartbeats, want 1 (the poll's)", n)
+	}
+	if n := srv.handshakes.Load(); n != ln.n.Load() {
+		t.Fatalf("handshakes metric %d, want %d (every connection accepted)", n, ln.n.Load())
+	}
+}
+
+// TestPollTimeoutRefused: a long-poll's bound must be a positive duration;
+// one that is not is refused and nothing waits.
+func TestPollTimeoutRefused(t *testing.T) {
+	fx := newServed(t)
+	srv, addr, _ := fx.start(Config{PollTimeout: time.Minute}, nil)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: fx.clientTLS(pki.RoleDevice, "dev-1")}}
+	t.Cleanup(hc.CloseIdleConnections)
+	for _, bad := range []string{"soon", "0s", "-5s", "30"} {
+		resp, err := hc.Get(addr + "/v1/devices/dev-1/desired?wait=1&after=x&timeout=" + bad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e api.Error
+		_ = json.NewDecoder(resp.Body).Decode(&e)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || e.Code != api.EINVALID {
+			t.Errorf("timeout=%s: %s %+v, want 400 %s", bad, resp.Status, e, api.EINVALID)
+		}
+	}
+	if n := srv.parkedCount(); n != 0 {
+		t.Fatalf("%d polls parked after refusals", n)
+	}
 }
