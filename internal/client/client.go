@@ -51,22 +51,20 @@ type Client struct {
 	timeout time.Duration
 	tls     *tls.Config
 
-	// polled says this client has long-polled (it is an agent's); polls
-	// counts its long-polls in flight. Between two polls an agent's
-	// heartbeat (a report, its events, a read of its state) goes over the
-	// poll's own connection, idle then, rather than over a second one:
-	// an idle agent then holds exactly one connection and handshakes
-	// once, instead of once per heartbeat.
-	polled atomic.Bool
-	polls  atomic.Int32
+	// polls counts the long-polls in flight. A device's small requests
+	// (a report, its events, a read of its state) go over the poll's own
+	// connection when no poll is in flight: an agent's first report and
+	// read, then each heartbeat between two polls. An idle agent then
+	// holds exactly one connection and handshakes once, instead of once
+	// per heartbeat.
+	polls atomic.Int32
 }
 
 // device returns the client for a small request of a device: the poll's
-// connection when this client long-polls and no poll is in flight, the
-// shared HTTP/2 connection otherwise (a command-line tool, or a request
-// made while the poll waits).
+// connection (HTTP/1.1) when no poll is in flight, the shared HTTP/2
+// connection while one waits.
 func (c *Client) device() *http.Client {
-	if c.polled.Load() && c.polls.Load() == 0 {
+	if c.polls.Load() == 0 {
 		return c.poll
 	}
 	return c.http
@@ -299,7 +297,6 @@ func (c *Client) Desired(ctx context.Context, id, after string, wait time.Durati
 		q.Set("timeout", wait.String())
 		timeout = 0 // bounded by the server's poll timeout and ctx
 		hc = c.poll
-		c.polled.Store(true)
 		c.polls.Add(1)
 		defer c.polls.Add(-1)
 	}

@@ -38,6 +38,7 @@ func TestParkedPoll(t *testing.T) {
 			dev := fx.client(pki.RoleDevice, "dev-1", addr)
 			admin := fx.client(pki.RoleAdmin, "admin", addr)
 			ctx := context.Background()
+			accepted := ln.n.Load()
 			if _, err := dev.Report(ctx, "dev-1", api.Report{Facts: map[string]string{}, Installed: []api.InstalledApp{}}); err != nil {
 				t.Fatal(err)
 			}
@@ -45,7 +46,6 @@ func TestParkedPoll(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			accepted := ln.n.Load()
 			for round := range tt.rounds {
 				type answer struct {
 					res *api.Resolved
@@ -86,7 +86,7 @@ func TestParkedPoll(t *testing.T) {
 					t.Fatalf("round %d: %d polls still parked after the answer", round, n)
 				}
 			}
-			want := int64(1) // the polls'
+			want := int64(1) // the device's: its report, its read, its polls
 			if tt.change {
 				want++ // the admin's
 			}
@@ -193,9 +193,9 @@ func (l *countingListener) Accept() (net.Conn, error) {
 }
 
 // TestPollEndsForHeartbeat: a long-poll that asks for a shorter wait
-// (?timeout=) is answered then, unchanged, and the heartbeat that follows
-// (a report, events) travels over the poll's own connection: an idle
-// agent opens no other connection, round after round.
+// (?timeout=) is answered then, unchanged, and an agent's first report
+// and read, its polls and the heartbeats between them (a report, events)
+// all travel over one connection, round after round.
 func TestPollEndsForHeartbeat(t *testing.T) {
 	fx := newServed(t)
 	ln := &countingListener{}
@@ -205,6 +205,7 @@ func TestPollEndsForHeartbeat(t *testing.T) {
 	})
 	dev := fx.client(pki.RoleDevice, "dev-1", addr)
 	ctx := context.Background()
+	accepted := ln.n.Load()
 	rep := api.Report{Facts: map[string]string{}, Installed: []api.InstalledApp{}}
 	if _, err := dev.Report(ctx, "dev-1", rep); err != nil {
 		t.Fatal(err)
@@ -213,7 +214,6 @@ func TestPollEndsForHeartbeat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	accepted := ln.n.Load()
 	for round := range 3 {
 		start := time.Now()
 		res, err := dev.Desired(ctx, "dev-1", first.Digest, time.Second)
@@ -231,7 +231,7 @@ func TestPollEndsForHeartbeat(t *testing.T) {
 		}
 	}
 	if n := ln.n.Load() - accepted; n != 1 {
-		t.Fatalf("%d new connections over three polls and heartbeats, want 1 (the poll's)", n)
+		t.Fatalf("%d connections for a start, three polls and their heartbeats, want 1", n)
 	}
 	if n := srv.handshakes.Load(); n != ln.n.Load() {
 		t.Fatalf("handshakes metric %d, want %d (every connection accepted)", n, ln.n.Load())
