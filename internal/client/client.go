@@ -295,7 +295,11 @@ func (c *Client) Desired(ctx context.Context, id, after string, wait time.Durati
 	if wait > 0 {
 		q.Set("wait", "1")
 		q.Set("timeout", wait.String())
-		timeout = 0 // bounded by the server's poll timeout and ctx
+		// The server answers after wait (an older one after its own
+		// timeout, a minute by default); a poll that outlives both by far
+		// rides a connection that died without a word (a NAT dropping it):
+		// give up on it and poll again on a new one.
+		timeout = max(wait, time.Minute) + 30*time.Second
 		hc = c.poll
 		c.polls.Add(1)
 		defer c.polls.Add(-1)
