@@ -31,7 +31,7 @@ func chromium(t *testing.T) context.Context {
 		chromedp.Flag("disable-sync", true),
 		// The server's certificate is signed by the test's own fleet CA.
 		chromedp.Flag("ignore-certificate-errors", true),
-		chromedp.UserDataDir(t.TempDir()),
+		chromedp.UserDataDir(profileDir(t)),
 		chromedp.WindowSize(1400, 900),
 	)
 	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
@@ -42,6 +42,35 @@ func chromium(t *testing.T) context.Context {
 		t.Fatalf("start chromium %s: %v", path, err)
 	}
 	return bctx
+}
+
+// profileDir is a folder for Chromium's profile, removed once the test
+// and its browser have ended. Chromium's helper processes outlive the
+// browser process that chromedp stops by a moment and still write into
+// the profile (Default/), so a single removal, as t.TempDir's, can find
+// the folder not yet empty: the removal is tried again for a while.
+func profileDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "drover-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Registered before the browser's own cleanups, so it runs after them.
+	t.Cleanup(func() {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			err := os.RemoveAll(dir)
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("remove Chromium's profile: %v", err)
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+	return dir
 }
 
 // run runs browser actions with a deadline.

@@ -341,7 +341,7 @@ func (a *Agent) watch(ctx context.Context, wake chan *api.Resolved) {
 		}
 		var wait time.Duration
 		if after != "" {
-			wait = a.pollWait()
+			wait = PollWait(a.cfg.ReportInterval)
 		}
 		res, err := a.srv.Desired(ctx, a.cfg.Device, after, wait)
 		if err != nil {
@@ -375,12 +375,11 @@ func (a *Agent) watch(ctx context.Context, wake chan *api.Resolved) {
 	}
 }
 
-// pollWait is how long a long-poll may wait: the heartbeat period, less
-// up to a tenth at random so that a fleet started at once does not report
-// in step.
-func (a *Agent) pollWait() time.Duration {
-	d := a.cfg.ReportInterval
-	return d - rand.N(d/10+1)
+// PollWait is how long an agent whose heartbeat period is interval lets
+// a long-poll wait: the period, less up to a tenth at random so that a
+// fleet started at once does not report in step.
+func PollWait(interval time.Duration) time.Duration {
+	return interval - rand.N(interval/10+1)
 }
 
 // reportDue says the heartbeat report is due: none was sent for half a

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -18,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/drover-dev/drover/internal/agent"
 	"github.com/drover-dev/drover/internal/api"
 	"github.com/drover-dev/drover/internal/client"
 	"github.com/drover-dev/drover/internal/facts"
@@ -505,7 +505,7 @@ func idlePoll(ctx context.Context, c *client.Client, id, after string, heartbeat
 	defer t.Stop()
 	wait := time.Minute
 	if heartbeat > 0 {
-		wait = heartbeat - rand.N(heartbeat/10+1)
+		wait = agent.PollWait(heartbeat)
 	}
 	res, err := c.Desired(ctx, id, after, wait)
 	if err != nil {

@@ -30,11 +30,7 @@ func TestParkedPoll(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			fx := newServed(t)
-			ln := &countingListener{}
-			srv, addr, _ := fx.start(Config{PollTimeout: tt.timeout}, func(inner net.Listener) net.Listener {
-				ln.Listener = inner
-				return ln
-			})
+			srv, addr, ln := fx.startCounting(Config{PollTimeout: tt.timeout})
 			dev := fx.client(pki.RoleDevice, "dev-1", addr)
 			admin := fx.client(pki.RoleAdmin, "admin", addr)
 			ctx := context.Background()
@@ -178,6 +174,17 @@ func TestHTTP2PollWaitsInHandler(t *testing.T) {
 	}
 }
 
+// startCounting is start with the server's listener counting the
+// connections it accepts.
+func (fx *served) startCounting(cfg Config) (*Server, string, *countingListener) {
+	ln := &countingListener{}
+	srv, addr, _ := fx.start(cfg, func(inner net.Listener) net.Listener {
+		ln.Listener = inner
+		return ln
+	})
+	return srv, addr, ln
+}
+
 // countingListener counts the connections it accepts.
 type countingListener struct {
 	net.Listener
@@ -198,11 +205,7 @@ func (l *countingListener) Accept() (net.Conn, error) {
 // all travel over one connection, round after round.
 func TestPollEndsForHeartbeat(t *testing.T) {
 	fx := newServed(t)
-	ln := &countingListener{}
-	srv, addr, _ := fx.start(Config{PollTimeout: time.Minute}, func(inner net.Listener) net.Listener {
-		ln.Listener = inner
-		return ln
-	})
+	srv, addr, ln := fx.startCounting(Config{PollTimeout: time.Minute})
 	dev := fx.client(pki.RoleDevice, "dev-1", addr)
 	ctx := context.Background()
 	accepted := ln.n.Load()
