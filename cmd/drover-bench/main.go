@@ -1,7 +1,7 @@
 // Command drover-bench prints drover's benchmark figures (see
 // docs/benchmarks.md). It only wires flags to internal/bench:
 //
-//	drover-bench fleet [-n 100,1000,5000] [-drover PATH] [-dir DIR] [-timeout 120s] [-set-workers 16]
+//	drover-bench fleet [-n 100,1000,5000] [-drover PATH] [-dir DIR] [-timeout 120s] [-set-workers 16] [-bulk] [-db URL] [-replicas 1] [-agent-procs 0]
 //	drover-bench install [-files 5000] [-size 200MB] [-dir DIR] [-runs 3] [-warm]
 //	drover-bench trust [-builds 10000] [-pushes 50] [-dir DIR]
 //	drover-bench plan [-n 10000] [-runs 3] [-dir DIR]
@@ -11,8 +11,8 @@
 //	drover-bench idle [-n 1000,5000,14000] [-per-process 5000] [-http1] [-heartbeat 30s] [-hold 0s] [-drover PATH] [-dir DIR]
 //	drover-bench converge-cpu [-n 1000] [-drover PATH] [-dir DIR] [-timeout 5m]
 //
-// idle-agents and floor-server are the processes idle and converge-cpu
-// start; they are not run by hand.
+// idle-agents, fleet-agents and floor-server are the processes idle,
+// fleet and converge-cpu start; they are not run by hand.
 //
 // Exit 0 on success, 1 on failure, 2 on bad usage; an error is one line
 // on stderr.
@@ -26,6 +26,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -34,7 +35,7 @@ import (
 )
 
 const usage = `usage:
-  drover-bench fleet [-n 100,1000,5000] [-drover PATH] [-dir DIR] [-timeout 120s] [-set-workers 16] [-bulk]
+  drover-bench fleet [-n 100,1000,5000] [-drover PATH] [-dir DIR] [-timeout 120s] [-set-workers 16] [-bulk] [-db URL] [-replicas 1] [-agent-procs 0]
   drover-bench install [-files 5000] [-size 200MB] [-dir DIR] [-runs 3] [-warm]
   drover-bench events -amqp URL [-n 50000] [-probes 500]
   drover-bench trust [-builds 10000] [-pushes 50] [-dir DIR]
@@ -118,6 +119,7 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer) error {
 		bulk := fs.Bool("bulk", false, "set every desired state in one call (state set -f with one document per device)")
 		db := fs.String("db", "", "run the servers on this PostgreSQL database (postgres://...), each size in a fresh schema")
 		replicas := fs.Int("replicas", 1, "server replicas sharing the database (needs -db when above 1)")
+		procs := fs.Int("agent-procs", 0, "run the agents in this many child processes (0: in this one)")
 		if err := parse(); err != nil {
 			return err
 		}
@@ -125,7 +127,20 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		return bench.Fleet(ctx, bench.FleetConfig{Sizes: ns, Drover: *drover, Dir: *dir, Timeout: *timeout, SetWorkers: *workers, Bulk: *bulk, DB: *db, Replicas: *replicas, Out: stdout})
+		return bench.Fleet(ctx, bench.FleetConfig{Sizes: ns, Drover: *drover, Dir: *dir, Timeout: *timeout, SetWorkers: *workers, Bulk: *bulk, DB: *db,
+			Replicas: *replicas, AgentProcs: *procs, Out: stdout})
+	case "fleet-agents":
+		addrs := fs.String("addrs", "", "server URLs, comma separated")
+		pkiDir := fs.String("pki", "", "folder of the device certificates")
+		dir := fs.String("dir", "", "the fleet's folder")
+		from := fs.Int("from", 0, "first device number")
+		to := fs.Int("to", 0, "device number after the last")
+		local := fs.String("local", "", "address to dial from")
+		if err := parse(); err != nil {
+			return err
+		}
+		return bench.FleetAgents(ctx, bench.FleetAgentsConfig{Addrs: strings.Split(*addrs, ","), PKI: *pkiDir, Dir: *dir, From: *from, To: *to,
+			Local: *local, In: os.Stdin, Out: stdout})
 	case "install":
 		files := fs.Int("files", 5000, "files in the tree")
 		size := fs.String("size", "200MB", "total size of the tree (MB = 10^6 bytes, MiB = 2^20)")

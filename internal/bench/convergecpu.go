@@ -127,7 +127,7 @@ func ConvergeCPU(ctx context.Context, cfg ConvergeCPUConfig) (err error) {
 	if err != nil {
 		return fl.explain(err)
 	}
-	if err := waitRegistered(ctx, admin, fl); err != nil {
+	if err := waitRegistered(ctx, admin, ids, fl); err != nil {
 		return fl.explain(err)
 	}
 	before := make([]string, n)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -55,6 +56,14 @@ type FleetConfig struct {
 	// blob folder (needs DB when above 1); agents are spread over them
 	// in turn and desired states are set through the last. 0 = 1.
 	Replicas int
+	// AgentProcs, when above 0, runs the agents in that many child
+	// processes instead of this one: one process may hold only as many
+	// open files as its limit allows, and each agent needs about three.
+	AgentProcs int
+	// Self is the command line that runs this program's fleet-agents
+	// subcommand (an agent process): Self[0] and the arguments before the
+	// subcommand's own. Empty means os.Executable().
+	Self []string
 	// Out receives the figures.
 	Out io.Writer
 }
@@ -86,14 +95,15 @@ type FleetResult struct {
 	// bounds how precise Converged is.
 	DevicesCall time.Duration
 	// ServerPeakRSS is the server process's VmHWM; ServerFDs its open
-	// files at the end; BenchPeakRSS this process's (agents included).
+	// files at the end; BenchPeakRSS the agents' processes' (this one's,
+	// or the sum of the agent processes').
 	ServerPeakRSS, BenchPeakRSS int64
 	// ServerRSS is the server's resident memory at the end, the fleet
 	// converged and waiting on its long-polls.
 	ServerRSS int64
 	ServerFDs int
 	// ServerCPU and BenchCPU are the CPU time (user+system) the server
-	// and this process (the agents) used from the first SetState until
+	// and the agents' processes used from the first SetState until
 	// convergence: on a small machine they share the cores.
 	ServerCPU, BenchCPU time.Duration
 	// ServerWarnings counts WARN and ERROR lines of the server's log;
@@ -138,6 +148,16 @@ func Fleet(ctx context.Context, cfg FleetConfig) error {
 	if cfg.Out == nil {
 		cfg.Out = io.Discard
 	}
+	if cfg.AgentProcs < 0 {
+		return usagef("-agent-procs must be 0 (agents in this process) or more")
+	}
+	if cfg.AgentProcs > 0 && len(cfg.Self) == 0 {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("find this program to run agent processes: %w", err)
+		}
+		cfg.Self = []string{exe}
+	}
 	cfg.Dir = workDir(cfg.Dir)
 	out := cfg.Out
 	soft, hard, err := RaiseOpenFiles()
@@ -169,13 +189,17 @@ func Fleet(ctx context.Context, cfg FleetConfig) error {
 			failed = append(failed, strconv.Itoa(n))
 			continue
 		}
-		fmt.Fprintf(out, "N=%d state-set=%s converged=%s (from the first state set) server-peak-rss=%dMB agents-in-process\n",
-			n, secs(res.StateSet), secs(res.Converged), res.ServerPeakRSS>>20)
+		where := "agents-in-process"
+		if cfg.AgentProcs > 0 {
+			where = fmt.Sprintf("agents-in-%d-processes", min(cfg.AgentProcs, n))
+		}
+		fmt.Fprintf(out, "N=%d state-set=%s converged=%s (from the first state set) server-peak-rss=%dMB %s\n",
+			n, secs(res.StateSet), secs(res.Converged), res.ServerPeakRSS>>20, where)
 		fmt.Fprintf(out, "    issue-certs=%s register=%s agents-applied=%s slowest-device-list=%s cpu-until-converged: server=%s agents=%s\n",
 			secs(res.Issue), secs(res.Register), secs(res.AgentsApplied), secs(res.DevicesCall), secs(res.ServerCPU), secs(res.BenchCPU))
 		fmt.Fprintf(out, "    set-state-call p50=%s p99=%s; state-set-to-agent-applied p50=%s p99=%s\n",
 			ms(res.SetLatency50), ms(res.SetLatency99), ms(res.Lag50), ms(res.Lag99))
-		fmt.Fprintf(out, "    server-rss-at-end=%dMB server-fds=%d bench-peak-rss=%dMB server-warnings=%d agent-warnings=%d\n",
+		fmt.Fprintf(out, "    server-rss-at-end=%dMB server-fds=%d agents-peak-rss=%dMB server-warnings=%d agent-warnings=%d\n",
 			res.ServerRSS>>20, res.ServerFDs, res.BenchPeakRSS>>20, res.ServerWarnings, res.AgentWarnings)
 		for i, r := range res.Replicas {
 			fmt.Fprintf(out, "    replica %d: agents=%d peak-rss=%dMB cpu-until-converged=%s\n", i+1, r.Agents, r.PeakRSS>>20, secs(r.CPU))
@@ -232,12 +256,23 @@ func buildDrover(ctx context.Context, dir string) (string, error) {
 // started before it returns.
 func runFleet(parent context.Context, cfg FleetConfig, bin string, n int) (res FleetResult, err error) {
 	res.N = n
-	// Each agent holds one connection (HTTP/2), so this process and the
-	// server each need about n open files, plus the agents' files while
-	// they install.
-	if soft, _, err := RaiseOpenFiles(); err == nil && soft < uint64(n)+512 {
-		return res, fmt.Errorf("RESOURCE LIMIT: %d agents need about %d open files in this process and in the server; the limit is %d (raise it with ulimit -n)",
-			n, n+512, soft)
+	// An agent holds its long-poll's connection to the server and, while
+	// it converges, a second one: a replica needs two files per agent of
+	// its share; the agents' processes fdsPerAgent each.
+	procs := min(cfg.AgentProcs, n)
+	if procs == 0 {
+		if err := agentsNeedFiles(n, "in this process"); err != nil {
+			return res, err
+		}
+	} else if err := agentsNeedFiles((n+procs-1)/procs, "in each agent process"); err != nil {
+		return res, err
+	}
+	if _, hard, err := RaiseOpenFiles(); err == nil {
+		share := (n + cfg.Replicas - 1) / cfg.Replicas
+		if need := uint64(2*share + 256); hard < need {
+			return res, fmt.Errorf("RESOURCE LIMIT: %d agents on a server need about %d open files in it; the hard limit is %d (add -replicas, or raise ulimit -Hn)",
+				share, need, hard)
+		}
 	}
 	// Reset this process's peak RSS, so each size reports its own.
 	_ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
@@ -309,7 +344,12 @@ func runFleet(parent context.Context, cfg FleetConfig, bin string, n int) (res F
 	}
 
 	stage = "starting agents"
-	fl, err := startAgentsOn(ctx, dir, pkiDir, addrs, ids)
+	var fl agentSet
+	if procs > 0 {
+		fl, err = startAgentProcs(cfg.Self, dir, pkiDir, addrs, ids, procs)
+	} else {
+		fl, err = startAgentsOn(ctx, dir, pkiDir, addrs, ids)
+	}
 	defer fl.stop()
 	if err != nil {
 		return res, fl.explain(err)
@@ -317,23 +357,28 @@ func runFleet(parent context.Context, cfg FleetConfig, bin string, n int) (res F
 
 	stage = "waiting for every device to report"
 	start = time.Now()
-	if err := waitRegistered(ctx, admin, fl); err != nil {
+	if err := waitRegistered(ctx, admin, ids, fl); err != nil {
 		return res, fl.explain(err)
 	}
 	res.Register = time.Since(start)
-	before := make([]string, n)
-	for i, a := range fl.agents {
-		before[i], _ = a.Status()
-	}
 
 	stage = "setting desired states"
-	serverCPU0, benchCPU0 := procCPU(srv.cmd.Process.Pid), procCPU(os.Getpid())
+	agentsCPU := func() (d time.Duration) {
+		for _, pid := range fl.pids() {
+			d += procCPU(pid)
+		}
+		return d
+	}
+	serverCPU0, benchCPU0 := procCPU(srv.cmd.Process.Pid), agentsCPU()
 	replicaCPU0 := make([]time.Duration, len(servers))
 	for i, s := range servers {
 		replicaCPU0[i] = procCPU(s.cmd.Process.Pid)
 	}
+	applied, err := fl.watchApplied(ctx)
+	if err != nil {
+		return res, fl.explain(err)
+	}
 	t0 := time.Now()
-	applied := fl.watchApplied(ctx, before, t0)
 	var setAt []time.Time
 	var setLatency []time.Duration
 	if cfg.Bulk {
@@ -354,7 +399,7 @@ func runFleet(parent context.Context, cfg FleetConfig, bin string, n int) (res F
 		return res, fl.explain(err)
 	}
 	res.Converged = t1.Sub(t0)
-	res.ServerCPU, res.BenchCPU = procCPU(srv.cmd.Process.Pid)-serverCPU0, procCPU(os.Getpid())-benchCPU0
+	res.ServerCPU, res.BenchCPU = procCPU(srv.cmd.Process.Pid)-serverCPU0, agentsCPU()-benchCPU0
 	if len(servers) > 1 {
 		for i, s := range servers {
 			rf := ReplicaFigures{CPU: procCPU(s.cmd.Process.Pid) - replicaCPU0[i], Agents: (n - i + len(servers) - 1) / len(servers)}
@@ -376,12 +421,15 @@ func runFleet(parent context.Context, cfg FleetConfig, bin string, n int) (res F
 
 	res.ServerPeakRSS, _ = procStatusBytes(srv.cmd.Process.Pid, "VmHWM")
 	res.ServerRSS, _ = procStatusBytes(srv.cmd.Process.Pid, "VmRSS")
-	res.BenchPeakRSS, _ = procStatusBytes(os.Getpid(), "VmHWM")
+	for _, pid := range fl.pids() {
+		peak, _ := procStatusBytes(pid, "VmHWM")
+		res.BenchPeakRSS += peak
+	}
 	if fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", srv.cmd.Process.Pid)); err == nil {
 		res.ServerFDs = len(fds)
 	}
 	res.ServerWarnings, res.FirstServerWarning = srv.warnings()
-	res.AgentWarnings, res.FirstAgentWarning = fl.log.summary()
+	res.AgentWarnings, res.FirstAgentWarning = fl.summary()
 	return res, nil
 }
 
@@ -447,11 +495,16 @@ func parallel(ctx context.Context, workers, n int, fn func(i int) error) error {
 // newClient returns a client with the certificate NAME of the PKI in dir;
 // each has its own connection pool, so its own TLS connection.
 func newClient(addr, dir, name string) (*client.Client, error) {
+	return newClientFrom(addr, dir, name, nil)
+}
+
+// newClientFrom is newClient dialling from local (nil: any address).
+func newClientFrom(addr, dir, name string, local net.Addr) (*client.Client, error) {
 	tlsCfg, err := pki.ClientTLSConfig(filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key"), filepath.Join(dir, pki.CACertFile))
 	if err != nil {
 		return nil, err
 	}
-	return client.New(client.Config{Addr: addr, TLS: tlsCfg})
+	return client.New(client.Config{Addr: addr, TLS: tlsCfg, LocalAddr: local})
 }
 
 // writeFleetPackage builds the small package (3 files, prefix mode) every
@@ -663,11 +716,17 @@ func startAgents(ctx context.Context, dir, pkiDir, addr string, ids []string, tu
 // startAgentsOn is startAgents with the agents spread over the servers
 // at addrs in turn.
 func startAgentsOn(ctx context.Context, dir, pkiDir string, addrs []string, ids []string, tune ...func(*agent.Config, agent.Server) agent.Server) (*fleet, error) {
+	return startAgentsFrom(ctx, dir, pkiDir, addrs, nil, ids, tune...)
+}
+
+// startAgentsFrom is startAgentsOn with the agents dialling from local
+// (nil: any address).
+func startAgentsFrom(ctx context.Context, dir, pkiDir string, addrs []string, local net.Addr, ids []string, tune ...func(*agent.Config, agent.Server) agent.Server) (*fleet, error) {
 	actx, cancel := context.WithCancel(ctx)
 	fl := &fleet{ids: ids, log: &countingHandler{}, cancel: cancel}
 	logger := slog.New(fl.log)
 	for i, id := range ids {
-		c, err := newClient(addrs[i%len(addrs)], pkiDir, id)
+		c, err := newClientFrom(addrs[i%len(addrs)], pkiDir, id, local)
 		if err != nil {
 			return fl, err
 		}
@@ -735,20 +794,18 @@ func (fl *fleet) explain(err error) error {
 	if p := fl.firstRun.Load(); p != nil {
 		msg += fmt.Sprintf("; %d agents stopped: %s", fl.runErrs.Load(), *p)
 	}
-	for _, sign := range []string{"too many open files", "cannot allocate memory", "resource temporarily unavailable", "no buffer space"} {
-		if strings.Contains(strings.ToLower(msg), sign) {
-			soft, _, _ := RaiseOpenFiles()
-			return fmt.Errorf("RESOURCE LIMIT (%s; open-file limit %d, %d agents): %s", sign, soft, len(fl.ids), msg)
-		}
-	}
-	return errors.New(msg)
+	return resourceLimit(msg, len(fl.ids))
 }
 
 // watchApplied sends, on the channel it returns, when each agent had
-// applied a state other than the one in before, once all have: read from
+// applied a state other than the one it has now, once all have: read from
 // the agents themselves every 10 ms, so it does not depend on how fast the
 // server lists devices.
-func (fl *fleet) watchApplied(ctx context.Context, before []string, t0 time.Time) <-chan []time.Time {
+func (fl *fleet) watchApplied(ctx context.Context) (<-chan []time.Time, error) {
+	before := make([]string, len(fl.agents))
+	for i, a := range fl.agents {
+		before[i], _ = a.Status()
+	}
 	ch := make(chan []time.Time, 1)
 	go func() {
 		tick := time.NewTicker(10 * time.Millisecond)
@@ -777,7 +834,7 @@ func (fl *fleet) watchApplied(ctx context.Context, before []string, t0 time.Time
 			}
 		}
 	}()
-	return ch
+	return ch, nil
 }
 
 // percentile returns the p-th percentile of ds (nearest rank).
@@ -791,40 +848,46 @@ func percentile(ds []time.Duration, p int) time.Duration {
 	return s[min(max(i-1, 0), len(s)-1)]
 }
 
-// waitRegistered waits until the server lists every device and every agent
-// has finished its first convergence (the "unset" state), so the agents
-// are waiting on their long-polls when the clock starts.
-func waitRegistered(ctx context.Context, admin *client.Client, fl *fleet) error {
-	want := make(map[string]bool, len(fl.ids))
-	for _, id := range fl.ids {
+// waitRegistered waits until the server lists every device of ids and
+// every agent of set has finished its first convergence (the "unset"
+// state), so the agents are waiting on their long-polls when the clock
+// starts.
+func waitRegistered(ctx context.Context, admin *client.Client, ids []string, set agentSet) error {
+	want := make(map[string]bool, len(ids))
+	for _, id := range ids {
 		want[id] = true
 	}
 	for {
+		start := time.Now()
 		devs, err := listDevices(ctx, admin)
 		if err != nil {
 			return fmt.Errorf("list devices: %w", err)
 		}
+		took := time.Since(start)
 		seen := 0
 		for _, d := range devs {
 			if want[d.ID] {
 				seen++
 			}
 		}
-		ready := 0
-		for _, a := range fl.agents {
-			if applied, _ := a.Status(); applied != "" {
-				ready++
-			}
-		}
-		if seen == len(want) && ready == len(fl.agents) {
+		ready := set.readyCount()
+		if seen == len(want) && ready == len(ids) {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%d of %d devices listed, %d agents ready: %w", seen, len(want), ready, ctx.Err())
-		case <-time.After(250 * time.Millisecond):
+		case <-time.After(max(250*time.Millisecond, listPause(took))):
 		}
 	}
+}
+
+// listPause is how long the watcher waits between two device lists, the
+// last of which took took: 100 ms, or four times as long as the list took,
+// so the watcher's own calls stay a fifth of the server's work at most and
+// the fleet, not the watcher, is measured.
+func listPause(took time.Duration) time.Duration {
+	return max(100*time.Millisecond, 4*took)
 }
 
 // setStatesBulk declares the fleet package as every device's desired
@@ -868,9 +931,10 @@ func setStates(ctx context.Context, admin *client.Client, ids []string, workers 
 	return done, took, err
 }
 
-// waitConverged polls the device list every 100 ms until every one of n
-// devices is converged with the fleet package installed, and returns when
-// the list that showed it arrived, with the slowest list call.
+// waitConverged lists the devices (pausing listPause between lists) until
+// every one of n devices is converged with the fleet package installed,
+// and returns when the list that showed it arrived, with the slowest list
+// call.
 func waitConverged(ctx context.Context, admin *client.Client, n int) (time.Time, time.Duration, error) {
 	var slowest time.Duration
 	for {
@@ -900,7 +964,7 @@ func waitConverged(ctx context.Context, admin *client.Client, n int) (time.Time,
 				msg += " (device error " + lastErr + ")"
 			}
 			return now, slowest, fmt.Errorf("%s: %w", msg, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(listPause(now.Sub(start))):
 		}
 	}
 }

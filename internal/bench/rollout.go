@@ -120,7 +120,7 @@ func Rollout(ctx context.Context, cfg RolloutConfig) (err error) {
 	if err != nil {
 		return fl.explain(err)
 	}
-	if err := waitRegistered(ctx, admin, fl); err != nil {
+	if err := waitRegistered(ctx, admin, ids, fl); err != nil {
 		return fl.explain(err)
 	}
 	docs := func(version string) []api.Document {
