@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/drover-dev/drover/internal/api"
 	"github.com/drover-dev/drover/internal/blob"
+	"github.com/drover-dev/drover/internal/client"
 	xfer "github.com/drover-dev/drover/internal/transfer"
 )
 
@@ -32,6 +34,16 @@ type downloader struct {
 // resumeTries bounds how often one download resumes after a dropped
 // connection before it fails (and the convergence is retried later).
 const resumeTries = 5
+
+// unreachableTries bounds how often one download request is sent while
+// the server cannot be reached (a connection refused or timed out, a TLS
+// handshake that timed out), with a jittered wait doubling from a second
+// between tries (about 25 s in all). A whole fleet told to change at once
+// can leave a server too busy to take every new connection for a moment;
+// failing the step then would wait for the much slower retry of a failed
+// convergence (a heartbeat period, doubling), and report a failure that
+// was only a queue.
+const unreachableTries = 6
 
 func newDownloader(cfg Config) *downloader {
 	d := &downloader{mirrors: cfg.Mirrors,
@@ -423,10 +435,36 @@ type resumeReader struct {
 	off    int64
 	tries  int
 	broken error // the read that failed; the next Read resumes
+	// pause is the first wait before a request that did not reach the
+	// server is sent again; 0 = a second.
+	pause time.Duration
+}
+
+// openAt opens the representation at off, sending the request again
+// while the server cannot be reached (unreachableTries).
+func (r *resumeReader) openAt(off int64) (io.ReadCloser, string, bool, error) {
+	delay := r.pause
+	if delay <= 0 {
+		delay = time.Second
+	}
+	for try := 1; ; try++ {
+		body, enc, partial, err := r.open(off)
+		if err == nil || !errors.Is(err, client.ErrUnreachable) || try == unreachableTries || r.ctx.Err() != nil {
+			return body, enc, partial, err
+		}
+		t := time.NewTimer(delay/2 + rand.N(delay/2+1))
+		select {
+		case <-r.ctx.Done():
+			t.Stop()
+			return nil, "", false, err
+		case <-t.C:
+		}
+		delay = min(2*delay, 16*time.Second)
+	}
 }
 
 func (r *resumeReader) start() error {
-	body, enc, _, err := r.open(0)
+	body, enc, _, err := r.openAt(0)
 	if err != nil {
 		return err
 	}
@@ -460,7 +498,7 @@ func (r *resumeReader) Read(p []byte) (int, error) {
 func (r *resumeReader) resume() error {
 	r.tries++
 	r.body.Close()
-	body, enc, partial, err := r.open(r.off)
+	body, enc, partial, err := r.openAt(r.off)
 	if err != nil {
 		return fmt.Errorf("resume at byte %d: %w (after %v)", r.off, err, r.broken)
 	}

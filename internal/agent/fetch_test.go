@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -22,6 +24,7 @@ import (
 
 	"github.com/drover-dev/drover/internal/api"
 	"github.com/drover-dev/drover/internal/blob"
+	"github.com/drover-dev/drover/internal/client"
 	"github.com/drover-dev/drover/internal/facts"
 	"github.com/drover-dev/drover/internal/resolve"
 	xfer "github.com/drover-dev/drover/internal/transfer"
@@ -397,5 +400,54 @@ func TestMaxDownloadRate(t *testing.T) {
 	// 0.35 s; far less means the limit is not applied.
 	if el := time.Since(start); el < 200*time.Millisecond {
 		t.Errorf("600 kB at %d bytes/s took %v", rate, el)
+	}
+}
+
+// TestRetryUnreachable checks that a download request that does not
+// reach the server is sent again (a fleet converging at once can leave the
+// server too busy to take new connections for a moment), that an answer
+// from the server is never retried this way, and that the tries end.
+func TestRetryUnreachable(t *testing.T) {
+	unreachable := fmt.Errorf("%w: 127.0.0.1:1: net/http: TLS handshake timeout", client.ErrUnreachable)
+	refused := &api.Error{Code: api.ENOTFOUND, Message: "no such blob"}
+	tests := []struct {
+		name      string
+		fails     int   // answers with err before the body
+		err       error // what those answers are
+		wantCalls int
+		wantErr   error
+	}{
+		{"reaches the server on the third try", 2, unreachable, 3, nil},
+		{"an answer of the server is final", 5, refused, 1, refused},
+		{"gives up after the last try", 100, unreachable, unreachableTries, client.ErrUnreachable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			calls := 0
+			rr := &resumeReader{ctx: context.Background(), pause: time.Millisecond, open: func(off int64) (io.ReadCloser, string, bool, error) {
+				calls++
+				if calls <= tt.fails {
+					return nil, "", false, tt.err
+				}
+				return io.NopCloser(strings.NewReader("blob bytes")), "", off > 0, nil
+			}}
+			err := rr.start()
+			if calls != tt.wantCalls {
+				t.Errorf("requests sent = %d, want %d", calls, tt.wantCalls)
+			}
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("start() = %v, want %v", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("start() = %v", err)
+			}
+			got, err := io.ReadAll(rr)
+			if err != nil || string(got) != "blob bytes" {
+				t.Errorf("read %q, %v; want the blob", got, err)
+			}
+		})
 	}
 }
