@@ -116,9 +116,13 @@ func New(cfg Config) (*Client, error) {
 		}
 		// The poll's connection lives long and handshakes once: no
 		// resumption, whose larger hello the server would keep buffered
-		// for the connection's life.
+		// for the connection's life. The tickets the server sends on it
+		// are kept for the other transport, so the connection an agent
+		// opens to converge resumes too: when a whole fleet is told to
+		// change at once, that is every agent handshaking at once.
 		pollTLS = cfg.TLS.Clone()
 		pollTLS.NextProtos = []string{"http/1.1"}
+		pollTLS.ClientSessionCache = ticketsFor{tlsCfg.ClientSessionCache}
 	}
 	tr := &http.Transport{
 		Proxy:               nil, // a fleet's mTLS endpoint is never reached through a proxy
@@ -146,6 +150,13 @@ func New(cfg Config) (*Client, error) {
 	}
 	return &Client{base: u, http: &http.Client{Transport: tr}, poll: &http.Client{Transport: pt}, timeout: timeout, tls: cfg.TLS}, nil
 }
+
+// ticketsFor is a session cache that stores the sessions its connections
+// are given into another cache and never resumes one itself.
+type ticketsFor struct{ tls.ClientSessionCache }
+
+// Get finds nothing: the connection handshakes in full.
+func (ticketsFor) Get(string) (*tls.ClientSessionState, bool) { return nil, false }
 
 // Close releases idle connections.
 func (c *Client) Close() {

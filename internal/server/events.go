@@ -169,12 +169,21 @@ func (e *eventsState) register(s *Server) {
 	// (a load balancer's idle timeout shorter than the poll's, say).
 	handshakes := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "drover_server_tls_handshakes_total", Help: "TLS handshakes completed: connections opened by agents and operators.",
-	}, func() float64 { return float64(s.handshakes.Load()) })
+	}, func() float64 { return float64(s.tlsCounts.done.Load()) })
+	resumed := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "drover_server_tls_handshakes_resumed_total", Help: "TLS handshakes that resumed a session (no certificate chain verified again).",
+	}, func() float64 { return float64(s.tlsCounts.resumed.Load()) })
+	// Connections accepted whose handshake waits for one of the bounded
+	// handshake slots (listen.go): above zero for long, the server is
+	// short of CPU for the connections it is asked to take.
+	waiting := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "drover_server_tls_handshakes_waiting", Help: "Accepted connections waiting for their TLS handshake to start.",
+	}, func() float64 { return float64(s.tlsCounts.waiting.Load()) })
 	parked := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "drover_server_polls_parked", Help: "Agents' long-polls waiting on this server with no goroutine (HTTP/1.1).",
 	}, func() float64 { return float64(s.parkedCount()) })
 	e.reg.MustRegister(e.stored, e.published, e.hookFailures, e.followers, e.followDropped, e.planDuration,
-		e.httpDuration, outbox, connected, handshakes, parked, &deviceCollector{s: s},
+		e.httpDuration, outbox, connected, handshakes, resumed, waiting, parked, &deviceCollector{s: s},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 }
 

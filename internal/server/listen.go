@@ -19,13 +19,24 @@ import (
 // a handshake needs (certificate parsing and verification) would stay
 // with that goroutine: many kB for every idle agent holding its
 // long-poll.
+//
+// At most handshakesPerCPU handshakes per CPU run at once; the rest wait
+// their turn, and one whose deadline (counted from its accept) passes
+// while it waits is closed without work. Unbounded, the handshakes of a
+// whole fleet reconnecting or fetching at once share the CPU so finely
+// that each takes as long as all of them: every client gives up (10 s)
+// before its own is done, the server's work is lost, and the fleet
+// retries into the same queue. Bounded, they finish at the rate the CPU
+// allows, first come first served.
 type handshakeListener struct {
 	inner   net.Listener
 	cfg     *tls.Config
 	timeout time.Duration
 	log     *slog.Logger
-	// handshakes counts the handshakes done (the server's metric).
-	handshakes *atomic.Int64
+	// counts are the server's handshake metrics.
+	counts *handshakeCounts
+	// slots holds a token for each handshake running.
+	slots chan struct{}
 
 	ready  chan net.Conn
 	ctx    context.Context
@@ -45,9 +56,23 @@ type handshakeListener struct {
 	closed bool
 }
 
-func newHandshakeListener(inner net.Listener, cfg *tls.Config, timeout time.Duration, log *slog.Logger, handshakes *atomic.Int64) *handshakeListener {
+// handshakesPerCPU bounds the handshakes running at once, per CPU. A
+// handshake waits for two of the client's flights, so on a network with
+// 200 ms round trips this still lets about 600 complete a second per CPU,
+// more than a CPU can compute.
+const handshakesPerCPU = 128
+
+// handshakeCounts are the handshake metrics of a server.
+type handshakeCounts struct {
+	// done counts the handshakes completed, resumed those of them that
+	// resumed a session; waiting is how many accepted connections wait
+	// for a handshake slot.
+	done, resumed, waiting atomic.Int64
+}
+
+func newHandshakeListener(inner net.Listener, cfg *tls.Config, timeout time.Duration, log *slog.Logger, counts *handshakeCounts, slots int) *handshakeListener {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &handshakeListener{inner: inner, cfg: cfg, timeout: timeout, log: log, handshakes: handshakes,
+	return &handshakeListener{inner: inner, cfg: cfg, timeout: timeout, log: log, counts: counts, slots: make(chan struct{}, slots),
 		ready: make(chan net.Conn), ctx: ctx, cancel: cancel, failed: make(chan struct{})}
 }
 
@@ -113,17 +138,33 @@ func (l *handshakeListener) acceptLoop() {
 
 func (l *handshakeListener) handshake(c net.Conn) {
 	defer l.wg.Done()
-	tc := tls.Server(c, l.cfg)
+	// The deadline counts from the accept: a client waiting that long for
+	// a slot has given up, and its handshake would be work for no one.
 	ctx, cancel := context.WithTimeout(l.ctx, l.timeout)
+	defer cancel()
+	l.counts.waiting.Add(1)
+	select {
+	case l.slots <- struct{}{}:
+		l.counts.waiting.Add(-1)
+	case <-ctx.Done():
+		l.counts.waiting.Add(-1)
+		l.log.Debug("TLS handshake not started: no slot before the deadline", "remote", c.RemoteAddr().String())
+		_ = c.Close()
+		return
+	}
+	tc := tls.Server(c, l.cfg)
 	err := tc.HandshakeContext(ctx)
-	cancel()
+	<-l.slots
 	if err != nil {
 		// net/http logs these to its error log, which is debug here.
 		l.log.Debug("TLS handshake error", "remote", c.RemoteAddr().String(), "err", err)
 		_ = c.Close()
 		return
 	}
-	l.handshakes.Add(1)
+	l.counts.done.Add(1)
+	if tc.ConnectionState().DidResume {
+		l.counts.resumed.Add(1)
+	}
 	select {
 	case l.ready <- tc:
 	case <-l.ctx.Done():

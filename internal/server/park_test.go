@@ -236,8 +236,42 @@ func TestPollEndsForHeartbeat(t *testing.T) {
 	if n := ln.n.Load() - accepted; n != 1 {
 		t.Fatalf("%d connections for a start, three polls and their heartbeats, want 1", n)
 	}
-	if n := srv.handshakes.Load(); n != ln.n.Load() {
+	if n := srv.tlsCounts.done.Load(); n != ln.n.Load() {
 		t.Fatalf("handshakes metric %d, want %d (every connection accepted)", n, ln.n.Load())
+	}
+}
+
+// TestConvergeConnectionResumes: the connection an agent opens while its
+// long-poll is waiting (to converge: manifests, blobs, reports) resumes
+// the TLS session of the poll's connection instead of a full handshake.
+func TestConvergeConnectionResumes(t *testing.T) {
+	fx := newServed(t)
+	srv, addr, _ := fx.start(Config{PollTimeout: time.Minute}, nil)
+	dev := fx.client(pki.RoleDevice, "dev-1", addr)
+	ctx := context.Background()
+	rep := api.Report{Facts: map[string]string{}, Installed: []api.InstalledApp{}}
+	if _, err := dev.Report(ctx, "dev-1", rep); err != nil {
+		t.Fatal(err)
+	}
+	first, err := dev.Desired(ctx, "dev-1", "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	polled := make(chan error, 1)
+	go func() {
+		_, err := dev.Desired(ctx, "dev-1", first.Digest, 2*time.Second)
+		polled <- err
+	}()
+	waitUntil(t, 5*time.Second, "the poll is parked", func() bool { return srv.parkedCount() == 1 })
+	// The poll's connection is busy: this goes over a second one.
+	if _, err := dev.Report(ctx, "dev-1", rep); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-polled; err != nil {
+		t.Fatal(err)
+	}
+	if done, resumed := srv.tlsCounts.done.Load(), srv.tlsCounts.resumed.Load(); done != 2 || resumed != 1 {
+		t.Fatalf("%d handshakes, %d resumed; want 2, the second resumed", done, resumed)
 	}
 }
 

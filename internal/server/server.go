@@ -16,9 +16,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/drover-dev/drover/internal/api"
@@ -92,9 +92,9 @@ type Server struct {
 	rep   *replicas // replicas.go
 	// parking holds long-polls that wait with no goroutine (park.go).
 	parking parking
-	// handshakes counts the TLS handshakes done: connections opened by
-	// agents and operators (a metric).
-	handshakes atomic.Int64
+	// tlsCounts are the TLS handshake metrics: handshakes done
+	// (connections opened by agents and operators) and waiting.
+	tlsCounts handshakeCounts
 	// evGroups stores concurrent device event posts together (batch.go).
 	evGroups eventGroups
 
@@ -195,7 +195,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			tlsCfg.NextProtos = []string{"h2", "http/1.1"}
 		}
 		hs.TLSConfig = tlsCfg
-		hl := newHandshakeListener(ln, tlsCfg, hs.ReadHeaderTimeout, s.log, &s.handshakes)
+		hl := newHandshakeListener(ln, tlsCfg, hs.ReadHeaderTimeout, s.log, &s.tlsCounts, handshakesPerCPU*runtime.GOMAXPROCS(0))
 		s.parking.start(ctx, hl)
 		defer s.parking.stop()
 		ln = hl
