@@ -21,13 +21,15 @@ import (
 // long-poll.
 //
 // At most handshakesPerCPU handshakes per CPU run at once; the rest wait
-// their turn, and one whose deadline (counted from its accept) passes
-// while it waits is closed without work. Unbounded, the handshakes of a
-// whole fleet reconnecting or fetching at once share the CPU so finely
-// that each takes as long as all of them: every client gives up (10 s)
-// before its own is done, the server's work is lost, and the fleet
-// retries into the same queue. Bounded, they finish at the rate the CPU
-// allows, first come first served.
+// their turn, for a fifth of the handshake deadline at most, and are then
+// closed without work (the client retries with backoff). Unbounded, the
+// handshakes of a whole fleet reconnecting or fetching at once share the
+// CPU so finely that each takes as long as all of them: every client
+// gives up (10 s) before its own is done, the server's work is lost, and
+// the fleet retries into the same storm. A queue as long as the deadline
+// loses the same way: each handshake then starts just before its client
+// gives up. Bounded in both, the handshakes that start finish while their
+// clients wait, at the rate the CPU allows.
 type handshakeListener struct {
 	inner   net.Listener
 	cfg     *tls.Config
@@ -138,17 +140,23 @@ func (l *handshakeListener) acceptLoop() {
 
 func (l *handshakeListener) handshake(c net.Conn) {
 	defer l.wg.Done()
-	// The deadline counts from the accept: a client waiting that long for
-	// a slot has given up, and its handshake would be work for no one.
+	// The deadline counts from the accept, as the client's own does.
 	ctx, cancel := context.WithTimeout(l.ctx, l.timeout)
 	defer cancel()
+	wait := time.NewTimer(l.timeout / 5)
 	l.counts.waiting.Add(1)
 	select {
 	case l.slots <- struct{}{}:
 		l.counts.waiting.Add(-1)
+		wait.Stop()
+	case <-wait.C:
+		l.counts.waiting.Add(-1)
+		l.log.Debug("TLS handshake not started: the server is busy", "remote", c.RemoteAddr().String())
+		_ = c.Close()
+		return
 	case <-ctx.Done():
 		l.counts.waiting.Add(-1)
-		l.log.Debug("TLS handshake not started: no slot before the deadline", "remote", c.RemoteAddr().String())
+		wait.Stop()
 		_ = c.Close()
 		return
 	}
