@@ -326,6 +326,17 @@ func runFleet(parent context.Context, cfg FleetConfig, bin string, n int) (res F
 		addrs = append(addrs, srv.addr)
 	}
 	srv := servers[0]
+	// A failure says what the servers logged, too.
+	defer func() {
+		if err == nil {
+			return
+		}
+		for i, s := range servers {
+			if n, first := s.warnings(); n > 0 {
+				err = fmt.Errorf("%w; server %d logged %d warnings, first: %s", err, i+1, n, first)
+			}
+		}
+	}()
 	// Operators use the last replica: with several, every agent but
 	// those on it learns of its state through another replica.
 	admin, err := newClient(servers[len(servers)-1].addr, pkiDir, "bench-admin")
@@ -883,11 +894,12 @@ func waitRegistered(ctx context.Context, admin *client.Client, ids []string, set
 }
 
 // listPause is how long the watcher waits between two device lists, the
-// last of which took took: 100 ms, or four times as long as the list took,
-// so the watcher's own calls stay a fifth of the server's work at most and
-// the fleet, not the watcher, is measured.
+// last of which took took: 100 ms, or four times as long as the list took
+// (2 s at most), so the watcher's own calls stay a small part of the
+// server's work, the fleet, not the watcher, is measured, and the end is
+// still seen within about a list's time.
 func listPause(took time.Duration) time.Duration {
-	return max(100*time.Millisecond, 4*took)
+	return min(max(100*time.Millisecond, 4*took), 2*time.Second)
 }
 
 // setStatesBulk declares the fleet package as every device's desired
