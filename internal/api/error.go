@@ -16,6 +16,10 @@ const (
 	// ETOOMANY: a device is over one of its quotas (events, reports);
 	// RetryAfter says when to try again.
 	ETOOMANY = "too_many_requests"
+	// EUNAVAILABLE: the server cannot serve the call now (its database is
+	// unreachable or too busy to take a lock in time); RetryAfter says
+	// when to try again. Nothing was changed.
+	EUNAVAILABLE = "unavailable"
 )
 
 // Error is the one error type crossing the wire. Message is shown to users
@@ -26,7 +30,7 @@ type Error struct {
 	// Missing lists blob digests the server lacks, for a push that
 	// forgot some.
 	Missing []string `json:"missing,omitempty"`
-	// RetryAfter is, for ETOOMANY, how many seconds to wait before trying
+	// RetryAfter is, for ETOOMANY and EUNAVAILABLE, how many seconds to wait before trying
 	// again (also sent as the Retry-After header).
 	RetryAfter int `json:"retry_after,omitempty"`
 	// Accepted is, for ETOOMANY on a batch of events, how many of the
@@ -48,6 +52,7 @@ var statusOf = map[string]int{
 	EUNAUTHORIZED: http.StatusUnauthorized,
 	EINTERNAL:     http.StatusInternalServerError,
 	ETOOMANY:      http.StatusTooManyRequests,
+	EUNAVAILABLE:  http.StatusServiceUnavailable,
 }
 
 // HTTPStatus returns the HTTP status for a code (500 if unknown).

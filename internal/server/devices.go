@@ -72,12 +72,20 @@ func (s *Server) handleRemoveDevice(w http.ResponseWriter, r *http.Request, p pe
 	if !api.ValidDeviceID(id) {
 		return api.Errorf(api.EINVALID, fmt.Sprintf("invalid device id %q", id))
 	}
-	defer s.lockDocuments(ctx)()
+	unlockDocs, err := s.lockDocuments(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlockDocs()
 	key := api.DocDevice + "/" + id
 	if name, held := s.rolloutHolds([]string{key}); held {
 		return api.Errorf(api.ECONFLICT, fmt.Sprintf("rollout %s holds %s: wait for it to end, or abort it", name, key))
 	}
-	defer s.lockDevice(id)()
+	unlock, err := s.lockDevice(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	if _, err := s.store.Device(ctx, id); errors.Is(err, store.ErrNotFound) {
 		return api.Errorf(api.ENOTFOUND, fmt.Sprintf("no device %q", id))
 	} else if err != nil {

@@ -205,7 +205,11 @@ func (s *Server) setDocumentsAt(ctx context.Context, docs []api.Document, by str
 		}
 		keys[i] = d.Key()
 	}
-	defer s.lockDocuments(ctx)()
+	unlock, err := s.lockDocuments(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	if name, held := s.rolloutHolds(keys); held {
 		return api.Errorf(api.ECONFLICT, fmt.Sprintf("rollout %s holds %s: wait for it to end, or abort it", name, strings.Join(keys, ", ")))
 	}
@@ -244,7 +248,11 @@ func (s *Server) setDocumentsAt(ctx context.Context, docs []api.Document, by str
 // removeDocuments removes stored documents (state rm): the devices they
 // gave apps to resolve again without them.
 func (s *Server) removeDocuments(ctx context.Context, keys []string, by string) error {
-	defer s.lockDocuments(ctx)()
+	unlock, err := s.lockDocuments(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	if name, held := s.rolloutHolds(keys); held {
 		return api.Errorf(api.ECONFLICT, fmt.Sprintf("rollout %s holds %s: wait for it to end, or abort it", name, strings.Join(keys, ", ")))
 	}
@@ -349,19 +357,28 @@ func (s *Server) applyChanges(changes []change, ids []string) {
 
 // lockDocuments serializes document writes, on this replica and among
 // replicas: each is checked against the documents it replaces, so with
-// others writing too the documents are read from the store first.
-func (s *Server) lockDocuments(ctx context.Context) func() {
+// others writing too the documents are read from the store first. It
+// returns an error, with nothing locked, when the lock cannot be had or
+// the documents cannot be read: a write checked against a stale view
+// could undo another replica's.
+func (s *Server) lockDocuments(ctx context.Context) (func(), error) {
 	s.docMu.Lock()
-	unlock := s.sharedLock(ctx, "documents")
+	unlock, err := s.sharedLock(ctx, "documents")
+	if err != nil {
+		s.docMu.Unlock()
+		return nil, err
+	}
 	if s.rep.shared != nil {
 		if err := s.res.loadDocuments(ctx); err != nil {
-			s.log.Warn("read documents", "err", err)
+			unlock()
+			s.docMu.Unlock()
+			return nil, fmt.Errorf("read documents: %w", err)
 		}
 	}
 	return func() {
 		unlock()
 		s.docMu.Unlock()
-	}
+	}, nil
 }
 
 // invalidateDevices drops the cached resolutions of these devices and

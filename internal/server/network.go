@@ -192,7 +192,11 @@ const maxErrorText = 256
 
 // observeProbes stores one prober's outcomes of target's checks.
 func (s *Server) observeProbes(ctx context.Context, prober, target string, results []api.ProbeResult) error {
-	defer s.lockDevice(target)()
+	unlock, err := s.lockDevice(ctx, target)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	d, err := s.store.Device(ctx, target)
 	if err != nil {
 		return err

@@ -30,18 +30,23 @@ type nodeServer struct {
 }
 
 // lockDevice serializes changes to one device's record between reports,
-// keepalives and the termination hook; it returns the unlock.
-func (s *Server) lockDevice(id string) func() {
+// keepalives and the termination hook; it returns the unlock, or the
+// error of sharedLock (then nothing is locked and nothing may change).
+func (s *Server) lockDevice(ctx context.Context, id string) (func(), error) {
 	m, _ := s.node.locks.LoadOrStore(id, &sync.Mutex{})
 	mu := m.(*sync.Mutex)
 	mu.Lock()
 	// Another replica may change the same record (a keepalive there, a
 	// report here).
-	unlock := s.sharedLock(context.Background(), "device/"+id)
+	unlock, err := s.sharedLock(ctx, "device/"+id)
+	if err != nil {
+		mu.Unlock()
+		return nil, err
+	}
 	return func() {
 		unlock()
 		mu.Unlock()
-	}
+	}, nil
 }
 
 // nodeRoutes registers health, termination and keepalive calls.
@@ -175,7 +180,11 @@ func (s *Server) stopTimers() {
 // reconsider moves a device's termination on outside any request.
 func (s *Server) reconsider(id string) {
 	ctx := context.Background()
-	unlock := s.lockDevice(id)
+	unlock, err := s.lockDevice(ctx, id)
+	if err != nil {
+		// The next report or keepalive moves the termination on.
+		return
+	}
 	d, err := s.store.Device(ctx, id)
 	if err != nil {
 		unlock()
@@ -213,7 +222,10 @@ func (s *Server) handleKeepalive(w http.ResponseWriter, r *http.Request, p peer)
 	if n != 1 || req.Seconds < 0 || time.Duration(req.Seconds) > maxKeepalive/time.Second {
 		return api.Errorf(api.EINVALID, "keepalive: want one of seconds (up to 10 years), forever or cancel")
 	}
-	unlock := s.lockDevice(id)
+	unlock, err := s.lockDevice(ctx, id)
+	if err != nil {
+		return err
+	}
 	d, err := s.store.Device(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
 		unlock()
@@ -285,9 +297,19 @@ func (s *Server) startHook(d api.Device) {
 		ev := api.Event{Device: d.ID, Kind: kind, Level: level, Priority: api.PriorityHigh, Message: msg,
 			Payload: nodeJSON(map[string]any{"hook": s.cfg.TerminationHook, "output": out})}
 		w := store.Write{Events: []api.Event{ev}}
-		unlock := s.lockDevice(d.ID)
+		// The hook's outcome is not to be lost: its event is stored even
+		// if the record cannot be locked, which is tried for a minute.
+		unlock, lerr := s.lockDevice(ctx, d.ID)
+		for try := 1; lerr != nil && try < 12; try++ {
+			time.Sleep(5 * time.Second)
+			unlock, lerr = s.lockDevice(ctx, d.ID)
+		}
+		if lerr != nil {
+			s.log.Error("store termination: the device's record stays terminating", "device", d.ID, "err", lerr)
+			unlock = func() {}
+		}
 		cur, gerr := s.store.Device(ctx, d.ID)
-		if gerr == nil && cur.Termination != nil && cur.Termination.State == api.TerminationTerminating {
+		if lerr == nil && gerr == nil && cur.Termination != nil && cur.Termination.State == api.TerminationTerminating {
 			cur.Termination.State, cur.Termination.Updated = state, s.now().UTC()
 			cur.Termination.Error = ""
 			if err != nil {

@@ -99,7 +99,11 @@ func (s *Server) handleSetParams(w http.ResponseWriter, r *http.Request, p peer)
 	if err := s.checkParamValues(ctx, pkg, up.Set); err != nil {
 		return err
 	}
-	defer s.sharedLock(ctx, "params/"+device+"/"+pkg)()
+	unlock, err := s.sharedLock(ctx, "params/"+device+"/"+pkg)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	cur, err := s.store.ParamValues(ctx, device, pkg)
 	if err != nil {
 		return err

@@ -156,20 +156,23 @@ func (rp *replicas) send(ctx context.Context, log func(msg string, args ...any))
 }
 
 // sharedLock takes a lock shared by every replica; alone it is a no-op (the
-// caller's own mutex is enough). An error (the database is unreachable)
-// returns a no-op unlock: the store calls that follow fail the same way.
-func (s *Server) sharedLock(ctx context.Context, name string) func() {
+// caller's own mutex is enough). When the lock cannot be had within 30 s
+// (the database is unreachable, or so busy that the locks queue) it
+// returns an EUNAVAILABLE error, and the caller must change nothing: going
+// on without the lock could lose another replica's change to the same
+// record.
+func (s *Server) sharedLock(ctx context.Context, name string) (func(), error) {
 	if s.rep.shared == nil {
-		return func() {}
+		return func() {}, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	unlock, err := s.rep.shared.Lock(ctx, name)
 	if err != nil {
 		s.log.Warn("replica lock", "lock", name, "err", err)
-		return func() {}
+		return nil, &api.Error{Code: api.EUNAVAILABLE, Message: "the server is busy: try again", RetryAfter: 5}
 	}
-	return unlock
+	return unlock, nil
 }
 
 // runReplicas sends this replica's changes and applies the others' until

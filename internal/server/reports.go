@@ -41,7 +41,11 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request, p peer) er
 	// one's lock is released (network.go).
 	defer s.netResults(ctx, id, rep.ProbeResults)
 	// Reports, keepalives and the termination hook change the same record.
-	defer s.lockDevice(id)()
+	unlock, err := s.lockDevice(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	old, err := s.store.Device(ctx, id)
 	isNew := errors.Is(err, store.ErrNotFound)
 	if err != nil && !isNew {

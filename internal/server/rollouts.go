@@ -314,7 +314,11 @@ func (s *Server) changeRollout(ctx context.Context, name string, change func(r *
 	defer s.ro.op.Unlock()
 	// An operator may pause or abort it through another replica while
 	// the leader steps it: both read the stored rollout under one lock.
-	defer s.sharedLock(ctx, "rollout/"+name)()
+	unlock, err := s.sharedLock(ctx, "rollout/"+name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	cur, ok := s.rolloutOf(name)
 	if s.rep.shared != nil {
 		ok = false
