@@ -339,7 +339,7 @@ func runFleet(parent context.Context, cfg FleetConfig, bin string, n int) (res F
 	}()
 	// Operators use the last replica: with several, every agent but
 	// those on it learns of its state through another replica.
-	admin, err := newClient(servers[len(servers)-1].addr, pkiDir, "bench-admin")
+	admin, err := newWatcher(servers[len(servers)-1].addr, pkiDir)
 	if err != nil {
 		return res, err
 	}
@@ -507,6 +507,17 @@ func parallel(ctx context.Context, workers, n int, fn func(i int) error) error {
 // each has its own connection pool, so its own TLS connection.
 func newClient(addr, dir, name string) (*client.Client, error) {
 	return newClientFrom(addr, dir, name, nil)
+}
+
+// newWatcher is the admin client that sets the states and lists the
+// fleet: a list of 10,000 devices on a server that is converging them can
+// take longer than a client's usual 30 s.
+func newWatcher(addr, dir string) (*client.Client, error) {
+	tlsCfg, err := pki.ClientTLSConfig(filepath.Join(dir, "bench-admin.crt"), filepath.Join(dir, "bench-admin.key"), filepath.Join(dir, pki.CACertFile))
+	if err != nil {
+		return nil, err
+	}
+	return client.New(client.Config{Addr: addr, TLS: tlsCfg, Timeout: 5 * time.Minute})
 }
 
 // newClientFrom is newClient dialling from local (nil: any address).
