@@ -68,8 +68,16 @@ func TestFleetAgentProcs(t *testing.T) {
 	t.Setenv(asMain, "1")
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
+	// The agents' local sockets live under this folder, and a socket's
+	// path must stay under 108 bytes: t.TempDir's, named after the test,
+	// is too long.
+	dir, err := os.MkdirTemp("", "dbf-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
 	var out, errb bytes.Buffer
-	code := run(ctx, []string{"fleet", "-n", "9", "-agent-procs", "2", "-dir", t.TempDir(), "-timeout", "2m"}, &out, &errb)
+	code := run(ctx, []string{"fleet", "-n", "9", "-agent-procs", "2", "-dir", dir, "-timeout", "2m"}, &out, &errb)
 	if code != 0 {
 		t.Fatalf("fleet exited %d; stderr: %s; stdout: %s", code, errb.String(), out.String())
 	}
