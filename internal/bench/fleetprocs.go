@@ -119,20 +119,29 @@ func startAgentProcs(self []string, dir, pkiDir string, addrs, ids []string, pro
 	return set, nil
 }
 
-func startAgentProc(bin string, args []string, from, to int) (*agentProc, error) {
-	cmd := exec.Command(bin, args...)
+// startChild starts a child process of the benchmark that talks over its
+// stdin and stdout (its stderr joins stdout) and dies with this process
+// (Pdeathsig), so an interrupted benchmark leaves none behind.
+func startChild(what string, cmd *exec.Cmd) (stdin io.WriteCloser, stdout io.ReadCloser, err error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
+	if stdin, err = cmd.StdinPipe(); err != nil {
+		return nil, nil, err
 	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
+	if stdout, err = cmd.StdoutPipe(); err != nil {
+		return nil, nil, err
 	}
 	cmd.Stderr = cmd.Stdout
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start agent process: %w", err)
+		return nil, nil, fmt.Errorf("start %s: %w", what, err)
+	}
+	return stdin, stdout, nil
+}
+
+func startAgentProc(bin string, args []string, from, to int) (*agentProc, error) {
+	cmd := exec.Command(bin, args...)
+	stdin, stdout, err := startChild("agent process", cmd)
+	if err != nil {
+		return nil, err
 	}
 	p := &agentProc{from: from, to: to, cmd: cmd, stdin: stdin, watching: make(chan struct{}, 1),
 		applied: make(chan string, 1), summ: make(chan string, 1), done: make(chan struct{})}

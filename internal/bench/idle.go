@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/drover-dev/drover/internal/agent"
@@ -266,22 +265,13 @@ func startSim(ctx context.Context, self []string, addr, pkiDir string, from, to 
 	args := append(append([]string{}, self[1:]...), "idle-agents", "-addr", addr, "-pki", pkiDir,
 		"-from", strconv.Itoa(from), "-to", strconv.Itoa(to), "-local", local, "-heartbeat", heartbeat.String())
 	cmd := exec.Command(self[0], args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.Env = os.Environ()
 	if http1 {
 		cmd.Env = append(cmd.Env, "GODEBUG=http2client=0")
 	}
-	stdin, err := cmd.StdinPipe()
+	stdin, stdout, err := startChild("simulator", cmd)
 	if err != nil {
 		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start simulator: %w", err)
 	}
 	s := &simProc{cmd: cmd, stdin: stdin, lines: make(chan string, 16), done: make(chan struct{})}
 	go func() {
