@@ -339,7 +339,9 @@ func runFleet(parent context.Context, cfg FleetConfig, bin string, n int) (res F
 	}()
 	// Operators use the last replica: with several, every agent but
 	// those on it learns of its state through another replica.
-	admin, err := newWatcher(servers[len(servers)-1].addr, pkiDir)
+	// A list of 10,000 devices on servers converging them can take longer
+	// than a client's usual 30 s.
+	admin, err := newClientWith(pkiDir, "bench-admin", client.Config{Addr: servers[len(servers)-1].addr, Timeout: 5 * time.Minute})
 	if err != nil {
 		return res, err
 	}
@@ -506,27 +508,17 @@ func parallel(ctx context.Context, workers, n int, fn func(i int) error) error {
 // newClient returns a client with the certificate NAME of the PKI in dir;
 // each has its own connection pool, so its own TLS connection.
 func newClient(addr, dir, name string) (*client.Client, error) {
-	return newClientFrom(addr, dir, name, nil)
+	return newClientWith(dir, name, client.Config{Addr: addr})
 }
 
-// newWatcher is the admin client that sets the states and lists the
-// fleet: a list of 10,000 devices on a server that is converging them can
-// take longer than a client's usual 30 s.
-func newWatcher(addr, dir string) (*client.Client, error) {
-	tlsCfg, err := pki.ClientTLSConfig(filepath.Join(dir, "bench-admin.crt"), filepath.Join(dir, "bench-admin.key"), filepath.Join(dir, pki.CACertFile))
-	if err != nil {
-		return nil, err
-	}
-	return client.New(client.Config{Addr: addr, TLS: tlsCfg, Timeout: 5 * time.Minute})
-}
-
-// newClientFrom is newClient dialling from local (nil: any address).
-func newClientFrom(addr, dir, name string, local net.Addr) (*client.Client, error) {
+// newClientWith is newClient with the rest of cfg (its TLS is set here).
+func newClientWith(dir, name string, cfg client.Config) (*client.Client, error) {
 	tlsCfg, err := pki.ClientTLSConfig(filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key"), filepath.Join(dir, pki.CACertFile))
 	if err != nil {
 		return nil, err
 	}
-	return client.New(client.Config{Addr: addr, TLS: tlsCfg, LocalAddr: local})
+	cfg.TLS = tlsCfg
+	return client.New(cfg)
 }
 
 // writeFleetPackage builds the small package (3 files, prefix mode) every
@@ -748,7 +740,7 @@ func startAgentsFrom(ctx context.Context, dir, pkiDir string, addrs []string, lo
 	fl := &fleet{ids: ids, log: &countingHandler{}, cancel: cancel}
 	logger := slog.New(fl.log)
 	for i, id := range ids {
-		c, err := newClientFrom(addrs[i%len(addrs)], pkiDir, id, local)
+		c, err := newClientWith(pkiDir, id, client.Config{Addr: addrs[i%len(addrs)], LocalAddr: local})
 		if err != nil {
 			return fl, err
 		}

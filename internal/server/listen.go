@@ -144,19 +144,18 @@ func (l *handshakeListener) handshake(c net.Conn) {
 	ctx, cancel := context.WithTimeout(l.ctx, l.timeout)
 	defer cancel()
 	wait := time.NewTimer(l.timeout / 5)
+	defer wait.Stop()
 	l.counts.waiting.Add(1)
+	slot := false
 	select {
 	case l.slots <- struct{}{}:
-		l.counts.waiting.Add(-1)
-		wait.Stop()
+		slot = true
 	case <-wait.C:
-		l.counts.waiting.Add(-1)
-		l.log.Debug("TLS handshake not started: the server is busy", "remote", c.RemoteAddr().String())
-		_ = c.Close()
-		return
 	case <-ctx.Done():
-		l.counts.waiting.Add(-1)
-		wait.Stop()
+	}
+	l.counts.waiting.Add(-1)
+	if !slot {
+		l.log.Debug("TLS handshake not started: the server is busy", "remote", c.RemoteAddr().String())
 		_ = c.Close()
 		return
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/drover-dev/drover/internal/api"
+	"github.com/drover-dev/drover/internal/client"
 	"github.com/drover-dev/drover/internal/pki"
 )
 
@@ -199,6 +200,21 @@ func (l *countingListener) Accept() (net.Conn, error) {
 	return c, err
 }
 
+// agentStart does what an agent does first: a report, then a read of its
+// desired state, which it returns.
+func agentStart(t *testing.T, dev *client.Client, id string, rep api.Report) *api.Resolved {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := dev.Report(ctx, id, rep); err != nil {
+		t.Fatal(err)
+	}
+	first, err := dev.Desired(ctx, id, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return first
+}
+
 // TestPollEndsForHeartbeat: a long-poll that asks for a shorter wait
 // (?timeout=) is answered then, unchanged, and an agent's first report
 // and read, its polls and the heartbeats between them (a report, events)
@@ -210,13 +226,7 @@ func TestPollEndsForHeartbeat(t *testing.T) {
 	ctx := context.Background()
 	accepted := ln.n.Load()
 	rep := api.Report{Facts: map[string]string{}, Installed: []api.InstalledApp{}}
-	if _, err := dev.Report(ctx, "dev-1", rep); err != nil {
-		t.Fatal(err)
-	}
-	first, err := dev.Desired(ctx, "dev-1", "", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	first := agentStart(t, dev, "dev-1", rep)
 	for round := range 3 {
 		start := time.Now()
 		res, err := dev.Desired(ctx, "dev-1", first.Digest, time.Second)
@@ -250,13 +260,7 @@ func TestConvergeConnectionResumes(t *testing.T) {
 	dev := fx.client(pki.RoleDevice, "dev-1", addr)
 	ctx := context.Background()
 	rep := api.Report{Facts: map[string]string{}, Installed: []api.InstalledApp{}}
-	if _, err := dev.Report(ctx, "dev-1", rep); err != nil {
-		t.Fatal(err)
-	}
-	first, err := dev.Desired(ctx, "dev-1", "", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	first := agentStart(t, dev, "dev-1", rep)
 	polled := make(chan error, 1)
 	go func() {
 		_, err := dev.Desired(ctx, "dev-1", first.Digest, 2*time.Second)
